@@ -1,0 +1,25 @@
+"""The multi-LoRA backend contract (SPEC.md) and its float64 reference backend."""
+
+from lora_ref.backend import BaseLoRABackend, Capabilities
+from lora_ref.batch_info import BatchSummary, LoRABatchInfo, make_batch_info, refill_batch_info
+from lora_ref.reference import ReferenceLoRABackend
+from lora_ref.registry import (
+    ENTRY_POINT_GROUP,
+    BackendNotFoundError,
+    get_backend_from_name,
+    known_backend_names,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BackendNotFoundError",
+    "BaseLoRABackend",
+    "BatchSummary",
+    "Capabilities",
+    "LoRABatchInfo",
+    "ReferenceLoRABackend",
+    "get_backend_from_name",
+    "known_backend_names",
+    "make_batch_info",
+    "refill_batch_info",
+]

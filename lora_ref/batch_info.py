@@ -1,0 +1,263 @@
+"""The batch description every backend consumes: which rows use which adapter.
+
+Dimension letters (used in every docstring of this package):
+    T  tokens in the batch (rows of ``x``)
+    L  adapter slots in the weight pool
+    R  max rank the pool was sized for; ``r = lora_ranks[w] <= R``
+    bs number of segments
+
+A segment is a run of consecutive (logical) rows that share one adapter slot.  When
+``permutation`` is set, logical row ``j`` is physical row ``permutation[j]`` of ``x`` and of
+every output.
+
+CUDA graphs: with ``use_cuda_graph=True`` the tensors may be preallocated buffers longer than
+``bs``.  Segments ``bs..`` are padding and must be empty (``seg_lens == 0``), so a graph whose
+kernels were sized on the buffer length stays correct when a later batch has more or fewer live
+segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lora_ref.errors import check_dtype, fail
+
+INDEX_DTYPE = torch.int32
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """Host-side facts read once from a validated batch, so calls can check shapes without a sync.
+
+    Attributes:
+        num_tokens: ``T``, the last entry of ``seg_indptr``.
+        num_slots: ``L``, the length of ``lora_ranks``.
+        max_weight_index: largest entry of ``weight_indices`` (-1 for an empty batch).
+        max_rank: largest entry of ``lora_ranks`` (0 when there are no slots).
+        num_segments: length of the segment buffers (``bs``, or the graph capacity).
+    """
+
+    num_tokens: int
+    num_slots: int
+    max_weight_index: int
+    max_rank: int
+    num_segments: int
+
+
+@dataclass
+class LoRABatchInfo:
+    """One batch's segment layout and adapter metadata (see SPEC.md, "LoRABatchInfo").
+
+    Attributes:
+        bs: number of live segments.
+        seg_lens: int32 ``(bs,)`` tokens per segment, ``>= 0``.
+        seg_indptr: int32 ``(bs+1,)`` exclusive prefix sum of ``seg_lens``; last entry is ``T``.
+        max_len: host ``max(seg_lens)``, used to size launch grids without a device sync.
+        weight_indices: int32 ``(bs,)`` adapter slot of each segment, in ``[0, L)``.
+        lora_ranks: int32 ``(L,)`` rank of each slot; 0 means "no adapter".
+        scalings: float32 ``(L,)`` scaling (``alpha / r``) of each slot.
+        permutation: int32 ``(T,)`` logical-to-physical row map, or None for the identity.
+        use_cuda_graph: the tensors are preallocated and refilled in place between replays.
+    """
+
+    bs: int
+    seg_lens: torch.Tensor
+    seg_indptr: torch.Tensor
+    max_len: int
+    weight_indices: torch.Tensor
+    lora_ranks: torch.Tensor
+    scalings: torch.Tensor
+    permutation: torch.Tensor | None = None
+    use_cuda_graph: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return self.seg_lens.device
+
+    def validate(self) -> BatchSummary:
+        """Check every invariant of SPEC.md and return the host summary.
+
+        Raises ``TypeError`` for a wrong dtype and ``ValueError`` for anything else, naming the
+        field, what was expected and what came.  This reads the tensors on the host (a device
+        sync), so it belongs to batch preparation, never to a captured CUDA graph.
+        """
+        if not isinstance(self.bs, int) or isinstance(self.bs, bool) or self.bs < 0:
+            fail("bs", "a non-negative int", repr(self.bs))
+        if not isinstance(self.max_len, int) or isinstance(self.max_len, bool):
+            fail("max_len", "an int", repr(self.max_len))
+        named = {
+            "seg_lens": self.seg_lens,
+            "seg_indptr": self.seg_indptr,
+            "weight_indices": self.weight_indices,
+            "lora_ranks": self.lora_ranks,
+            "scalings": self.scalings,
+        }
+        if self.permutation is not None:
+            named["permutation"] = self.permutation
+        for name, t in named.items():
+            if not isinstance(t, torch.Tensor):
+                fail(name, "a torch.Tensor", type(t).__name__)
+            if t.dim() != 1:
+                fail(name, "a 1-D tensor", f"shape {tuple(t.shape)}")
+            if t.device != self.seg_lens.device:
+                fail(name, f"a tensor on {self.seg_lens.device}", f"one on {t.device}")
+            check_dtype(name, t, torch.float32 if name == "scalings" else INDEX_DTYPE)
+
+        capacity = self.seg_lens.numel()
+        if capacity != self.bs and not (self.use_cuda_graph and capacity > self.bs):
+            fail(
+                "seg_lens",
+                f"shape ({self.bs},) for bs={self.bs}"
+                + (" (or a longer buffer with use_cuda_graph=True)" if capacity > self.bs else ""),
+                f"shape ({capacity},)",
+            )
+        if self.weight_indices.numel() != capacity:
+            fail("weight_indices", f"shape ({capacity},) like seg_lens", self._shape("weight_indices"))
+        if self.seg_indptr.numel() != capacity + 1:
+            fail("seg_indptr", f"shape ({capacity + 1},)", self._shape("seg_indptr"))
+        if self.scalings.numel() != self.lora_ranks.numel():
+            fail("scalings", f"shape ({self.lora_ranks.numel()},) like lora_ranks", self._shape("scalings"))
+
+        lens = self.seg_lens.tolist()
+        indptr = self.seg_indptr.tolist()
+        slots = self.weight_indices.tolist()
+        ranks = self.lora_ranks.tolist()
+        num_slots = len(ranks)
+
+        negative = [i for i, n in enumerate(lens) if n < 0]
+        if negative:
+            fail("seg_lens", "lengths >= 0", f"seg_lens[{negative[0]}]={lens[negative[0]]}")
+        padding = [i for i in range(self.bs, capacity) if lens[i] != 0]
+        if padding:
+            i = padding[0]
+            fail("seg_lens", f"empty padding segments beyond bs={self.bs}", f"seg_lens[{i}]={lens[i]}")
+        if indptr[0] != 0:
+            fail("seg_indptr", "seg_indptr[0] == 0", f"seg_indptr[0]={indptr[0]}")
+        for i, n in enumerate(lens):
+            if indptr[i + 1] != indptr[i] + n:
+                fail(
+                    "seg_indptr",
+                    f"seg_indptr[{i + 1}] == seg_indptr[{i}] + seg_lens[{i}] = {indptr[i] + n}",
+                    f"seg_indptr[{i + 1}]={indptr[i + 1]}",
+                )
+        true_max = max(lens, default=0)
+        if self.max_len < true_max:
+            fail("max_len", f">= max(seg_lens) = {true_max}", f"max_len={self.max_len}")
+        bad_slot = [i for i, w in enumerate(slots) if not 0 <= w < num_slots]
+        if bad_slot:
+            i = bad_slot[0]
+            fail("weight_indices", f"slots in [0, {num_slots})", f"weight_indices[{i}]={slots[i]}")
+        bad_rank = [w for w, r in enumerate(ranks) if r < 0]
+        if bad_rank:
+            fail("lora_ranks", "ranks >= 0", f"lora_ranks[{bad_rank[0]}]={ranks[bad_rank[0]]}")
+        if not bool(torch.isfinite(self.scalings).all()):
+            fail("scalings", "finite values", f"{self.scalings.tolist()}")
+
+        num_tokens = indptr[-1]
+        if self.permutation is not None:
+            if self.permutation.numel() != num_tokens:
+                fail("permutation", f"shape ({num_tokens},) (T = seg_indptr[-1])", self._shape("permutation"))
+            seen = torch.sort(self.permutation.long()).values.cpu()
+            if not torch.equal(seen, torch.arange(num_tokens)):
+                fail("permutation", f"a permutation of range({num_tokens})", f"{self.permutation.tolist()[:16]}...")
+
+        return BatchSummary(
+            num_tokens=num_tokens,
+            num_slots=num_slots,
+            max_weight_index=max(slots, default=-1),
+            max_rank=max(ranks, default=0),
+            num_segments=capacity,
+        )
+
+    def _shape(self, name: str) -> str:
+        return f"shape {tuple(getattr(self, name).shape)}"
+
+
+def make_batch_info(
+    seg_lens: Sequence[int],
+    weight_indices: Sequence[int],
+    lora_ranks: Sequence[int],
+    scalings: Sequence[float],
+    *,
+    permutation: Sequence[int] | None = None,
+    device: torch.device | str = "cpu",
+    capacity: int | None = None,
+    use_cuda_graph: bool = False,
+) -> LoRABatchInfo:
+    """Build a :class:`LoRABatchInfo` from host lists, on ``device``.
+
+    Args:
+        seg_lens: ``bs`` segment lengths.
+        weight_indices: ``bs`` adapter slots, one per segment.
+        lora_ranks: ``L`` ranks, one per slot.
+        scalings: ``L`` scalings, one per slot.
+        permutation: optional ``T`` logical-to-physical row map.
+        device: where the tensors live.
+        capacity: pad the segment buffers to this many segments (CUDA-graph buffers); padding
+            segments are empty and point at slot 0.  Implies ``use_cuda_graph=True``.
+        use_cuda_graph: mark the tensors as graph buffers.
+
+    The result is not validated; call ``validate()`` (``set_batch_info`` does).
+    """
+    bs = len(seg_lens)
+    if len(weight_indices) != bs:
+        fail("weight_indices", f"{bs} entries (one per segment)", f"{len(weight_indices)}")
+    if len(scalings) != len(lora_ranks):
+        fail("scalings", f"{len(lora_ranks)} entries (one per slot)", f"{len(scalings)}")
+    cap = bs if capacity is None else capacity
+    if cap < bs:
+        fail("capacity", f">= bs = {bs}", f"{cap}")
+    lens = [*seg_lens, *([0] * (cap - bs))]
+    slots = [*weight_indices, *([0] * (cap - bs))]
+    indptr = [0]
+    for n in lens:
+        indptr.append(indptr[-1] + n)
+
+    def ints(values: Sequence[int]) -> torch.Tensor:
+        return torch.tensor(list(values), dtype=INDEX_DTYPE, device=device)
+
+    return LoRABatchInfo(
+        bs=bs,
+        seg_lens=ints(lens),
+        seg_indptr=ints(indptr),
+        max_len=max(lens, default=0),
+        weight_indices=ints(slots),
+        lora_ranks=ints(lora_ranks),
+        scalings=torch.tensor(list(scalings), dtype=torch.float32, device=device),
+        permutation=None if permutation is None else ints(permutation),
+        use_cuda_graph=use_cuda_graph or capacity is not None,
+    )
+
+
+def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
+    """Copy ``source`` into ``target``'s preallocated buffers in place (CUDA-graph refill).
+
+    ``source`` must fit: at most as many segments as ``target``'s buffers hold, the same number
+    of slots, and a permutation exactly when ``target`` has one.  Padding segments become empty.
+    """
+    capacity = target.seg_lens.numel()
+    if source.bs > capacity:
+        fail("source.bs", f"<= the buffer capacity {capacity}", f"{source.bs}")
+    if source.lora_ranks.numel() != target.lora_ranks.numel():
+        fail("source.lora_ranks", f"{target.lora_ranks.numel()} slots", f"{source.lora_ranks.numel()}")
+    if (source.permutation is None) != (target.permutation is None):
+        fail("source.permutation", "present exactly when the target has one", "a mismatch")
+    n = source.bs
+    total = source.seg_indptr[n : n + 1]
+    target.seg_lens[:n].copy_(source.seg_lens[:n])
+    target.seg_lens[n:].zero_()
+    target.seg_indptr[: n + 1].copy_(source.seg_indptr[: n + 1])
+    target.seg_indptr[n + 1 :].copy_(total.expand(capacity - n))
+    target.weight_indices[:n].copy_(source.weight_indices[:n])
+    target.weight_indices[n:].zero_()
+    target.lora_ranks.copy_(source.lora_ranks)
+    target.scalings.copy_(source.scalings)
+    if target.permutation is not None and source.permutation is not None:
+        if target.permutation.numel() != source.permutation.numel():
+            fail("source.permutation", f"{target.permutation.numel()} rows", f"{source.permutation.numel()}")
+        target.permutation.copy_(source.permutation)
+    target.bs = n
+    target.max_len = max(target.max_len, source.max_len)

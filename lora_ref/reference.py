@@ -1,0 +1,149 @@
+"""The ground truth: SPEC.md's four operations as a plain float64 loop over segments.
+
+Readability beats speed here; this file *is* the spec in code.  Every operation validates all of
+its inputs first, computes in float64 on the inputs' device with no intermediate rounding, and
+returns a new tensor in the input dtype (``base_output`` is read, never written).
+
+Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``r`` one adapter's rank,
+``c`` stack count, ``N`` output dim.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lora_ref.backend import BaseLoRABackend, Capabilities
+from lora_ref.validation import (
+    FLOAT_DTYPES,
+    GateUpB,
+    QkvB,
+    check_expand,
+    check_fused,
+    check_output_offset,
+    check_output_offset_values,
+    check_shrink,
+    stack_gate_up_b,
+    stack_qkv_b,
+)
+
+
+class ReferenceLoRABackend(BaseLoRABackend):
+    """Naive float64 PyTorch loops; defines what every other backend must compute."""
+
+    name = "reference"
+    capabilities = Capabilities(
+        dtypes=frozenset(FLOAT_DTYPES),
+        permutation=True,
+        split_layouts=True,
+        cuda_graph=False,
+        float32_matmul="ieee",
+    )
+
+    @property
+    def version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("lora-conformance")
+        except PackageNotFoundError:
+            return "source tree"
+
+    def _segments(self) -> list[tuple[torch.Tensor, int, int, float]]:
+        """For each non-empty segment: physical rows, slot ``w``, rank ``r`` and scaling ``s``."""
+        info, _ = self._batch()
+        indptr = info.seg_indptr.tolist()
+        slots = info.weight_indices.tolist()
+        ranks = info.lora_ranks.tolist()
+        scalings = info.scalings.tolist()
+        rows = torch.arange(indptr[-1], device=info.device)
+        if info.permutation is not None:
+            rows = info.permutation.long()
+        segments = []
+        for i, w in enumerate(slots):
+            start, end = indptr[i], indptr[i + 1]
+            if end > start:
+                segments.append((rows[start:end], w, ranks[w], scalings[w]))
+        return segments
+
+    def run_lora_a_sgemm(self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1) -> torch.Tensor:
+        info, summary = self._batch()
+        T, _, R, c = check_shrink(summary, info.device, x, weights, stack_num)
+        out = torch.zeros(T, c * R, dtype=torch.float64, device=x.device)
+        for rows, w, r, _ in self._segments():
+            a = weights[w, : c * r, :].double()  # (c*r, K): all c slices, packed at rank r
+            out[rows, : c * r] = x[rows].double() @ a.T
+        return out.to(x.dtype)
+
+    def run_lora_b_sgemm(
+        self, x: torch.Tensor, weights: torch.Tensor, base_output: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        info, summary = self._batch()
+        T, _, N = check_expand(summary, info.device, x, weights, base_output)
+        out = self._base(base_output, T, N, x)
+        for rows, w, r, s in self._segments():
+            if r == 0:
+                continue  # no adapter: the row stays base[t], bit for bit
+            b = weights[w, :, :r].double()  # (N, r)
+            out[rows] += s * (x[rows, :r].double() @ b.T)
+        return out.to(x.dtype)
+
+    def run_qkv_lora(
+        self,
+        x: torch.Tensor,
+        qkv_lora_a: torch.Tensor,
+        qkv_lora_b: QkvB,
+        output_offset: torch.Tensor,
+        max_qkv_out_dim: int,
+        base_output: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        info, _ = self._batch()
+        lora_b = stack_qkv_b(qkv_lora_b)
+        check_output_offset(output_offset, max_qkv_out_dim, info.device)
+        (T, _, _, _), N = self._check_fused(x, qkv_lora_a, lora_b, base_output, 3, "qkv")
+        offsets = check_output_offset_values(output_offset, max_qkv_out_dim, N)
+        return self._fused(x, qkv_lora_a, lora_b, base_output, T, N, offsets)
+
+    def run_gate_up_lora(
+        self,
+        x: torch.Tensor,
+        gate_up_lora_a: torch.Tensor,
+        gate_up_lora_b: GateUpB,
+        base_output: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        lora_b = stack_gate_up_b(gate_up_lora_b)
+        (T, _, _, _), N = self._check_fused(x, gate_up_lora_a, lora_b, base_output, 2, "gate_up")
+        half = N // 2
+        return self._fused(x, gate_up_lora_a, lora_b, base_output, T, N, [0, half, N])
+
+    def _check_fused(self, x, lora_a, lora_b, base_output, c, prefix):
+        info, summary = self._batch()
+        names = (f"{prefix}_lora_a", f"{prefix}_lora_b")
+        return check_fused(summary, info.device, x, lora_a, lora_b, base_output, c, names)
+
+    def _fused(
+        self,
+        x: torch.Tensor,
+        lora_a: torch.Tensor,
+        lora_b: torch.Tensor,
+        base_output: torch.Tensor | None,
+        T: int,
+        N: int,
+        offsets: list[int],
+    ) -> torch.Tensor:
+        """Slice ``j`` of the output, columns ``[offsets[j], offsets[j+1])``, uses shrink slice ``j``."""
+        out = self._base(base_output, T, N, x)
+        for rows, w, r, s in self._segments():
+            if r == 0:
+                continue
+            xs = x[rows].double()
+            for j, (lo, hi) in enumerate(zip(offsets, offsets[1:])):
+                a = lora_a[w, j * r : (j + 1) * r, :].double()  # (r, K)
+                b = lora_b[w, lo:hi, :r].double()  # (hi - lo, r)
+                out[rows, lo:hi] += s * ((xs @ a.T) @ b.T)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def _base(base_output: torch.Tensor | None, T: int, N: int, x: torch.Tensor) -> torch.Tensor:
+        if base_output is None:
+            return torch.zeros(T, N, dtype=torch.float64, device=x.device)
+        return base_output.double()  # a copy: the reference never writes its inputs

@@ -1,0 +1,225 @@
+"""Argument checks of the four operations, shared by every backend unchanged.
+
+Each ``check_*`` function reads shapes, dtypes and devices only (no device sync), compares them
+with the :class:`~lora_ref.batch_info.BatchSummary` taken when the batch was set, and raises
+``TypeError`` (dtypes) or ``ValueError`` (everything else) before anything is written.
+
+Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``c`` stack count,
+``N`` output dim.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from lora_ref.batch_info import INDEX_DTYPE, BatchSummary
+from lora_ref.errors import check_dtype, fail
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+QkvB = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+GateUpB = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class ShrinkDims(NamedTuple):
+    T: int
+    K: int
+    R: int
+    c: int
+
+
+class ExpandDims(NamedTuple):
+    T: int
+    R: int
+    N: int
+
+
+def _tensor(arg: str, t: object, ndim: int) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        fail(arg, "a torch.Tensor", type(t).__name__)
+    if t.dim() != ndim:
+        fail(arg, f"a {ndim}-D tensor", f"shape {tuple(t.shape)}")
+    return t
+
+
+def _same_device(arg: str, t: torch.Tensor, device: torch.device) -> None:
+    if t.device != device:
+        fail(arg, f"a tensor on {device} (where the batch info lives)", f"one on {t.device}")
+
+
+def _float_input(arg: str, t: torch.Tensor, dtype: torch.dtype | None) -> None:
+    if dtype is None:
+        check_dtype(arg, t, *FLOAT_DTYPES)
+    else:
+        check_dtype(arg, t, dtype)
+
+
+def _slots_and_rank(arg: str, L: int, R: int, summary: BatchSummary) -> None:
+    if L != summary.num_slots:
+        fail(arg, f"{summary.num_slots} adapter slots (len(lora_ranks)) in dim 0", f"{L}")
+    if summary.max_rank > R:
+        fail(arg, f"a pool rank R >= max(lora_ranks) = {summary.max_rank}", f"R={R}")
+
+
+def _rows(arg: str, t: torch.Tensor, summary: BatchSummary) -> int:
+    if t.shape[0] != summary.num_tokens:
+        fail(arg, f"{summary.num_tokens} rows (T = seg_indptr[-1])", f"{t.shape[0]}")
+    return t.shape[0]
+
+
+def check_base_output(base_output: torch.Tensor | None, x: torch.Tensor, T: int, N: int) -> None:
+    """``base_output``: None or ``(T, N)`` with ``x``'s dtype and device."""
+    if base_output is None:
+        return
+    _tensor("base_output", base_output, 2)
+    check_dtype("base_output", base_output, x.dtype)
+    _same_device("base_output", base_output, x.device)
+    if tuple(base_output.shape) != (T, N):
+        fail("base_output", f"shape ({T}, {N})", f"shape {tuple(base_output.shape)}")
+
+
+def check_shrink(
+    summary: BatchSummary, device: torch.device, x: torch.Tensor, weights: torch.Tensor, stack_num: int
+) -> ShrinkDims:
+    """``x (T, K)``, ``weights (L, c*R, K)``, ``stack_num = c`` in 1..3."""
+    _tensor("x", x, 2)
+    _float_input("x", x, None)
+    _same_device("x", x, device)
+    _tensor("weights", weights, 3)
+    _float_input("weights", weights, x.dtype)
+    _same_device("weights", weights, device)
+    if not isinstance(stack_num, int) or isinstance(stack_num, bool) or stack_num not in (1, 2, 3):
+        fail("stack_num", "1, 2 or 3", repr(stack_num))
+    T = _rows("x", x, summary)
+    L, cR, K = weights.shape
+    if cR % stack_num:
+        fail("weights", f"dim 1 (c*R) divisible by stack_num={stack_num}", f"{cR}")
+    if K != x.shape[1]:
+        fail("weights", f"dim 2 (K) equal to x.shape[1] = {x.shape[1]}", f"{K}")
+    R = cR // stack_num
+    _slots_and_rank("weights", L, R, summary)
+    return ShrinkDims(T, K, R, stack_num)
+
+
+def check_expand(
+    summary: BatchSummary,
+    device: torch.device,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    base_output: torch.Tensor | None,
+) -> ExpandDims:
+    """``x (T, R')`` with ``R' >= max rank``, ``weights (L, N, R)``, ``base_output (T, N)``."""
+    _tensor("x", x, 2)
+    _float_input("x", x, None)
+    _same_device("x", x, device)
+    _tensor("weights", weights, 3)
+    _float_input("weights", weights, x.dtype)
+    _same_device("weights", weights, device)
+    T = _rows("x", x, summary)
+    L, N, R = weights.shape
+    _slots_and_rank("weights", L, R, summary)
+    if x.shape[1] < summary.max_rank:
+        fail("x", f">= max(lora_ranks) = {summary.max_rank} columns", f"{x.shape[1]}")
+    check_base_output(base_output, x, T, N)
+    return ExpandDims(T, R, N)
+
+
+def stack_qkv_b(qkv_lora_b: QkvB) -> torch.Tensor:
+    """Return the stacked ``(L, Nq + 2*Nkv, R)`` layout of a qkv expand weight.
+
+    Accepts the stacked tensor itself or the split tuple ``(q_b (1, L, Nq, R), kv_b (2, L, Nkv, R))``.
+    """
+    if not isinstance(qkv_lora_b, tuple):
+        return _tensor("qkv_lora_b", qkv_lora_b, 3)
+    if len(qkv_lora_b) != 2:
+        fail("qkv_lora_b", "a tensor or a (q_b, kv_b) pair", f"a tuple of {len(qkv_lora_b)}")
+    q_b = _tensor("qkv_lora_b[0]", qkv_lora_b[0], 4)
+    kv_b = _tensor("qkv_lora_b[1]", qkv_lora_b[1], 4)
+    if q_b.shape[0] != 1:
+        fail("qkv_lora_b[0]", "shape (1, L, Nq, R)", f"shape {tuple(q_b.shape)}")
+    if kv_b.shape[0] != 2 or kv_b.shape[1] != q_b.shape[1] or kv_b.shape[3] != q_b.shape[3]:
+        fail("qkv_lora_b[1]", f"shape (2, {q_b.shape[1]}, Nkv, {q_b.shape[3]})", f"shape {tuple(kv_b.shape)}")
+    check_dtype("qkv_lora_b[1]", kv_b, q_b.dtype)
+    return torch.cat([q_b[0], kv_b[0], kv_b[1]], dim=1)
+
+
+def stack_gate_up_b(gate_up_lora_b: GateUpB) -> torch.Tensor:
+    """Return the stacked ``(L, 2N, R)`` layout; accepts it or a pair of ``(L, N, R)`` halves."""
+    if not isinstance(gate_up_lora_b, tuple):
+        return _tensor("gate_up_lora_b", gate_up_lora_b, 3)
+    if len(gate_up_lora_b) != 2:
+        fail("gate_up_lora_b", "a tensor or a (gate_b, up_b) pair", f"a tuple of {len(gate_up_lora_b)}")
+    gate = _tensor("gate_up_lora_b[0]", gate_up_lora_b[0], 3)
+    up = _tensor("gate_up_lora_b[1]", gate_up_lora_b[1], 3)
+    if gate.shape != up.shape:
+        fail("gate_up_lora_b[1]", f"shape {tuple(gate.shape)} like the gate half", f"shape {tuple(up.shape)}")
+    check_dtype("gate_up_lora_b[1]", up, gate.dtype)
+    return torch.cat([gate, up], dim=1)
+
+
+def check_fused(
+    summary: BatchSummary,
+    device: torch.device,
+    x: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    base_output: torch.Tensor | None,
+    stack_num: int,
+    names: tuple[str, str],
+) -> tuple[ShrinkDims, int]:
+    """Checks of the fused qkv (``c=3``) and gate_up (``c=2``) paths; returns the dims and ``N``.
+
+    ``lora_a (L, c*R, K)`` and the stacked ``lora_b (L, N_total, R)`` share ``L`` and ``R``.
+    """
+    a_name, b_name = names
+    _tensor("x", x, 2)
+    _float_input("x", x, None)
+    _same_device("x", x, device)
+    _tensor(a_name, lora_a, 3)
+    _float_input(a_name, lora_a, x.dtype)
+    _same_device(a_name, lora_a, device)
+    _tensor(b_name, lora_b, 3)
+    _float_input(b_name, lora_b, x.dtype)
+    _same_device(b_name, lora_b, device)
+    T = _rows("x", x, summary)
+    L, cR, K = lora_a.shape
+    if K != x.shape[1]:
+        fail(a_name, f"dim 2 (K) equal to x.shape[1] = {x.shape[1]}", f"{K}")
+    if cR % stack_num:
+        fail(a_name, f"dim 1 ({stack_num}*R) divisible by {stack_num}", f"{cR}")
+    R = cR // stack_num
+    _slots_and_rank(a_name, L, R, summary)
+    if lora_b.shape[0] != L or lora_b.shape[2] != R:
+        fail(b_name, f"shape ({L}, N, {R}) matching {a_name}", f"shape {tuple(lora_b.shape)}")
+    N = lora_b.shape[1]
+    if stack_num == 2 and N % 2:
+        fail(b_name, "an even dim 1 (2N: gate then up)", f"{N}")
+    check_base_output(base_output, x, T, N)
+    return ShrinkDims(T, K, R, stack_num), N
+
+
+def check_output_offset(output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device) -> None:
+    """``output_offset``: int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an int > 0.
+
+    Shape, dtype and device only: the values live on the device and reading them would sync.
+    """
+    _tensor("output_offset", output_offset, 1)
+    check_dtype("output_offset", output_offset, INDEX_DTYPE)
+    _same_device("output_offset", output_offset, device)
+    if output_offset.numel() != 4:
+        fail("output_offset", "shape (4,): [0, Nq, Nq+Nkv, Nq+2*Nkv]", f"shape {tuple(output_offset.shape)}")
+    if not isinstance(max_qkv_out_dim, int) or isinstance(max_qkv_out_dim, bool) or max_qkv_out_dim <= 0:
+        fail("max_qkv_out_dim", "a positive int, max(Nq, Nkv)", repr(max_qkv_out_dim))
+
+
+def check_output_offset_values(output_offset: torch.Tensor, max_qkv_out_dim: int, N: int) -> list[int]:
+    """Value checks of ``output_offset`` (a device sync: eager backends only); returns the values."""
+    offsets = output_offset.tolist()
+    if offsets[0] != 0 or offsets[3] != N or any(b < a for a, b in zip(offsets, offsets[1:])):
+        fail("output_offset", f"non-decreasing [0, Nq, Nq+Nkv, {N}]", f"{offsets}")
+    widest = max(b - a for a, b in zip(offsets, offsets[1:]))
+    if widest > max_qkv_out_dim:
+        fail("max_qkv_out_dim", f">= the widest slice {widest}", f"{max_qkv_out_dim}")
+    return offsets

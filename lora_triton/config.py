@@ -1,0 +1,84 @@
+"""Launch configurations: fixed heuristics of the problem shape, never run-time autotuning.
+
+Autotuning benchmarks inside the first call, which breaks CUDA-graph capture and fails on
+GPU-less hosts, so configurations are picked by rule.  Under the Triton interpreter one small
+configuration is pinned (with split-K kept on for short batches, so CPU runs cover that path).
+``LORA_TRITON_PIN=1`` pins the interpreter configurations on a GPU too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+PINNED = INTERPRET or os.environ.get("LORA_TRITON_PIN", "0") == "1"
+
+
+@dataclass(frozen=True)
+class ShrinkConfig:
+    block_m: int
+    block_n: int
+    block_k: int
+    split_k: int = 1
+    num_warps: int = 4
+    num_stages: int = 3
+
+
+@dataclass(frozen=True)
+class ExpandConfig:
+    block_m: int
+    block_n: int
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (a nominal 8 under the interpreter)."""
+    if device.type != "cuda":
+        return 8
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def _tiles(n: int, block: int) -> int:
+    return triton.cdiv(max(n, 1), block)
+
+
+def shrink_config(T: int, K: int, cR: int, dtype: torch.dtype, device: torch.device) -> ShrinkConfig:
+    """Shrink ``(T, K) x (c*R, K)^T``: one pass over ``x``; split K when rows are too few."""
+    if PINNED:
+        return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1)
+    block_n = max(16, min(64, triton.next_power_of_2(cR)))
+    block_k = 128 if dtype != torch.float32 else 64
+    block_m = 16 if T <= 256 else 32
+    tiles = _tiles(T, block_m) * _tiles(cR, block_n)
+    split_k = 1
+    target = 2 * sm_count(device)
+    while tiles * split_k < target and K // (split_k * 2) >= 2 * block_k:
+        split_k *= 2
+    return ShrinkConfig(block_m, block_n, block_k, split_k=split_k, num_warps=4, num_stages=4)
+
+
+def expand_config(T: int, N: int, num_slices: int, R: int, device: torch.device) -> ExpandConfig:
+    """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles, rows grouped by adapter."""
+    if PINNED:
+        return ExpandConfig(16, 32, num_stages=1)
+    block_m = max(16, min(64, triton.next_power_of_2(T)))
+    block_n = 128 if R <= 64 else 64
+    if _tiles(T, block_m) * num_slices * _tiles(N, block_n) < sm_count(device):
+        block_n = 64
+    return ExpandConfig(block_m, block_n, num_warps=4, num_stages=2)
+
+
+def rank_block(R: int) -> int:
+    """The padded rank tile: a power of two >= 16 (``tl.dot`` needs 16)."""
+    return max(16, triton.next_power_of_2(R))

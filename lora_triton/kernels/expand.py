@@ -1,0 +1,183 @@
+"""Expand: ``out[t, n] = base[t, n] + s * x[t, j*r : j*r+r] @ B[w, n, :r]`` for ``n`` in slice ``j``.
+
+One kernel serves the plain expand (one slice), gate_up (two equal slices) and qkv (three
+slices at ``output_offset``, GQA widths allowed).
+
+Tensors (``p`` is a position in the batch's logical row order):
+    x           (T, c*R')       shrink output; slice ``j`` of adapter ``w`` in columns ``[j*r, (j+1)*r)``
+    w           (L, N, R)       expand weights; columns >= r are garbage
+    out         (T, N)          output, updated in place (it holds ``base`` when HAS_BASE)
+    pos_slot    int32 (T,)      adapter slot of position ``p``
+    pos_row     int32 (T,)      physical row of position ``p`` (absent: the identity)
+    lora_ranks  int32 (L,)      rank of each slot; rank-0 rows are never written
+    scalings    fp32 (L,)       scaling of each slot, applied to the fp32 accumulator
+    offsets     int32 (c+1,)    slice starts (qkv); absent: slices of ``SLICE_N`` columns
+
+Grid: (position tiles, slices x column tiles of the widest slice).  Column tiles past the end of
+a narrower slice exit at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from lora_triton.config import INTERPRET, ExpandConfig, rank_block
+
+_NO_SLOT = 2**30
+
+
+@triton.jit
+def _expand_kernel(
+    # pointers
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    pos_slot_ptr,
+    pos_row_ptr,
+    ranks_ptr,
+    scalings_ptr,
+    offsets_ptr,
+    # sizes
+    T,
+    N_TOTAL,
+    SLICE_N,
+    N_TILES,
+    # strides
+    stride_xm,
+    stride_xk,
+    stride_wl,
+    stride_wn,
+    stride_wk,
+    stride_om,
+    stride_on,
+    # meta-parameters
+    HAS_OFFSETS: tl.constexpr,
+    HAS_BASE: tl.constexpr,
+    HAS_ROWS: tl.constexpr,
+    CAST_F32: tl.constexpr,
+    NO_SLOT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid = tl.program_id(1)
+    j = pid // N_TILES
+    pid_n = pid % N_TILES
+    if HAS_OFFSETS:
+        n_lo = tl.load(offsets_ptr + j)
+        n_hi = tl.load(offsets_ptr + j + 1)
+    else:
+        n_lo = j * SLICE_N
+        n_hi = n_lo + SLICE_N
+    n_start = n_lo + pid_n * BLOCK_N
+    if n_start < n_hi:
+        offs_n = n_start + tl.arange(0, BLOCK_N)
+        # N_TOTAL bounds writes even if the device-side offsets are wrong
+        n_mask = (offs_n < n_hi) & (offs_n < N_TOTAL)
+        offs_p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        p_mask = offs_p < T
+        slots = tl.load(pos_slot_ptr + offs_p, mask=p_mask, other=0)
+        ranks = tl.load(ranks_ptr + slots, mask=p_mask, other=0)
+        if HAS_ROWS:
+            rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0)
+        else:
+            rows = offs_p
+        # int64: rows * stride_om passes 2**31 when T*N does
+        rows64 = rows.to(tl.int64)
+        active = p_mask & (ranks > 0)
+        scale = tl.load(scalings_ptr + slots, mask=active, other=0.0)
+        offs_r = tl.arange(0, BLOCK_R)
+
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        remaining = tl.where(active, slots, NO_SLOT)
+        slot = tl.min(remaining, axis=0)
+        while slot < NO_SLOT:
+            sel = remaining == slot
+            r = tl.load(ranks_ptr + slot)
+            r_mask = offs_r < r
+            xt = tl.load(
+                x_ptr + rows64[:, None] * stride_xm + (j * r + offs_r)[None, :] * stride_xk,
+                mask=sel[:, None] & r_mask[None, :],
+                other=0.0,
+            )
+            # int64: slot * stride_wl passes 2**31 when L*N*R does
+            bt = tl.load(
+                w_ptr + slot.to(tl.int64) * stride_wl + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk,
+                mask=r_mask[:, None] & n_mask[None, :],
+                other=0.0,
+            )
+            if CAST_F32:
+                # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
+                xt = xt.to(tl.float32)
+                bt = bt.to(tl.float32)
+            acc = tl.dot(xt, bt, acc)
+            remaining = tl.where(sel, NO_SLOT, remaining)
+            slot = tl.min(remaining, axis=0)
+
+        acc = acc * scale[:, None]
+        out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
+        mask = active[:, None] & n_mask[None, :]
+        if HAS_BASE:
+            acc += tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def expand(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    out: torch.Tensor,
+    has_base: bool,
+    pos_slot: torch.Tensor,
+    pos_row: torch.Tensor | None,
+    lora_ranks: torch.Tensor,
+    scalings: torch.Tensor,
+    num_slices: int,
+    slice_width: int,
+    offsets: torch.Tensor | None,
+    config: ExpandConfig,
+) -> torch.Tensor:
+    """Launch the expand into ``out`` (which holds ``base`` when ``has_base``; zeros otherwise).
+
+    ``slice_width`` is the width of every slice, or the widest one when ``offsets`` is given.
+    Arguments are already validated; returns ``out``.
+    """
+    T = out.shape[0]
+    if T == 0 or slice_width == 0:
+        return out
+    n_tiles = triton.cdiv(slice_width, config.block_n)
+    grid = (triton.cdiv(T, config.block_m), num_slices * n_tiles)
+    _expand_kernel[grid](
+        x,
+        weights,
+        out,
+        pos_slot,
+        pos_row if pos_row is not None else pos_slot,
+        lora_ranks,
+        scalings,
+        offsets if offsets is not None else pos_slot,
+        T,
+        out.shape[1],
+        slice_width,
+        n_tiles,
+        x.stride(0),
+        x.stride(1),
+        weights.stride(0),
+        weights.stride(1),
+        weights.stride(2),
+        out.stride(0),
+        out.stride(1),
+        HAS_OFFSETS=offsets is not None,
+        HAS_BASE=has_base,
+        HAS_ROWS=pos_row is not None,
+        CAST_F32=INTERPRET and x.dtype == torch.bfloat16,
+        NO_SLOT=_NO_SLOT,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_R=rank_block(weights.shape[2]),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return out

@@ -1,0 +1,185 @@
+"""Shrink: ``out[t, :c*r] = x[t] @ A[w, :c*r, :]^T`` for every row ``t`` with adapter ``w``.
+
+Tensors (``p`` is a position in the batch's logical row order):
+    x          (T, K)          input rows, any strides
+    w          (L, c*R, K)     shrink weights; slot ``w`` uses rows ``[0, c*r)``; rows >= c*r are garbage
+    out        (T, c*R)        output (or an fp32 ``(S, T, c*R)`` workspace when K is split S ways)
+    pos_slot   int32 (T,)      adapter slot of position ``p``
+    pos_row    int32 (T,)      physical row of position ``p`` (absent: the identity)
+    lora_ranks int32 (L,)      rank of each slot
+
+Each program owns ``BLOCK_M`` positions and ``BLOCK_N`` output columns and loops over the distinct
+adapters among its positions: one K sweep per adapter, its rows masked in.  Nothing beyond an
+adapter's ``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach a result.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from lora_triton.config import INTERPRET, ShrinkConfig
+
+_NO_SLOT = 2**30
+
+
+@triton.jit
+def _shrink_kernel(
+    # pointers
+    x_ptr,
+    w_ptr,
+    out_ptr,
+    pos_slot_ptr,
+    pos_row_ptr,
+    ranks_ptr,
+    # sizes
+    T,
+    K,
+    STACK,
+    K_PER_SPLIT,
+    # strides
+    stride_xm,
+    stride_xk,
+    stride_wl,
+    stride_wn,
+    stride_wk,
+    stride_os,
+    stride_om,
+    stride_on,
+    # meta-parameters
+    HAS_ROWS: tl.constexpr,
+    CAST_F32: tl.constexpr,
+    NO_SLOT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    pid_k = tl.program_id(2)
+
+    offs_p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    p_mask = offs_p < T
+    slots = tl.load(pos_slot_ptr + offs_p, mask=p_mask, other=0)
+    ranks = tl.load(ranks_ptr + slots, mask=p_mask, other=0)
+    if HAS_ROWS:
+        rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0)
+    else:
+        rows = offs_p
+    # int64: rows * stride_xm passes 2**31 on large batches
+    rows64 = rows.to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    k_lo = pid_k * K_PER_SPLIT
+    k_hi = tl.minimum(K, k_lo + K_PER_SPLIT)
+
+    # positions whose adapter has a column in this tile
+    active = p_mask & (STACK * ranks > pid_n * BLOCK_N)
+    remaining = tl.where(active, slots, NO_SLOT)
+    slot = tl.min(remaining, axis=0)
+    while slot < NO_SLOT:
+        sel = remaining == slot
+        n_mask = offs_n < STACK * tl.load(ranks_ptr + slot)
+        # int64: slot * stride_wl passes 2**31 on large pools
+        w_base = w_ptr + slot.to(tl.int64) * stride_wl
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_mask = offs_k < k_hi
+            xt = tl.load(
+                x_ptr + rows64[:, None] * stride_xm + offs_k[None, :] * stride_xk,
+                mask=sel[:, None] & k_mask[None, :],
+                other=0.0,
+            )
+            wt = tl.load(
+                w_base + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk,
+                mask=n_mask[None, :] & k_mask[:, None],
+                other=0.0,
+            )
+            if CAST_F32:
+                # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
+                xt = xt.to(tl.float32)
+                wt = wt.to(tl.float32)
+            acc = tl.dot(xt, wt, acc)
+        tl.store(
+            out_ptr + pid_k * stride_os + rows64[:, None] * stride_om + offs_n[None, :] * stride_on,
+            acc.to(out_ptr.dtype.element_ty),
+            mask=sel[:, None] & n_mask[None, :],
+        )
+        remaining = tl.where(sel, NO_SLOT, remaining)
+        slot = tl.min(remaining, axis=0)
+
+
+@triton.jit
+def _split_k_sum_kernel(ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+    # a fixed-order sum over the K splits: deterministic, unlike atomics
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(SPLIT_K):
+        acc += tl.load(ws_ptr + s * NUMEL + offs, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def shrink(
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    stack_num: int,
+    pos_slot: torch.Tensor,
+    pos_row: torch.Tensor | None,
+    lora_ranks: torch.Tensor,
+    config: ShrinkConfig,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Launch the shrink.  Shapes as in the module docstring; arguments already validated.
+
+    Returns ``out`` (allocated ``(T, c*R)`` in ``x.dtype`` when None).
+    """
+    T, K = x.shape
+    cR = weights.shape[1]
+    if out is None:
+        out = torch.empty(T, cR, dtype=x.dtype, device=x.device)
+    if T == 0:
+        return out
+    split = config.split_k
+    k_per_split = triton.cdiv(triton.cdiv(K, split), config.block_k) * config.block_k
+    split = triton.cdiv(K, k_per_split)
+    target = out if split == 1 else torch.empty(split, T, cR, dtype=torch.float32, device=x.device)
+    stride_os = 0 if split == 1 else target.stride(0)
+    grid = (triton.cdiv(T, config.block_m), triton.cdiv(cR, config.block_n), split)
+    _shrink_kernel[grid](
+        x,
+        weights,
+        target,
+        pos_slot,
+        pos_row if pos_row is not None else pos_slot,
+        lora_ranks,
+        T,
+        K,
+        stack_num,
+        k_per_split,
+        x.stride(0),
+        x.stride(1),
+        weights.stride(0),
+        weights.stride(1),
+        weights.stride(2),
+        stride_os,
+        target.stride(-2),
+        target.stride(-1),
+        HAS_ROWS=pos_row is not None,
+        CAST_F32=INTERPRET and x.dtype == torch.bfloat16,
+        NO_SLOT=_NO_SLOT,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        BLOCK_K=config.block_k,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    if split > 1:
+        if not out.is_contiguous():
+            raise ValueError("out: expected a contiguous tensor when K is split")
+        block = 1024
+        _split_k_sum_kernel[(triton.cdiv(out.numel(), block),)](
+            target, out, out.numel(), SPLIT_K=split, BLOCK=block
+        )
+    return out
