@@ -2,13 +2,17 @@
 
 Readability beats speed here; this file *is* the spec in code.  Every operation validates all of
 its inputs first, computes in float64 on the inputs' device with no intermediate rounding, and
-returns a new tensor in the input dtype (``base_output`` is read, never written).
+returns a new tensor in the input dtype (``base_output`` is read, never written).  Inside
+``with backend.exact():`` it returns the float64 result itself (the conformance oracle's view).
 
 Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``r`` one adapter's rank,
 ``c`` stack count, ``N`` output dim.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -38,6 +42,20 @@ class ReferenceLoRABackend(BaseLoRABackend):
         cuda_graph=False,
         float32_matmul="ieee",
     )
+
+    _exact = False
+
+    @contextlib.contextmanager
+    def exact(self) -> Iterator[None]:
+        """Within this block the operations return their float64 result, unrounded."""
+        self._exact = True
+        try:
+            yield
+        finally:
+            self._exact = False
+
+    def _finish(self, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return out if self._exact else out.to(dtype)
 
     @property
     def version(self) -> str:
@@ -72,7 +90,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
         for rows, w, r, _ in self._segments():
             a = weights[w, : c * r, :].double()  # (c*r, K): all c slices, packed at rank r
             out[rows, : c * r] = x[rows].double() @ a.T
-        return out.to(x.dtype)
+        return self._finish(out, x.dtype)
 
     def run_lora_b_sgemm(
         self, x: torch.Tensor, weights: torch.Tensor, base_output: torch.Tensor | None = None
@@ -85,7 +103,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
                 continue  # no adapter: the row stays base[t], bit for bit
             b = weights[w, :, :r].double()  # (N, r)
             out[rows] += s * (x[rows, :r].double() @ b.T)
-        return out.to(x.dtype)
+        return self._finish(out, x.dtype)
 
     def run_qkv_lora(
         self,
@@ -140,7 +158,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
                 a = lora_a[w, j * r : (j + 1) * r, :].double()  # (r, K)
                 b = lora_b[w, lo:hi, :r].double()  # (hi - lo, r)
                 out[rows, lo:hi] += s * ((xs @ a.T) @ b.T)
-        return out.to(x.dtype)
+        return self._finish(out, x.dtype)
 
     @staticmethod
     def _base(base_output: torch.Tensor | None, T: int, N: int, x: torch.Tensor) -> torch.Tensor:

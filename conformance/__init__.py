@@ -1,0 +1,1 @@
+"""Hypothesis-driven differential conformance testing of multi-LoRA backends."""

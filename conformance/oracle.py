@@ -1,0 +1,193 @@
+"""The oracle: the float64 reference result and a per-element tolerance derived from magnitudes.
+
+Tolerance model
+---------------
+A flat atol/rtol is either too loose for small outputs or too tight where terms cancel.  Every
+element gets its own bound instead, from the classic floating-point error analysis of a dot
+product: the error of ``sum_k a_k b_k`` computed in precision ``u`` is at most ``n u sum|a_k b_k|``.
+
+Let ``M`` be the LoRA term evaluated on absolute values (``|s| * (|x| @ |A|^T) @ |B|^T`` for the
+fused ops; ``|x| @ |A|^T`` for shrink; ``|s| * |x| @ |B|^T`` for expand) and ``|base|`` the base
+magnitude.  With ``u`` the unit roundoff of the input dtype (2^-11 float16, 2^-8 bfloat16,
+2^-24 float32) and ``u32 = 2^-24``::
+
+    tol = ALPHA * (chain * M  +  u * (|base| + M))  +  floor
+
+* ``u * (|base| + M)``: rounding of the final result (after the add into ``base_output``) to the
+  output dtype.  For shrink there is no base.
+* ``chain``, the relative error accumulated before the final rounding:
+  - float32 accumulation of each GEMM: ``K * u32`` (shrink) and ``R * u32`` (expand);
+  - operand rounding to TF32 (``2 * 2^-11`` per GEMM) for float32 inputs on a GPU, when the
+    backend declares ``float32_matmul="tf32"`` (SPEC.md allows it);
+  - the rounding of the fused paths' intermediate ``x @ A^T`` to the input dtype: ``u``;
+  - the float32 multiply by the scaling: ``u32``.
+* ``floor``: two subnormal spacings of the dtype, for results that underflow.
+* ``ALPHA = 2`` absorbs what the bound leaves out (an accumulator that rounds at each tile).
+
+Products of two float16 or bfloat16 values are exact in float32, so no operand term enters there.
+Rows whose adapter has rank 0 are held to bit-exactness instead: they must equal ``base``.
+
+The model was calibrated against a GPU campaign (see README, "Calibration"); the worst
+error-to-tolerance ratio seen is reported by every run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from conformance.case import Case, Inputs, call, physical_row_ranks
+from lora_ref import LoRABatchInfo, ReferenceLoRABackend
+
+ALPHA = 2.0
+U32 = 2.0**-24
+TF32 = 2.0**-11
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
+SUBNORMAL_SPACING = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133, torch.float32: 2.0**-149}
+
+
+@dataclass
+class Expectation:
+    """What a correct backend returns for one case.
+
+    Attributes:
+        ref: float64 ``(T, out_dim)`` exact result (unspecified elements hold 0).
+        tol: float64 ``(T, out_dim)`` per-element tolerance.
+        specified: bool ``(T, out_dim)``: elements the contract defines.
+        exact_rows: bool ``(T,)``: rows that must equal ``base`` bit for bit (rank 0).
+        base: the ``base_output`` values given (None when absent).
+    """
+
+    ref: torch.Tensor
+    tol: torch.Tensor
+    specified: torch.Tensor
+    exact_rows: torch.Tensor
+    base: torch.Tensor | None
+
+    @property
+    def representable(self) -> bool:
+        return bool(torch.isfinite(self.ref).all() and torch.isfinite(self.tol).all())
+
+
+def _abs_info(info: LoRABatchInfo) -> LoRABatchInfo:
+    return LoRABatchInfo(
+        bs=info.bs,
+        seg_lens=info.seg_lens,
+        seg_indptr=info.seg_indptr,
+        max_len=info.max_len,
+        weight_indices=info.weight_indices,
+        lora_ranks=info.lora_ranks,
+        scalings=info.scalings.abs(),
+        permutation=info.permutation,
+        use_cuda_graph=info.use_cuda_graph,
+    )
+
+
+def _abs_inputs(inputs: Inputs) -> Inputs:
+    args = tuple(a.abs() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inputs.args)
+    return Inputs(_abs_info(inputs.batch_info), inputs.x.abs(), args, None)
+
+
+def chain_roundoff(case: Case, float32_matmul: str, device: torch.device) -> float:
+    """The relative error accumulated before the final rounding (see the module docstring)."""
+    dtype = case.torch_dtype
+    tf32 = 2 * TF32 if dtype == torch.float32 and float32_matmul == "tf32" and device.type == "cuda" else 0.0
+    if case.op == "shrink":
+        return case.K * U32 + tf32
+    if case.op == "expand":
+        return case.R * U32 + tf32 + U32
+    return (case.K + case.R) * U32 + 2 * tf32 + UNIT_ROUNDOFF[dtype] + U32
+
+
+def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectation:
+    """Compute the reference result and the tolerance of every element of ``case``."""
+    device = inputs.x.device
+    dtype = case.torch_dtype
+    ref_backend = ReferenceLoRABackend(batch_info=inputs.batch_info)
+    with ref_backend.exact():
+        ref = call(ref_backend, case, inputs, inputs.base)
+        abs_in = _abs_inputs(inputs)
+        ref_backend.set_batch_info(abs_in.batch_info)
+        magnitude = call(ref_backend, case, abs_in, None)
+
+    u = UNIT_ROUNDOFF[dtype]
+    chain = chain_roundoff(case, float32_matmul, device)
+    base_mag = inputs.base.double().abs() if inputs.base is not None else torch.zeros_like(magnitude)
+    tol = ALPHA * (chain * magnitude + u * (base_mag + magnitude)) + 2 * SUBNORMAL_SPACING[dtype]
+
+    row_ranks = torch.tensor(physical_row_ranks(case, inputs.batch_info), device=device)
+    cols = torch.arange(case.out_dim, device=device)
+    if case.op == "shrink":
+        specified = cols[None, :] < (case.stack * row_ranks)[:, None]
+        exact_rows = torch.zeros(case.T, dtype=torch.bool, device=device)
+    else:
+        specified = torch.ones(case.T, case.out_dim, dtype=torch.bool, device=device)
+        exact_rows = row_ranks == 0
+    ref = torch.where(specified, ref, torch.zeros_like(ref))
+    return Expectation(ref, tol, specified, exact_rows, inputs.base)
+
+
+@dataclass
+class Verdict:
+    """The outcome of comparing one result with its expectation."""
+
+    ok: bool
+    worst_ratio: float
+    message: str = ""
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def compare(case: Case, out: object, exp: Expectation) -> Verdict:
+    """Check ``out`` against ``exp``: shape, dtype, exact rank-0 rows, tolerance everywhere else."""
+    T, D = case.T, case.out_dim
+    if not isinstance(out, torch.Tensor):
+        return Verdict(False, float("inf"), f"returned {type(out).__name__}, expected a tensor")
+    if tuple(out.shape) != (T, D) or out.dtype != case.torch_dtype:
+        return Verdict(
+            False,
+            float("inf"),
+            f"returned shape {tuple(out.shape)} {out.dtype}, expected ({T}, {D}) {case.torch_dtype}",
+        )
+    if out.device != exp.ref.device:
+        return Verdict(False, float("inf"), f"returned a tensor on {out.device}, expected {exp.ref.device}")
+
+    if exp.exact_rows.any():
+        rows = exp.exact_rows.nonzero().flatten()
+        want = exp.base[rows] if exp.base is not None else torch.zeros_like(out[rows])
+        got = out[rows]
+        same = _bitwise_equal(got, want)
+        if not same.all():
+            i, j = (~same).nonzero()[0].tolist()
+            t = rows[i].item()
+            return Verdict(
+                False,
+                float("inf"),
+                f"out[{t}, {j}]={_fmt(got[i, j].item())}, but a rank-0 row must equal base bit for bit: "
+                f"{_fmt(want[i, j].item())}",
+            )
+
+    got = out.double()
+    err = torch.where(exp.specified, (got - exp.ref).abs(), torch.zeros_like(got))
+    bad = exp.specified & ~(err <= exp.tol)  # NaN counts as bad
+    ratio_t = torch.where(exp.specified & (exp.tol > 0), err / exp.tol, torch.zeros_like(err))
+    worst = float(ratio_t.nan_to_num(nan=float("inf")).max()) if ratio_t.numel() else 0.0
+    if bad.any():
+        t, j = bad.nonzero()[0].tolist()
+        count = int(bad.sum())
+        return Verdict(
+            False,
+            worst,
+            f"out[{t}, {j}]={_fmt(got[t, j].item())}, but should be {_fmt(exp.ref[t, j].item())} "
+            f"± {_fmt(exp.tol[t, j].item())} ({count} of {int(exp.specified.sum())} elements off)",
+        )
+    return Verdict(True, worst)
+
+
+def _bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Elementwise bit equality (distinguishes -0.0 from 0.0 and NaN payloads)."""
+    int_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    return a.contiguous().view(int_type) == b.contiguous().view(int_type)

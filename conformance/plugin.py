@@ -1,0 +1,152 @@
+"""The pytest plugin (entry point ``pytest11``) that points the conformance suite at a backend.
+
+Run the suite on a backend::
+
+    pytest --pyargs conformance.suite --lora-backend triton
+    LORA_CONFORMANCE_BACKEND=mypkg.lora:MyBackend pytest --pyargs conformance.suite
+
+The plugin is inert for test runs that do not collect ``conformance.suite``: it only adds
+options, a header line when a backend is named, and the ``--skips-file``/``--xfails-file``
+handling.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import settings
+
+from conformance import profiles
+from conformance.replay import save_failure
+from lora_ref import BaseLoRABackend, get_backend_from_name
+
+BACKEND_ENV = "LORA_CONFORMANCE_BACKEND"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lora-conformance", "multi-LoRA backend conformance")
+    group.addoption(
+        "--lora-backend",
+        default=None,
+        help=f"backend under test: a built-in, package.module:Class, or an entry point (env {BACKEND_ENV})",
+    )
+    group.addoption(
+        "--lora-device",
+        default=None,
+        choices=("cpu", "cuda"),
+        help="device to test on (default: cuda when available and supported, else cpu)",
+    )
+    group.addoption(
+        "--lora-profile",
+        default=None,
+        choices=profiles.PROFILES,
+        help="size caps and Hypothesis profile: ci, dev or thorough (env LORA_CONFORMANCE_PROFILE)",
+    )
+    group.addoption("--skips-file", default=None, help="file of test ids (globs) to skip, one per line")
+    group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
+    group.addoption(
+        "--lora-failures-dir",
+        default="conformance-failures",
+        help="where minimal failing cases are saved for `lora-conformance replay`",
+    )
+
+
+def _backend_name(config: pytest.Config) -> str | None:
+    return config.getoption("--lora-backend") or os.environ.get(BACKEND_ENV)
+
+
+def _profile(config: pytest.Config) -> str:
+    return config.getoption("--lora-profile") or profiles.default_profile()
+
+
+def pick_device(backend_cls: type[BaseLoRABackend], requested: str | None) -> torch.device:
+    """The requested device, else CUDA when present and supported, else the CPU."""
+    if requested:
+        return torch.device(requested)
+    if torch.cuda.is_available() and "cuda" in backend_cls.capabilities.devices:
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lora_conformance: a test of the conformance suite")
+    if _backend_name(config) or config.getoption("--lora-profile"):
+        settings.load_profile(_profile(config))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    name = _backend_name(config)
+    if not name:
+        return []
+    import triton
+
+    try:
+        cls = get_backend_from_name(name)
+    except ValueError as exc:
+        return [f"lora-conformance: backend {name!r} NOT LOADED: {exc}"]
+    device = pick_device(cls, config.getoption("--lora-device"))
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    return [
+        f"lora-conformance: backend {name} = {cls.__module__}:{cls.__qualname__}, version {cls().version}",
+        f"lora-conformance: device {device}{gpu}, torch {torch.__version__}, triton {triton.__version__}, "
+        f"profile {_profile(config)}",
+    ]
+
+
+def _read_ids(path: str | None) -> list[str]:
+    if not path:
+        return []
+    lines = Path(path).read_text().splitlines()
+    return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skips = _read_ids(config.getoption("--skips-file"))
+    xfails = _read_ids(config.getoption("--xfails-file"))
+    for item in items:
+        if any(fnmatch.fnmatch(item.nodeid, p) or p in item.nodeid for p in skips):
+            item.add_marker(pytest.mark.skip(reason="listed in --skips-file"))
+        elif any(fnmatch.fnmatch(item.nodeid, p) or p in item.nodeid for p in xfails):
+            item.add_marker(pytest.mark.xfail(reason="listed in --xfails-file", strict=False))
+
+
+@pytest.fixture(scope="session")
+def lora_backend(pytestconfig: pytest.Config) -> type[BaseLoRABackend]:
+    """The backend class under test; the suite errors loudly when none is named."""
+    name = _backend_name(pytestconfig)
+    if not name:
+        raise pytest.UsageError(
+            f"conformance suite: name the backend with --lora-backend NAME or {BACKEND_ENV}"
+        )
+    try:
+        return get_backend_from_name(name)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+@pytest.fixture(scope="session")
+def lora_device(pytestconfig: pytest.Config, lora_backend: type[BaseLoRABackend]) -> torch.device:
+    return pick_device(lora_backend, pytestconfig.getoption("--lora-device"))
+
+
+@pytest.fixture(scope="session")
+def lora_limits(pytestconfig: pytest.Config):
+    return profiles.limits_for(_profile(pytestconfig))
+
+
+@pytest.fixture
+def lora_report(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
+    """Call with a failing CaseResult: saves the case and returns the assertion message."""
+
+    def report(result, backend_name: str) -> str:
+        folder = Path(pytestconfig.getoption("--lora-failures-dir"))
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request.node.name)
+        path = save_failure(folder / f"{safe}.json", result, backend_name)
+        lines = [*result.failures, f"case: {result.case.describe()}", f"replay: lora-conformance replay {path}"]
+        return "\n".join(lines)
+
+    return report
