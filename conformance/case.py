@@ -51,6 +51,7 @@ class Case:
         poison: what fills the garbage regions beyond each adapter's rank (``nan`` or ``huge``).
         seed: seed of every tensor value.
         layout: the layout family's label (for reports only).
+        split_b: pass the fused expand weights in SPEC.md's split layout (qkv, gate_up).
     """
 
     op: str
@@ -69,6 +70,7 @@ class Case:
     poison: str = "nan"
     seed: int = 0
     layout: str = "random"
+    split_b: bool = False
 
     @property
     def T(self) -> int:
@@ -187,13 +189,17 @@ def build_inputs(case: Case, device: torch.device | str) -> Inputs:
         _poison_rows(A[w], c * r, poison)
     if case.op == "shrink":
         return Inputs(info, to_device(x), (to_device(A), case.stack), None)
-    B = _expand_weights(gen, case, R, poison)
+    B = to_device(_expand_weights(gen, case, R, poison))
     if case.op == "gate_up":
-        return Inputs(info, to_device(x), (to_device(A), to_device(B)), base)
+        lora_b = (B[:, : case.N], B[:, case.N :]) if case.split_b else B
+        return Inputs(info, to_device(x), (to_device(A), lora_b), base)
+    if case.split_b:
+        q, k = case.N, case.N + case.n_kv
+        B = (B[None, :, :q], torch.stack([B[:, q:k], B[:, k:]]))
     offsets = torch.tensor(
         [0, case.N, case.N + case.n_kv, case.N + 2 * case.n_kv], dtype=torch.int32, device=device
     )
-    return Inputs(info, to_device(x), (to_device(A), to_device(B), offsets, max(case.N, case.n_kv)), base)
+    return Inputs(info, to_device(x), (to_device(A), B, offsets, max(case.N, case.n_kv)), base)
 
 
 def _expand_weights(gen: torch.Generator, case: Case, R: int, poison: float) -> torch.Tensor:

@@ -84,8 +84,17 @@ def _abs_info(info: LoRABatchInfo) -> LoRABatchInfo:
     )
 
 
+def _abs(arg: object) -> object:
+    if isinstance(arg, tuple):
+        return tuple(_abs(a) for a in arg)
+    if isinstance(arg, torch.Tensor) and arg.is_floating_point():
+        return arg.abs()
+    return arg
+
+
 def _abs_inputs(inputs: Inputs) -> Inputs:
-    args = tuple(a.abs() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in inputs.args)
+    """The same call on absolute values: its result is the magnitude bound ``M``."""
+    args = tuple(_abs(a) for a in inputs.args)
     return Inputs(_abs_info(inputs.batch_info), inputs.x.abs(), args, None)
 
 
@@ -115,6 +124,8 @@ def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectat
     chain = chain_roundoff(case, float32_matmul, device)
     base_mag = inputs.base.double().abs() if inputs.base is not None else torch.zeros_like(magnitude)
     tol = ALPHA * (chain * magnitude + u * (base_mag + magnitude)) + 2 * SUBNORMAL_SPACING[dtype]
+    if bool((tol < 0).any()):
+        raise AssertionError("oracle: a negative tolerance; the magnitude run saw a signed input")
 
     row_ranks = torch.tensor(physical_row_ranks(case, inputs.batch_info), device=device)
     cols = torch.arange(case.out_dim, device=device)

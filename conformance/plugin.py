@@ -13,6 +13,7 @@ handling.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=profiles.PROFILES,
         help="size caps and Hypothesis profile: ci, dev or thorough (env LORA_CONFORMANCE_PROFILE)",
     )
+    group.addoption(
+        "--lora-max-examples", type=int, default=None, help="override the profile's examples per test"
+    )
     group.addoption("--skips-file", default=None, help="file of test ids (globs) to skip, one per line")
     group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
     group.addoption(
@@ -64,18 +68,32 @@ def _profile(config: pytest.Config) -> str:
 
 
 def pick_device(backend_cls: type[BaseLoRABackend], requested: str | None) -> torch.device:
-    """The requested device, else CUDA when present and supported, else the CPU."""
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available() and "cuda" in backend_cls.capabilities.devices:
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """The requested device, else CUDA when present and supported, else the CPU.
+
+    Under pytest-xdist each worker takes its own GPU (``gw3`` takes ``cuda:3 % count``), so a
+    campaign with ``-n <number of GPUs>`` runs one worker per visible GPU.
+    """
+    wants_cuda = requested == "cuda" or (
+        requested is None and torch.cuda.is_available() and "cuda" in backend_cls.capabilities.devices
+    )
+    if not wants_cuda:
+        return torch.device(requested or "cpu")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and torch.cuda.device_count() > 1:
+        index = int(worker[2:]) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cuda")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lora_conformance: a test of the conformance suite")
     if _backend_name(config) or config.getoption("--lora-profile"):
         settings.load_profile(_profile(config))
+    n = config.getoption("--lora-max-examples")
+    if n:
+        settings.register_profile("lora-custom", settings.get_profile(_profile(config)), max_examples=n)
+        settings.load_profile("lora-custom")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -104,13 +122,19 @@ def _read_ids(path: str | None) -> list[str]:
     return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
 
 
+def _listed(nodeid: str, patterns: list[str]) -> bool:
+    """A pattern matches as a substring of the test id, or as a glob where ``*`` and ``?`` are
+    wildcards and brackets are literal (test ids carry ``[params]``)."""
+    return any(p in nodeid or fnmatch.fnmatchcase(nodeid, p.replace("[", "[[]")) for p in patterns)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skips = _read_ids(config.getoption("--skips-file"))
     xfails = _read_ids(config.getoption("--xfails-file"))
     for item in items:
-        if any(fnmatch.fnmatch(item.nodeid, p) or p in item.nodeid for p in skips):
+        if _listed(item.nodeid, skips):
             item.add_marker(pytest.mark.skip(reason="listed in --skips-file"))
-        elif any(fnmatch.fnmatch(item.nodeid, p) or p in item.nodeid for p in xfails):
+        elif _listed(item.nodeid, xfails):
             item.add_marker(pytest.mark.xfail(reason="listed in --xfails-file", strict=False))
 
 
@@ -138,11 +162,66 @@ def lora_limits(pytestconfig: pytest.Config):
     return profiles.limits_for(_profile(pytestconfig))
 
 
+STATS_KEY = "lora_conformance_stats"
+
+
+def _stats(config: pytest.Config) -> dict[str, list[float]]:
+    if not hasattr(config, "_lora_stats"):
+        config._lora_stats = {}  # type: ignore[attr-defined]
+    return config._lora_stats  # type: ignore[attr-defined]
+
+
+def _merge(stats: dict[str, list[float]], key: str, examples: float, worst: float) -> None:
+    entry = stats.setdefault(key, [0, 0.0])
+    entry[0] += examples
+    entry[1] = max(entry[1], worst)
+
+
+@pytest.fixture
+def lora_stats(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
+    """Call with a CaseResult to count it in the session's per-(op, dtype) summary."""
+    key = request.node.name
+
+    def record(result) -> None:
+        worst = result.worst_ratio if result.worst_ratio != float("inf") else 0.0
+        _merge(_stats(pytestconfig), key, 1, worst)
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[STATS_KEY] = json.dumps(_stats(session.config))
+
+
+def pytest_testnodedown(node, error) -> None:
+    data = getattr(node, "workeroutput", {}).get(STATS_KEY)
+    if data:
+        for key, (examples, worst) in json.loads(data).items():
+            _merge(_stats(node.config), key, examples, worst)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    stats = _stats(config)
+    if not stats:
+        return
+    tr = terminalreporter
+    tr.section("lora-conformance: examples and worst error/tolerance")
+    for key in sorted(stats):
+        examples, worst = stats[key]
+        tr.write_line(f"{key:<60} {int(examples):>7} examples   worst err/tol {worst:.3f}")
+    total = sum(int(v[0]) for v in stats.values())
+    tr.write_line(f"{'all':<60} {total:>7} examples   worst err/tol {max(v[1] for v in stats.values()):.3f}")
+
+
 @pytest.fixture
 def lora_report(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
     """Call with a failing CaseResult: saves the case and returns the assertion message."""
 
-    def report(result, backend_name: str) -> str:
+    backend_name = _backend_name(pytestconfig) or "?"
+
+    def report(result) -> str:
         folder = Path(pytestconfig.getoption("--lora-failures-dir"))
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request.node.name)
         path = save_failure(folder / f"{safe}.json", result, backend_name)

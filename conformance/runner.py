@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 from hypothesis import given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import HypothesisException
 
@@ -61,13 +62,23 @@ def unsupported(backend_cls: type[BaseLoRABackend], prop: str, dtype: str, devic
     from conformance.case import DTYPES
 
     if DTYPES[dtype] not in caps.dtypes:
-        return f"backend does not declare {dtype}"
+        return f"{dtype} not declared by backend"
     if prop == "cuda_graph":
         if device.type != "cuda":
-            return "CUDA graphs need a CUDA device"
+            return "needs CUDA"
         if not caps.cuda_graph:
-            return "backend does not declare CUDA-graph support"
+            return "not declared by backend"
     return None
+
+
+def case_strategy(
+    backend_cls: type[BaseLoRABackend], prop: str, op: str, dtype: str, limits: Limits
+) -> st.SearchStrategy[Case]:
+    """Cases of ``op`` in ``dtype`` using only what the backend declares."""
+    caps = backend_cls.capabilities
+    permutation = caps.permutation and prop != "cuda_graph"
+    split = caps.split_layouts and prop != "cuda_graph"
+    return cases(op, dtype, limits, permutation=permutation, split_layouts=split)
 
 
 def _check_fn(
@@ -93,6 +104,7 @@ def run_group(
     limits: Limits,
     hypothesis_settings: settings,
     on_example: Callable[[CaseResult], None] | None = None,
+    seed: int | None = None,
 ) -> GroupStats:
     """Search for a failing case of ``prop`` for ``op`` in ``dtype``; shrink it if found."""
     stats = GroupStats(prop, op, dtype)
@@ -101,8 +113,7 @@ def run_group(
         stats.skipped = reason
         return stats
     check = _check_fn(backend_cls, prop, device)
-    permutation = backend_cls.capabilities.permutation and prop != "cuda_graph"
-    strategy = cases(op, dtype, limits, permutation=permutation)
+    strategy = case_strategy(backend_cls, prop, op, dtype, limits)
     if prop == "cuda_graph":
         strategy = strategy.filter(lambda c: c.T > 0)
 
@@ -122,6 +133,8 @@ def run_group(
         stats.failure = result
         raise AssertionError("; ".join(result.failures))
 
+    if seed is not None:
+        prop_test = hypothesis_seed(seed)(prop_test)
     try:
         prop_test()
     except AssertionError:

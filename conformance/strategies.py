@@ -92,7 +92,7 @@ def ranks_and_pool(draw: st.DrawFn, limits: Limits) -> tuple[int, tuple[int, ...
     return R, tuple(ranks)
 
 
-def _dim(limit: int, label: str) -> st.SearchStrategy[int]:
+def _dim(limit: int) -> st.SearchStrategy[int]:
     # odd and tiny dims first: every tail must be masked
     return st.one_of(st.sampled_from([1, 3, 17, limit]), st.integers(1, limit)).map(lambda v: min(v, limit))
 
@@ -104,8 +104,12 @@ def cases(
     dtype: str,
     limits: Limits,
     permutation: bool = True,
+    split_layouts: bool = False,
 ) -> Case:
-    """A full conformance case of ``op`` in ``dtype`` (``permutation``: may draw one)."""
+    """A full conformance case of ``op`` in ``dtype``.
+
+    ``permutation`` and ``split_layouts``: whether the backend declares them, so they may be drawn.
+    """
     R, ranks = draw(ranks_and_pool(limits), label="pool")
     layout, lens, slots = draw(layouts(len(ranks), limits), label="layout")
     scalings = tuple(
@@ -118,8 +122,8 @@ def cases(
             label="scalings",
         )
     )
-    K = draw(_dim(limits.K, "K"), label="K")
-    N = draw(_dim(limits.N, "N"), label="N")
+    K = draw(_dim(limits.K), label="K")
+    N = draw(_dim(limits.N), label="N")
     n_kv = draw(st.integers(1, N), label="n_kv") if op == "qkv" else 0
     stack = draw(st.sampled_from([1, 2, 3]), label="stack") if op == "shrink" else {"expand": 1, "qkv": 3, "gate_up": 2}[op]
     return Case(
@@ -139,4 +143,5 @@ def cases(
         poison=draw(st.sampled_from(["nan", "huge"]), label="poison"),
         seed=draw(st.integers(0, 2**31 - 1), label="seed"),
         layout=layout,
+        split_b=draw(st.booleans(), label="split_b") if split_layouts and op in ("qkv", "gate_up") else False,
     )

@@ -18,6 +18,9 @@ import triton
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 PINNED = INTERPRET or os.environ.get("LORA_TRITON_PIN", "0") == "1"
 
+# Benchmarks set these to sweep configurations; None means the heuristics below.
+OVERRIDES: dict[str, object] = {"shrink": None, "expand": None}
+
 
 @dataclass(frozen=True)
 class ShrinkConfig:
@@ -55,6 +58,8 @@ def _tiles(n: int, block: int) -> int:
 
 def shrink_config(T: int, K: int, cR: int, dtype: torch.dtype, device: torch.device) -> ShrinkConfig:
     """Shrink ``(T, K) x (c*R, K)^T``: one pass over ``x``; split K when rows are too few."""
+    if OVERRIDES["shrink"] is not None:
+        return OVERRIDES["shrink"]  # type: ignore[return-value]
     if PINNED:
         return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1)
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
@@ -70,6 +75,8 @@ def shrink_config(T: int, K: int, cR: int, dtype: torch.dtype, device: torch.dev
 
 def expand_config(T: int, N: int, num_slices: int, R: int, device: torch.device) -> ExpandConfig:
     """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles, rows grouped by adapter."""
+    if OVERRIDES["expand"] is not None:
+        return OVERRIDES["expand"]  # type: ignore[return-value]
     if PINNED:
         return ExpandConfig(16, 32, num_stages=1)
     block_m = max(16, min(64, triton.next_power_of_2(T)))

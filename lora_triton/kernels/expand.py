@@ -28,7 +28,7 @@ from lora_triton.config import INTERPRET, ExpandConfig, rank_block
 _NO_SLOT = 2**30
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "N_TOTAL", "SLICE_N", "N_TILES"])
 def _expand_kernel(
     # pointers
     x_ptr,

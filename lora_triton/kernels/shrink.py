@@ -24,7 +24,7 @@ from lora_triton.config import INTERPRET, ShrinkConfig
 _NO_SLOT = 2**30
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "K", "STACK", "K_PER_SPLIT"])
 def _shrink_kernel(
     # pointers
     x_ptr,
@@ -110,7 +110,7 @@ def _shrink_kernel(
         slot = tl.min(remaining, axis=0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["NUMEL"])
 def _split_k_sum_kernel(ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
     # a fixed-order sum over the K splits: deterministic, unlike atomics
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)

@@ -1,0 +1,91 @@
+"""Issue 3's benchmark: the Triton backend vs the torch floor vs SGLang 0.5.23, Llama-3-8B, bf16.
+
+Run on a GPU (the device machine):
+
+    python benchmarks/device_llama8b.py --out results/ [--sweep]
+
+It measures the copy bandwidth first, then times every (op, layout, rank) with CUDA-graph
+replay, rotating input sets so the L2 cache stays cold, and writes ``llama8b.md`` and
+``llama8b.json``.  ``--sweep`` also times alternative Triton launch configurations, to check the
+heuristics in ``lora_triton/config.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conformance.bench.runner import machine_info, markdown, measure, write_json  # noqa: E402
+from conformance.bench.workloads import Workload  # noqa: E402
+from lora_triton import config as triton_config  # noqa: E402
+from lora_triton.config import ExpandConfig, ShrinkConfig  # noqa: E402
+
+OPS = ("shrink_qkv", "shrink", "shrink_down", "expand", "qkv", "gate_up")
+LAYOUTS = ("prefill", "mixed", "decode64", "decode256")
+RANKS = (16, 64)
+PROVIDERS = ("triton", "torch", "sglang-triton", "sglang-csgmv")
+
+SHRINK_SWEEP = [
+    ShrinkConfig(16, 64, 128, 1, 4, 4),
+    ShrinkConfig(32, 64, 128, 1, 4, 4),
+    ShrinkConfig(64, 64, 64, 1, 4, 4),
+    ShrinkConfig(32, 64, 256, 1, 8, 3),
+    ShrinkConfig(16, 64, 256, 1, 4, 3),
+    ShrinkConfig(16, 32, 256, 1, 4, 3),
+    ShrinkConfig(16, 64, 128, 4, 4, 4),
+    ShrinkConfig(16, 64, 128, 8, 4, 4),
+]
+EXPAND_SWEEP = [
+    ExpandConfig(64, 128, 4, 2),
+    ExpandConfig(64, 256, 8, 2),
+    ExpandConfig(128, 128, 8, 2),
+    ExpandConfig(128, 256, 8, 2),
+    ExpandConfig(32, 128, 4, 2),
+    ExpandConfig(16, 128, 4, 2),
+    ExpandConfig(16, 256, 4, 2),
+    ExpandConfig(64, 64, 4, 2),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sweep", action="store_true")
+    parser.add_argument("--ops", nargs="+", default=list(OPS))
+    parser.add_argument("--providers", nargs="+", default=list(PROVIDERS))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda")
+    machine = machine_info(device)
+    print(f"{machine.gpu}: copy bandwidth {machine.copy_bw_gbs:.0f} GB/s", flush=True)
+    bw = machine.copy_bw_gbs * 1e9
+    rows = []
+    for op, layout, rank in itertools.product(args.ops, LAYOUTS, RANKS):
+        w = Workload("llama3-8b", op, layout, rank)
+        for provider in args.providers:
+            rows.append(measure(w, provider, device, bw))
+            r = rows[-1]
+            print(f"{w.label:<36} {provider:<14} {r.us or float('nan'):9.1f} us {r.pct_of_copy_bw or 0:5.0f}% {r.note}", flush=True)
+        if args.sweep:
+            sweep = SHRINK_SWEEP if op.startswith("shrink") else EXPAND_SWEEP
+            key = "shrink" if op.startswith("shrink") else "expand"
+            for cfg in sweep:
+                triton_config.OVERRIDES[key] = cfg
+                r = measure(w, "triton", device, bw, note=f"sweep {cfg}")
+                triton_config.OVERRIDES[key] = None
+                r.provider = "triton-sweep"
+                rows.append(r)
+                print(f"{w.label:<36} sweep {cfg} {r.us or float('nan'):9.1f} us {r.pct_of_copy_bw or 0:5.0f}%", flush=True)
+    (args.out / "llama8b.md").write_text(markdown([r for r in rows if r.provider != "triton-sweep"], machine))
+    (args.out / "llama8b_sweep.md").write_text(markdown(rows, machine))
+    write_json(args.out / "llama8b.json", rows, machine)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""GPU benchmarks: workloads from real models, honest device timing, bytes and FLOPs accounting."""

@@ -1,0 +1,126 @@
+"""The Triton backend compiled on a GPU: a larger grid, CUDA-graph replay, no host sync,
+and 64-bit addressing.  Skipped without CUDA; run on the device machine (see README)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conformance.case import Case
+from conformance.checks import check_case, check_cuda_graph
+from conformance.runner import case_strategy
+from conformance.strategies import LIMITS
+from lora_ref import get_backend_from_name, make_batch_info
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+CUDA = torch.device("cuda")
+OPS = ["shrink", "expand", "qkv", "gate_up"]
+DTYPES = ["float16", "bfloat16", "float32"]
+
+
+@pytest.fixture(scope="module")
+def triton_backend():
+    return get_backend_from_name("triton")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_gpu_grid(op, dtype, triton_backend):
+    strategy = case_strategy(triton_backend, "diff", op, dtype, LIMITS["dev"])
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+    @given(data=st.data())
+    def run(data):
+        case = data.draw(strategy)
+        result = check_case(triton_backend, case, CUDA)
+        assert result.ok, "\n".join([*result.failures, case.describe()])
+
+    run()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_gpu_llama_shapes(op, dtype, triton_backend):
+    """Real model sizes and the production configurations (prefill + decode rows in one batch)."""
+    N, n_kv = (4096, 1024) if op == "qkv" else (14336 if op == "gate_up" else 4096, 0)
+    case = Case(
+        op=op, dtype=dtype, seg_lens=(300, 1, 1, 0, 129, 1), weight_indices=(0, 1, 2, 3, 1, 0),
+        lora_ranks=(16, 64, 0, 8), scalings=(2.0, 0.5, 1.0, -1.0), R=64, K=4096, N=N, n_kv=n_kv,
+        stack={"qkv": 3, "gate_up": 2}.get(op, 1), permute=True, has_base=True, seed=11,
+    )
+    result = check_case(triton_backend, case, CUDA)
+    assert result.ok, "\n".join(result.failures)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_gpu_cuda_graph_replay(op, triton_backend):
+    strategy = case_strategy(triton_backend, "cuda_graph", op, "bfloat16", LIMITS["dev"]).filter(lambda c: c.T > 0)
+
+    @settings(max_examples=15, deadline=None, derandomize=True, database=None)
+    @given(data=st.data())
+    def run(data):
+        result = check_cuda_graph(triton_backend, data.draw(strategy))
+        assert result.ok, "\n".join(result.failures)
+
+    run()
+
+
+def test_gpu_run_methods_do_not_sync(triton_backend):
+    info = make_batch_info([5, 0, 9], [1, 0, 1], [0, 8], [1.0, 0.5], device=CUDA, capacity=6)
+    b = triton_backend(batch_info=info)
+    x = torch.randn(14, 256, device=CUDA, dtype=torch.bfloat16)
+    A = torch.randn(2, 24, 256, device=CUDA, dtype=torch.bfloat16)
+    B = torch.randn(2, 96, 8, device=CUDA, dtype=torch.bfloat16)
+    offsets = torch.tensor([0, 64, 80, 96], dtype=torch.int32, device=CUDA)
+    base = torch.randn(14, 96, device=CUDA, dtype=torch.bfloat16)
+    b.run_qkv_lora(x, A, B, offsets, 64, base)  # first call reads the offsets once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        inter = b.run_lora_a_sgemm(x, A, 3)
+        b.run_lora_b_sgemm(inter[:, :8], B, base)
+        b.run_qkv_lora(x, A, B, offsets, 64, base)
+        b.run_gate_up_lora(x, A[:, :16], B, base)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_gpu_64bit_row_addressing(triton_backend):
+    """T*N and T*K pass 2**31 elements: the last rows must land where they belong."""
+    K = N = 4096
+    T = 2**31 // N + 64
+    tail = 48
+    info = make_batch_info([T - tail, tail], [0, 1], [0, 16], [1.0, 0.5], device=CUDA)
+    b = triton_backend(batch_info=info)
+    x = torch.zeros(T, K, device=CUDA, dtype=torch.bfloat16)
+    x[-tail:] = torch.randn(tail, K, device=CUDA, dtype=torch.bfloat16)
+    A = torch.randn(2, 16, K, device=CUDA, dtype=torch.bfloat16) / 64
+    B = torch.randn(2, N, 16, device=CUDA, dtype=torch.bfloat16) / 4
+    inter = b.run_lora_a_sgemm(x, A)
+    want = (x[-tail:].double() @ A[1].double().T)
+    torch.testing.assert_close(inter[-tail:].double(), want, atol=5e-2, rtol=2e-2)
+    del x
+    base = torch.zeros(T, N, device=CUDA, dtype=torch.bfloat16)
+    out = b.run_lora_b_sgemm(inter, B, base)
+    want_out = 0.5 * (inter[-tail:].double() @ B[1].double().T)
+    torch.testing.assert_close(out[-tail:].double(), want_out, atol=5e-2, rtol=2e-2)
+    assert not out[: T - tail].any(), "rank-0 rows stay zero"
+
+
+def test_gpu_64bit_slot_addressing(triton_backend):
+    """L*c*R*K passes 2**31: the last slot of a large pool must be read at the right offset."""
+    K, R = 4096, 64
+    L = 2**31 // (R * K) + 2
+    info = make_batch_info([32], [L - 1], [R] * L, [1.0] * L, device=CUDA)
+    b = triton_backend(batch_info=info)
+    A = torch.empty(L, R, K, device=CUDA, dtype=torch.bfloat16)
+    A[: L - 1].fill_(float("nan"))
+    A[L - 1] = torch.randn(R, K, device=CUDA, dtype=torch.bfloat16) / 64
+    x = torch.randn(32, K, device=CUDA, dtype=torch.bfloat16)
+    out = b.run_lora_a_sgemm(x, A)
+    torch.testing.assert_close(out.double(), x.double() @ A[L - 1].double().T, atol=5e-2, rtol=2e-2)

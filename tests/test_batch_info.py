@@ -1,0 +1,51 @@
+"""Building batch info from host lists, and the in-place CUDA-graph refill."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lora_ref import make_batch_info, refill_batch_info
+
+
+def test_make_batch_info_fields():
+    info = make_batch_info([3, 0, 2], [1, 0, 1], [4, 0], [0.5, -2.0], permutation=[4, 3, 2, 1, 0])
+    assert info.bs == 3 and info.max_len == 3 and not info.use_cuda_graph
+    assert info.seg_indptr.tolist() == [0, 3, 3, 5]
+    assert info.seg_lens.dtype == torch.int32 and info.scalings.dtype == torch.float32
+    assert info.permutation.tolist() == [4, 3, 2, 1, 0]
+    info.validate()
+
+
+def test_make_batch_info_capacity_pads_with_empty_segments():
+    info = make_batch_info([2, 1], [1, 1], [1, 2], [1.0, 1.0], capacity=5)
+    assert info.use_cuda_graph and info.bs == 2
+    assert info.seg_lens.tolist() == [2, 1, 0, 0, 0]
+    assert info.seg_indptr.tolist() == [0, 2, 3, 3, 3, 3]
+    assert info.weight_indices.tolist() == [1, 1, 0, 0, 0]
+
+
+def test_make_batch_info_rejects_mismatched_lists():
+    with pytest.raises(ValueError, match="weight_indices: expected 2 entries"):
+        make_batch_info([1, 1], [0], [1], [1.0])
+    with pytest.raises(ValueError, match="capacity: expected >= bs = 2"):
+        make_batch_info([1, 1], [0, 0], [1], [1.0], capacity=1)
+
+
+def test_refill_more_then_fewer_segments():
+    buf = make_batch_info([4], [0], [1, 1, 1], [1.0, 2.0, 3.0], capacity=4)
+    ptrs = [buf.seg_lens.data_ptr(), buf.seg_indptr.data_ptr(), buf.weight_indices.data_ptr()]
+    refill_batch_info(buf, make_batch_info([1, 1, 1, 1], [2, 1, 0, 2], [1, 1, 1], [1.0, 2.0, 3.0]))
+    assert buf.bs == 4 and buf.seg_lens.tolist() == [1, 1, 1, 1] and buf.weight_indices.tolist() == [2, 1, 0, 2]
+    refill_batch_info(buf, make_batch_info([3, 1], [1, 2], [1, 1, 1], [1.0, 2.0, 3.0]))
+    assert buf.seg_lens.tolist() == [3, 1, 0, 0]
+    assert buf.seg_indptr.tolist() == [0, 3, 4, 4, 4]
+    assert buf.weight_indices.tolist() == [1, 2, 0, 0]
+    assert [buf.seg_lens.data_ptr(), buf.seg_indptr.data_ptr(), buf.weight_indices.data_ptr()] == ptrs
+    buf.validate()
+
+
+def test_refill_rejects_too_many_segments():
+    buf = make_batch_info([2], [0], [1], [1.0], capacity=2)
+    with pytest.raises(ValueError, match="source.bs: expected <= the buffer capacity 2, got 3"):
+        refill_batch_info(buf, make_batch_info([1, 1, 0], [0, 0, 0], [1], [1.0]))

@@ -1,0 +1,114 @@
+"""The Triton backend under the interpreter, against the oracle, on hand-picked edges.
+
+Each case names the edge it exists for.  Every case also runs the per-call checks of the
+conformance suite: poisoned garbage regions (NaN or huge), guard bands, untouched inputs,
+bit-exact rank-0 rows and determinism.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+from conformance.case import Case
+from conformance.checks import check_case
+from lora_ref import get_backend_from_name, make_batch_info
+
+TRITON = get_backend_from_name("triton")
+CPU = torch.device("cpu")
+DTYPES = ["float16", "bfloat16", "float32"]
+
+
+def case(op, **kw):
+    defaults = dict(
+        seg_lens=(3, 0, 5, 1), weight_indices=(1, 0, 1, 2), lora_ranks=(0, 4, 7), scalings=(1.0, 0.5, -2.0),
+        R=8, K=37, N=19, n_kv=0, stack={"qkv": 3, "gate_up": 2}.get(op, 1), has_base=True,
+    )
+    defaults.update(kw)
+    return Case(op=op, dtype="float16", **defaults)
+
+
+EDGES = {
+    # tails: K and N not multiples of any block, R not a power of two
+    "odd_tails": dict(K=37, N=19, R=7, lora_ranks=(0, 4, 7)),
+    # rank 1 and rank R in one batch, plus a rank-0 slot
+    "rank_1_and_R": dict(R=5, lora_ranks=(1, 5, 0), weight_indices=(0, 1, 2, 1)),
+    # empty segments first, middle and last
+    "empty_segments": dict(seg_lens=(0, 4, 0, 3, 0), weight_indices=(2, 1, 0, 2, 1)),
+    # one slot repeated in every segment, two slots unused
+    "repeated_adapter": dict(seg_lens=(2, 2, 2), weight_indices=(1, 1, 1), lora_ranks=(3, 4, 2, 5), scalings=(1.0, 2.0, 3.0, 4.0)),
+    # slots out of order
+    "slots_out_of_order": dict(seg_lens=(2, 3, 1, 2), weight_indices=(3, 0, 2, 1), lora_ranks=(2, 4, 6, 8), scalings=(1.0, -1.0, 0.25, 3.0)),
+    # a sorted-by-adapter layout: logical rows through a permutation
+    "permutation": dict(permute=True),
+    # garbage beyond each rank is huge and finite, not NaN
+    "huge_garbage": dict(poison="huge"),
+    # no base_output: the result starts from zeros
+    "base_none": dict(has_base=False),
+    # one long segment crossing several row tiles
+    "one_long_segment": dict(seg_lens=(40,), weight_indices=(1,)),
+    # decode: many length-1 segments, each tile holding several adapters
+    "decode": dict(seg_lens=(1,) * 12, weight_indices=(2, 1, 1, 0, 2, 2, 1, 0, 1, 2, 1, 1)),
+    # few rows and a long K: the split-K path with its deterministic sum
+    "split_k": dict(seg_lens=(2, 3), weight_indices=(1, 2), K=150),
+    # scaling zero, negative and large
+    "scalings": dict(scalings=(0.0, -25.0, 40.0)),
+    # every row has rank 0: nothing to add
+    "all_rank_zero": dict(lora_ranks=(0, 0, 0)),
+    # the batch holds no rows at all
+    "no_rows": dict(seg_lens=(0, 0), weight_indices=(0, 1)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("edge", list(EDGES))
+@pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
+def test_triton_edge(op, edge, dtype):
+    extra = dict(n_kv=6, N=20) if op == "qkv" else {}
+    if op == "shrink":
+        extra["stack"] = 3 if edge in ("odd_tails", "rank_1_and_R") else 2
+    c = case(op, **{**extra, **EDGES[edge]}).replace(dtype=dtype, seed=zlib.crc32(f"{op}-{edge}".encode()) % 1000)
+    result = check_case(TRITON, c, CPU)
+    assert result.ok, "\n".join([*result.failures, c.describe()])
+
+
+@pytest.mark.parametrize("op", ["qkv", "gate_up", "expand"])
+def test_triton_strided_inputs_and_output(op):
+    """Kernels use strides: a column slice of x and a row-strided base_output."""
+    backend = TRITON(batch_info=make_batch_info([3, 2], [1, 0], [2, 3], [1.5, -0.5]))
+    ref = get_backend_from_name("reference")(batch_info=backend.batch_info)
+    g = torch.Generator().manual_seed(3)
+    wide = torch.randn(5, 40, generator=g).half()
+    x = wide[:, 3:36] if op != "expand" else wide[:, 3:6]
+    A = torch.randn(2, {"qkv": 9, "gate_up": 6, "expand": 3}[op], 33, generator=g).half()
+    N = 12
+    B = torch.randn(2, N, 3, generator=g).half()
+    store = torch.randn(5, 2 * N, generator=g).half()
+    base = store[:, :N]
+    want = {
+        "qkv": lambda b, o: b.run_qkv_lora(x, A, B, torch.tensor([0, 6, 9, 12], dtype=torch.int32), 6, o),
+        "gate_up": lambda b, o: b.run_gate_up_lora(x, A[:, :6], B, o),
+        "expand": lambda b, o: b.run_lora_b_sgemm(x, B, o),
+    }[op]
+    expected = want(ref, base.clone())
+    got = want(backend, base)
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=2e-2)
+    assert torch.equal(store[:, N:], store[:, N:].clone()), "columns beside the view untouched"
+
+
+def test_triton_rejects_split_layout_clearly():
+    backend = TRITON(batch_info=make_batch_info([1], [0], [1], [1.0]))
+    x = torch.randn(1, 4).half()
+    with pytest.raises(ValueError, match="qkv_lora_b: expected the stacked"):
+        backend.run_qkv_lora(x, torch.randn(1, 3, 4).half(), (torch.randn(1, 1, 2, 1).half(),) * 2,
+                             torch.tensor([0, 2, 3, 4], dtype=torch.int32), 2)
+
+
+def test_interpreter_config_is_pinned():
+    from lora_triton.config import PINNED, expand_config, shrink_config
+
+    assert PINNED
+    assert shrink_config(4096, 4096, 64, torch.bfloat16, CPU).block_m == 16
+    assert expand_config(4096, 4096, 3, 64, CPU).block_n == 32
