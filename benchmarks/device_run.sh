@@ -13,8 +13,9 @@ else
 fi
 export PYTHONUNBUFFERED=1
 n=$(nvidia-smi -L | wc -l)
-nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv > "$out/gpus.csv"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee "$out/versions.txt"
+{ nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  date -u; } > "$out/env.txt" 2>&1
 CUDA_VISIBLE_DEVICES=0 timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/device_llama8b.py --out "$out" ${BENCH_ARGS:-} > "$out/bench.log" 2>&1 &
 CUDA_VISIBLE_DEVICES=$((1 % n)) timeout 540 python3 -m pytest -p conformance.plugin tests/gpu -q -x -p no:cacheprovider > "$out/gpu_tests.log" 2>&1 &
 if [ "$n" -gt 2 ]; then
@@ -24,5 +25,7 @@ if [ "$n" -gt 2 ]; then
     -k "${CAMPAIGN_K:-test_matches_reference}" --lora-failures-dir "$out/failures" ${CAMPAIGN_ARGS:-} > "$out/campaign.log" 2>&1 &
 fi
 wait
+[ -d "$out/failures" ] && tar -C "$out" -cf "$out/failures.tar" failures && rm -r "$out/failures"
+cat "$out/env.txt"
 tail -5 "$out/gpu_tests.log" "$out/campaign.log" 2>/dev/null
 tail -60 "$out/bench.log"
