@@ -32,17 +32,19 @@ RANKS = (16, 64)
 PROVIDERS = ("triton", "torch", "sglang-triton", "sglang-csgmv")
 
 SHRINK_SWEEP = [
-    ShrinkConfig(16, 64, 128, 1, 4, 4),
-    ShrinkConfig(32, 64, 128, 1, 4, 4),
-    ShrinkConfig(32, 64, 256, 1, 8, 3),
-    ShrinkConfig(16, 32, 256, 1, 4, 3),
-    ShrinkConfig(16, 64, 128, 8, 4, 4),
+    ShrinkConfig(32, 64, 128, 1, 4, 4, groups=8),
+    ShrinkConfig(64, 64, 128, 1, 4, 4, groups=8),
+    ShrinkConfig(32, 64, 256, 1, 8, 3, groups=8),
+    ShrinkConfig(16, 64, 256, 1, 4, 3, groups=8),
+    ShrinkConfig(16, 64, 128, 8, 4, 4, groups=8),
+    ShrinkConfig(64, 64, 64, 1, 4, 5, groups=4),
 ]
 EXPAND_SWEEP = [
-    ExpandConfig(64, 256, 8, 2),
-    ExpandConfig(128, 128, 8, 2),
-    ExpandConfig(32, 128, 4, 2),
-    ExpandConfig(16, 256, 4, 2),
+    ExpandConfig(64, 256, 8, 2, groups=8),
+    ExpandConfig(128, 128, 8, 2, groups=8),
+    ExpandConfig(32, 128, 4, 2, groups=8),
+    ExpandConfig(64, 64, 4, 2, groups=8),
+    ExpandConfig(16, 128, 4, 2, groups=8),
 ]
 
 

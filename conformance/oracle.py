@@ -17,8 +17,9 @@ magnitude.  With ``u`` the unit roundoff of the input dtype (2^-11 float16, 2^-8
   output dtype.  For shrink there is no base.
 * ``chain``, the relative error accumulated before the final rounding:
   - float32 accumulation of each GEMM: ``K * u32`` (shrink) and ``R * u32`` (expand);
-  - operand rounding to TF32 (``2 * 2^-11`` per GEMM) for float32 inputs on a GPU, when the
-    backend declares ``float32_matmul="tf32"`` (SPEC.md allows it);
+  - operand truncation to TF32 (``2 * 2^-10`` per GEMM: tensor cores drop the low mantissa
+    bits rather than round) for float32 inputs on a GPU, when the backend declares
+    ``float32_matmul="tf32"`` (SPEC.md allows it);
   - the rounding of the fused paths' intermediate ``x @ A^T`` to the input dtype: ``u``;
   - the float32 multiply by the scaling: ``u32``.
 * ``floor``: two subnormal spacings of the dtype, for results that underflow.
@@ -42,7 +43,7 @@ from lora_ref import LoRABatchInfo, ReferenceLoRABackend
 
 ALPHA = 2.0
 U32 = 2.0**-24
-TF32 = 2.0**-11
+TF32 = 2.0**-10  # tensor cores truncate float32 operands to TF32's 10 mantissa bits
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8, torch.float32: 2.0**-24}
 SUBNORMAL_SPACING = {torch.float16: 2.0**-24, torch.bfloat16: 2.0**-133, torch.float32: 2.0**-149}
 

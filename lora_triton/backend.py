@@ -52,7 +52,7 @@ class TritonLoRABackend(BaseLoRABackend):
 
     def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
         self._slots: torch.Tensor | None = None
-        self._checked_offsets: dict[tuple[int, int, int, int], None] = {}
+        self._checked_offsets: dict[tuple[int, int, int, int], list[int]] = {}
         super().__init__(name, batch_info)
 
     @property
@@ -77,7 +77,7 @@ class TritonLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         T, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
         slots, rows = self._positions(T)
-        config = shrink_config(T, K, c * R, x.dtype, x.device)
+        config = shrink_config(T, K, c * R, x.dtype, x.device, summary.num_slots)
         return shrink(x, weights, c, slots, rows, info.lora_ranks, config)
 
     def run_lora_b_sgemm(
@@ -85,7 +85,7 @@ class TritonLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         info, summary = self._batch()
         T, R, N = check_expand(summary, info.device, x, weights, base_output)
-        return self._expand(x, weights, base_output, T, N, R, 1, N, None)
+        return self._expand(x, weights, base_output, T, N, R, 1, N, None, N % 16 == 0)
 
     def run_qkv_lora(
         self,
@@ -101,9 +101,12 @@ class TritonLoRABackend(BaseLoRABackend):
         check_output_offset(output_offset, max_qkv_out_dim, info.device)
         names = ("qkv_lora_a", "qkv_lora_b")
         dims, N = check_fused(summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names)
-        self._check_offset_values(output_offset, max_qkv_out_dim, N)
+        offsets = self._check_offset_values(output_offset, max_qkv_out_dim, N)
+        aligned = offsets is not None and all(o % 16 == 0 for o in offsets)
         inter = self._shrink_for(x, qkv_lora_a, dims.c, dims.R, dims.K)
-        return self._expand(inter, lora_b, base_output, dims.T, N, dims.R, 3, max_qkv_out_dim, output_offset)
+        return self._expand(
+            inter, lora_b, base_output, dims.T, N, dims.R, 3, max_qkv_out_dim, output_offset, aligned
+        )
 
     def run_gate_up_lora(
         self,
@@ -117,12 +120,12 @@ class TritonLoRABackend(BaseLoRABackend):
         names = ("gate_up_lora_a", "gate_up_lora_b")
         dims, N = check_fused(summary, info.device, x, gate_up_lora_a, lora_b, base_output, 2, names)
         inter = self._shrink_for(x, gate_up_lora_a, dims.c, dims.R, dims.K)
-        return self._expand(inter, lora_b, base_output, dims.T, N, dims.R, 2, N // 2, None)
+        return self._expand(inter, lora_b, base_output, dims.T, N, dims.R, 2, N // 2, None, (N // 2) % 16 == 0)
 
     def _shrink_for(self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int) -> torch.Tensor:
-        info, _ = self._batch()
+        info, summary = self._batch()
         slots, rows = self._positions(x.shape[0])
-        config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device)
+        config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device, summary.num_slots)
         return shrink(x, lora_a, c, slots, rows, info.lora_ranks, config)
 
     def _expand(
@@ -136,11 +139,12 @@ class TritonLoRABackend(BaseLoRABackend):
         num_slices: int,
         slice_width: int,
         offsets: torch.Tensor | None,
+        aligned: bool,
     ) -> torch.Tensor:
-        info, _ = self._batch()
+        info, summary = self._batch()
         slots, rows = self._positions(T)
         out = base_output if base_output is not None else torch.zeros(T, N, dtype=x.dtype, device=x.device)
-        config = expand_config(T, slice_width, num_slices, R, x.device)
+        config = expand_config(T, slice_width, num_slices, R, x.device, summary.num_slots)
         return expand(
             x,
             weights,
@@ -154,6 +158,7 @@ class TritonLoRABackend(BaseLoRABackend):
             slice_width,
             offsets,
             config,
+            aligned,
         )
 
     @staticmethod
@@ -162,10 +167,12 @@ class TritonLoRABackend(BaseLoRABackend):
             fail(arg, "the stacked (L, N, R) tensor (the triton backend takes no split layout)", "a tuple")
         return lora_b  # type: ignore[return-value]
 
-    def _check_offset_values(self, output_offset: torch.Tensor, max_dim: int, N: int) -> None:
-        """Read ``output_offset`` once per tensor version (a sync), never while graph-capturing."""
+    def _check_offset_values(self, output_offset: torch.Tensor, max_dim: int, N: int) -> list[int] | None:
+        """Read ``output_offset`` once per tensor version (a sync), never while graph-capturing.
+
+        Returns the values when known on the host (None while capturing an unseen tensor).
+        """
         key = (output_offset.data_ptr(), output_offset._version, max_dim, N)
-        if key in self._checked_offsets or _capturing():
-            return
-        check_output_offset_values(output_offset, max_dim, N)
-        self._checked_offsets[key] = None
+        if key not in self._checked_offsets and not _capturing():
+            self._checked_offsets[key] = check_output_offset_values(output_offset, max_dim, N)
+        return self._checked_offsets.get(key)

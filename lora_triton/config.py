@@ -30,6 +30,7 @@ class ShrinkConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ExpandConfig:
     block_n: int
     num_warps: int = 4
     num_stages: int = 2
+    groups: int = 1
 
 
 @functools.cache
@@ -56,12 +58,18 @@ def _tiles(n: int, block: int) -> int:
     return triton.cdiv(max(n, 1), block)
 
 
-def shrink_config(T: int, K: int, cR: int, dtype: torch.dtype, device: torch.device) -> ShrinkConfig:
-    """Shrink ``(T, K) x (c*R, K)^T``: one pass over ``x``; split K when rows are too few."""
+def shrink_config(
+    T: int, K: int, cR: int, dtype: torch.dtype, device: torch.device, num_slots: int = 1
+) -> ShrinkConfig:
+    """Shrink ``(T, K) x (c*R, K)^T``: one pass over ``x``; split K when rows are too few.
+
+    ``groups``: programs that share one tile's distinct adapters (decode tiles hold many).
+    """
     if OVERRIDES["shrink"] is not None:
         return OVERRIDES["shrink"]  # type: ignore[return-value]
+    groups = max(1, min(num_slots, 8))
     if PINNED:
-        return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1)
+        return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1, groups=min(groups, 2))
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
     block_k = 128 if dtype != torch.float32 else 64
     block_m = 16 if T <= 256 else 32
@@ -70,20 +78,23 @@ def shrink_config(T: int, K: int, cR: int, dtype: torch.dtype, device: torch.dev
     target = 2 * sm_count(device)
     while tiles * split_k < target and K // (split_k * 2) >= 2 * block_k:
         split_k *= 2
-    return ShrinkConfig(block_m, block_n, block_k, split_k=split_k, num_warps=4, num_stages=4)
+    return ShrinkConfig(block_m, block_n, block_k, split_k=split_k, num_warps=4, num_stages=4, groups=groups)
 
 
-def expand_config(T: int, N: int, num_slices: int, R: int, device: torch.device) -> ExpandConfig:
+def expand_config(
+    T: int, N: int, num_slices: int, R: int, device: torch.device, num_slots: int = 1
+) -> ExpandConfig:
     """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles, rows grouped by adapter."""
     if OVERRIDES["expand"] is not None:
         return OVERRIDES["expand"]  # type: ignore[return-value]
+    groups = max(1, min(num_slots, 8))
     if PINNED:
-        return ExpandConfig(16, 32, num_stages=1)
+        return ExpandConfig(16, 32, num_stages=1, groups=min(groups, 2))
     block_m = max(16, min(64, triton.next_power_of_2(T)))
     block_n = 128 if R <= 64 else 64
     if _tiles(T, block_m) * num_slices * _tiles(N, block_n) < sm_count(device):
         block_n = 64
-    return ExpandConfig(block_m, block_n, num_warps=4, num_stages=2)
+    return ExpandConfig(block_m, block_n, num_warps=4, num_stages=2, groups=groups)
 
 
 def rank_block(R: int) -> int:

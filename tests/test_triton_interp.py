@@ -59,6 +59,8 @@ EDGES = {
     "all_rank_zero": dict(lora_ranks=(0, 0, 0)),
     # the batch holds no rows at all
     "no_rows": dict(seg_lens=(0, 0), weight_indices=(0, 1)),
+    # K a multiple of the K block and slice bounds multiples of 16: the unmasked, wide-access paths
+    "aligned": dict(K=64, N=32, n_kv=16),
 }
 
 
@@ -66,7 +68,7 @@ EDGES = {
 @pytest.mark.parametrize("edge", list(EDGES))
 @pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
 def test_triton_edge(op, edge, dtype):
-    extra = dict(n_kv=6, N=20) if op == "qkv" else {}
+    extra = dict(n_kv=6, N=20) if op == "qkv" and edge != "aligned" else {}
     if op == "shrink":
         extra["stack"] = 3 if edge in ("odd_tails", "rank_1_and_R") else 2
     c = case(op, **{**extra, **EDGES[edge]}).replace(dtype=dtype, seed=zlib.crc32(f"{op}-{edge}".encode()) % 1000)
@@ -112,3 +114,19 @@ def test_interpreter_config_is_pinned():
     assert PINNED
     assert shrink_config(4096, 4096, 64, torch.bfloat16, CPU).block_m == 16
     assert expand_config(4096, 4096, 3, 64, CPU).block_n == 32
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("op", ["shrink", "qkv"])
+def test_triton_adapter_groups(op, groups, monkeypatch):
+    """Any number of programs may share a tile's distinct adapters: 1 (a serial loop) or 3."""
+    from lora_triton import config
+
+    monkeypatch.setitem(config.OVERRIDES, "shrink", config.ShrinkConfig(16, 16, 32, num_stages=1, groups=groups))
+    monkeypatch.setitem(config.OVERRIDES, "expand", config.ExpandConfig(16, 32, num_stages=1, groups=groups))
+    decode = dict(seg_lens=(1,) * 14, weight_indices=(4, 1, 1, 0, 2, 3, 1, 0, 4, 2, 1, 3, 0, 4),
+                  lora_ranks=(3, 0, 5, 2, 6), scalings=(1.0, 2.0, -0.5, 3.0, 0.25))
+    extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
+    c = case(op, **{**extra, **decode}).replace(seed=groups)
+    result = check_case(TRITON, c, CPU)
+    assert result.ok, "\n".join([*result.failures, c.describe()])

@@ -13,8 +13,10 @@ Tensors (``p`` is a position in the batch's logical row order):
     scalings    fp32 (L,)       scaling of each slot, applied to the fp32 accumulator
     offsets     int32 (c+1,)    slice starts (qkv); absent: slices of ``SLICE_N`` columns
 
-Grid: (position tiles, slices x column tiles of the widest slice).  Column tiles past the end of
-a narrower slice exit at once.
+Grid: (position tiles x column tiles of the widest slice, slices, adapter groups).  Column tiles
+past the end of a narrower slice exit at once.  A program takes every ``GROUPS``-th distinct
+adapter among its positions; rows of different adapters are disjoint, so no two programs write
+the same element and no atomics are needed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from lora_triton.config import INTERPRET, ExpandConfig, rank_block
 _NO_SLOT = 2**30
 
 
-@triton.jit(do_not_specialize=["T", "N_TOTAL", "SLICE_N", "N_TILES"])
+@triton.jit(do_not_specialize=["T", "N_TILES", "GROUPS"])
 def _expand_kernel(
     # pointers
     x_ptr,
@@ -42,8 +44,10 @@ def _expand_kernel(
     # sizes
     T,
     N_TOTAL,
+    R_POOL,
     SLICE_N,
     N_TILES,
+    GROUPS,
     # strides
     stride_xm,
     stride_xk,
@@ -54,6 +58,7 @@ def _expand_kernel(
     stride_on,
     # meta-parameters
     HAS_OFFSETS: tl.constexpr,
+    ALIGNED: tl.constexpr,
     HAS_BASE: tl.constexpr,
     HAS_ROWS: tl.constexpr,
     CAST_F32: tl.constexpr,
@@ -62,16 +67,21 @@ def _expand_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid = tl.program_id(1)
-    j = pid // N_TILES
+    pid = tl.program_id(0)
+    pid_m = pid // N_TILES
     pid_n = pid % N_TILES
+    j = tl.program_id(1)
+    pid_g = tl.program_id(2)
     if HAS_OFFSETS:
         n_lo = tl.load(offsets_ptr + j)
         n_hi = tl.load(offsets_ptr + j + 1)
     else:
         n_lo = j * SLICE_N
         n_hi = n_lo + SLICE_N
+    if ALIGNED:
+        # the host checked every slice bound is a multiple of 16: keeps accesses 16 bytes wide
+        n_lo = tl.multiple_of(n_lo, 16)
+        n_hi = tl.multiple_of(n_hi, 16)
     n_start = n_lo + pid_n * BLOCK_N
     if n_start < n_hi:
         offs_n = n_start + tl.arange(0, BLOCK_N)
@@ -88,41 +98,47 @@ def _expand_kernel(
         # int64: rows * stride_om passes 2**31 when T*N does
         rows64 = rows.to(tl.int64)
         active = p_mask & (ranks > 0)
-        scale = tl.load(scalings_ptr + slots, mask=active, other=0.0)
         offs_r = tl.arange(0, BLOCK_R)
 
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        # this program takes the distinct adapters number pid_g, pid_g + GROUPS, ... of the tile
         remaining = tl.where(active, slots, NO_SLOT)
         slot = tl.min(remaining, axis=0)
+        for _ in range(pid_g):
+            remaining = tl.where(remaining == slot, NO_SLOT, remaining)
+            slot = tl.min(remaining, axis=0)
         while slot < NO_SLOT:
             sel = remaining == slot
             r = tl.load(ranks_ptr + slot)
+            scale = tl.load(scalings_ptr + slot)
             r_mask = offs_r < r
             xt = tl.load(
                 x_ptr + rows64[:, None] * stride_xm + (j * r + offs_r)[None, :] * stride_xk,
                 mask=sel[:, None] & r_mask[None, :],
                 other=0.0,
             )
-            # int64: slot * stride_wl passes 2**31 when L*N*R does
+            # int64: slot * stride_wl passes 2**31 when L*N*R does.  The load is masked by the
+            # pool rank only (wide accesses); columns >= r are garbage and are replaced by zeros.
             bt = tl.load(
                 w_ptr + slot.to(tl.int64) * stride_wl + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk,
-                mask=r_mask[:, None] & n_mask[None, :],
+                mask=(offs_r[:, None] < R_POOL) & n_mask[None, :],
                 other=0.0,
             )
+            bt = tl.where(r_mask[:, None], bt, tl.zeros_like(bt))
             if CAST_F32:
                 # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
                 xt = xt.to(tl.float32)
                 bt = bt.to(tl.float32)
-            acc = tl.dot(xt, bt, acc)
+            acc = tl.dot(xt, bt) * scale
+            out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
+            mask = sel[:, None] & n_mask[None, :]
+            if HAS_BASE:
+                acc += tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
+            tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
             remaining = tl.where(sel, NO_SLOT, remaining)
             slot = tl.min(remaining, axis=0)
-
-        acc = acc * scale[:, None]
-        out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
-        mask = active[:, None] & n_mask[None, :]
-        if HAS_BASE:
-            acc += tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+            for _ in range(GROUPS - 1):
+                remaining = tl.where(remaining == slot, NO_SLOT, remaining)
+                slot = tl.min(remaining, axis=0)
 
 
 def expand(
@@ -138,17 +154,19 @@ def expand(
     slice_width: int,
     offsets: torch.Tensor | None,
     config: ExpandConfig,
+    aligned: bool = False,
 ) -> torch.Tensor:
     """Launch the expand into ``out`` (which holds ``base`` when ``has_base``; zeros otherwise).
 
     ``slice_width`` is the width of every slice, or the widest one when ``offsets`` is given.
-    Arguments are already validated; returns ``out``.
+    ``aligned``: every slice bound is known to be a multiple of 16.  Arguments are already
+    validated; returns ``out``.
     """
     T = out.shape[0]
     if T == 0 or slice_width == 0:
         return out
     n_tiles = triton.cdiv(slice_width, config.block_n)
-    grid = (triton.cdiv(T, config.block_m), num_slices * n_tiles)
+    grid = (triton.cdiv(T, config.block_m) * n_tiles, num_slices, config.groups)
     _expand_kernel[grid](
         x,
         weights,
@@ -160,8 +178,10 @@ def expand(
         offsets if offsets is not None else pos_slot,
         T,
         out.shape[1],
+        weights.shape[2],
         slice_width,
         n_tiles,
+        config.groups,
         x.stride(0),
         x.stride(1),
         weights.stride(0),
@@ -170,6 +190,7 @@ def expand(
         out.stride(0),
         out.stride(1),
         HAS_OFFSETS=offsets is not None,
+        ALIGNED=aligned,
         HAS_BASE=has_base,
         HAS_ROWS=pos_row is not None,
         CAST_F32=INTERPRET and x.dtype == torch.bfloat16,

@@ -8,9 +8,11 @@ Tensors (``p`` is a position in the batch's logical row order):
     pos_row    int32 (T,)      physical row of position ``p`` (absent: the identity)
     lora_ranks int32 (L,)      rank of each slot
 
-Each program owns ``BLOCK_M`` positions and ``BLOCK_N`` output columns and loops over the distinct
-adapters among its positions: one K sweep per adapter, its rows masked in.  Nothing beyond an
-adapter's ``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach a result.
+Grid: (position tiles x column tiles, K splits, adapter groups).  A program owns ``BLOCK_M``
+positions, ``BLOCK_N`` output columns and one K split, and takes every ``GROUPS``-th distinct
+adapter among its positions (rows of different adapters are disjoint, so programs never write
+the same element): one K sweep per adapter, its rows masked in.  Nothing beyond an adapter's
+``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach a result.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lora_triton.config import INTERPRET, ShrinkConfig
 _NO_SLOT = 2**30
 
 
-@triton.jit(do_not_specialize=["T", "K", "STACK", "K_PER_SPLIT"])
+@triton.jit(do_not_specialize=["T", "STACK", "GROUPS"])
 def _shrink_kernel(
     # pointers
     x_ptr,
@@ -38,6 +40,8 @@ def _shrink_kernel(
     K,
     STACK,
     K_PER_SPLIT,
+    N_TILES,
+    GROUPS,
     # strides
     stride_xm,
     stride_xk,
@@ -50,14 +54,17 @@ def _shrink_kernel(
     # meta-parameters
     HAS_ROWS: tl.constexpr,
     CAST_F32: tl.constexpr,
+    EVEN_K: tl.constexpr,
     NO_SLOT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    pid_k = tl.program_id(2)
+    pid = tl.program_id(0)
+    pid_m = pid // N_TILES
+    pid_n = pid % N_TILES
+    pid_k = tl.program_id(1)
+    pid_g = tl.program_id(2)
 
     offs_p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     p_mask = offs_p < T
@@ -71,31 +78,33 @@ def _shrink_kernel(
     rows64 = rows.to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     k_lo = pid_k * K_PER_SPLIT
-    k_hi = tl.minimum(K, k_lo + K_PER_SPLIT)
 
-    # positions whose adapter has a column in this tile
+    # positions whose adapter has a column in this tile; this program takes the distinct
+    # adapters number pid_g, pid_g + GROUPS, ... of the tile (their rows are disjoint)
     active = p_mask & (STACK * ranks > pid_n * BLOCK_N)
     remaining = tl.where(active, slots, NO_SLOT)
     slot = tl.min(remaining, axis=0)
+    for _ in range(pid_g):
+        remaining = tl.where(remaining == slot, NO_SLOT, remaining)
+        slot = tl.min(remaining, axis=0)
     while slot < NO_SLOT:
         sel = remaining == slot
         n_mask = offs_n < STACK * tl.load(ranks_ptr + slot)
         # int64: slot * stride_wl passes 2**31 on large pools
         w_base = w_ptr + slot.to(tl.int64) * stride_wl
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(k_lo, k_hi, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_mask = offs_k < k_hi
-            xt = tl.load(
-                x_ptr + rows64[:, None] * stride_xm + offs_k[None, :] * stride_xk,
-                mask=sel[:, None] & k_mask[None, :],
-                other=0.0,
-            )
-            wt = tl.load(
-                w_base + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk,
-                mask=n_mask[None, :] & k_mask[:, None],
-                other=0.0,
-            )
+        for k0 in range(0, K_PER_SPLIT, BLOCK_K):
+            offs_k = k_lo + k0 + tl.arange(0, BLOCK_K)
+            x_ptrs = x_ptr + rows64[:, None] * stride_xm + offs_k[None, :] * stride_xk
+            w_ptrs = w_base + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk
+            if EVEN_K:
+                # no K mask: loads stay 16 bytes wide
+                xt = tl.load(x_ptrs, mask=sel[:, None], other=0.0)
+                wt = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
+            else:
+                k_mask = offs_k < K
+                xt = tl.load(x_ptrs, mask=sel[:, None] & k_mask[None, :], other=0.0)
+                wt = tl.load(w_ptrs, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
             if CAST_F32:
                 # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
                 xt = xt.to(tl.float32)
@@ -108,6 +117,9 @@ def _shrink_kernel(
         )
         remaining = tl.where(sel, NO_SLOT, remaining)
         slot = tl.min(remaining, axis=0)
+        for _ in range(GROUPS - 1):
+            remaining = tl.where(remaining == slot, NO_SLOT, remaining)
+            slot = tl.min(remaining, axis=0)
 
 
 @triton.jit(do_not_specialize=["NUMEL"])
@@ -144,9 +156,11 @@ def shrink(
     split = config.split_k
     k_per_split = triton.cdiv(triton.cdiv(K, split), config.block_k) * config.block_k
     split = triton.cdiv(K, k_per_split)
+    even_k = K % k_per_split == 0
     target = out if split == 1 else torch.empty(split, T, cR, dtype=torch.float32, device=x.device)
     stride_os = 0 if split == 1 else target.stride(0)
-    grid = (triton.cdiv(T, config.block_m), triton.cdiv(cR, config.block_n), split)
+    n_tiles = triton.cdiv(cR, config.block_n)
+    grid = (triton.cdiv(T, config.block_m) * n_tiles, split, config.groups)
     _shrink_kernel[grid](
         x,
         weights,
@@ -158,6 +172,8 @@ def shrink(
         K,
         stack_num,
         k_per_split,
+        n_tiles,
+        config.groups,
         x.stride(0),
         x.stride(1),
         weights.stride(0),
@@ -168,6 +184,7 @@ def shrink(
         target.stride(-1),
         HAS_ROWS=pos_row is not None,
         CAST_F32=INTERPRET and x.dtype == torch.bfloat16,
+        EVEN_K=even_k,
         NO_SLOT=_NO_SLOT,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
