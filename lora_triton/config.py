@@ -70,15 +70,20 @@ def shrink_config(
     groups = max(1, min(num_slots, 8))
     if PINNED:
         return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1, groups=min(groups, 2))
+    # from the 2026-11-28 H200 sweep (benchmarks/results/): long rows want tall tiles, short
+    # batches want K split until the grid (tiles x adapter groups x splits) fills the chip
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
-    block_k = 128 if dtype != torch.float32 else 64
-    block_m = 16 if T <= 256 else 32
-    tiles = _tiles(T, block_m) * _tiles(cR, block_n)
+    decode = T <= 256
+    block_m = 16 if decode else (64 if cR >= 64 else 32)
+    tiles = _tiles(T, block_m) * _tiles(cR, block_n) * (groups if decode else 1)
     split_k = 1
-    target = 2 * sm_count(device)
-    while tiles * split_k < target and K // (split_k * 2) >= 2 * block_k:
+    while decode and tiles * split_k < sm_count(device) and K // (split_k * 2) >= 2 * 128:
         split_k *= 2
-    return ShrinkConfig(block_m, block_n, block_k, split_k=split_k, num_warps=4, num_stages=4, groups=groups)
+    block_k = 128 if split_k > 1 or not decode else 256
+    if dtype == torch.float32:
+        block_k = 64
+    return ShrinkConfig(block_m, block_n, block_k, split_k=split_k, num_warps=4,
+                        num_stages=3 if block_k == 256 else 4, groups=groups)
 
 
 def expand_config(
@@ -90,10 +95,14 @@ def expand_config(
     groups = max(1, min(num_slots, 8))
     if PINNED:
         return ExpandConfig(16, 32, num_stages=1, groups=min(groups, 2))
-    block_m = max(16, min(64, triton.next_power_of_2(T)))
+    # from the 2026-11-28 H200 sweep: 32-row tiles for small ranks, 16 for mid-size decode
+    if T <= 64:
+        block_m = 32
+    elif T <= 256:
+        block_m = 16
+    else:
+        block_m = 32 if R <= 32 else 64
     block_n = 128 if R <= 64 else 64
-    if _tiles(T, block_m) * num_slices * _tiles(N, block_n) < sm_count(device):
-        block_n = 64
     return ExpandConfig(block_m, block_n, num_warps=4, num_stages=2, groups=groups)
 
 
