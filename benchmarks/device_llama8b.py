@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conformance.bench.runner import machine_info, markdown, measure, write_json  # noqa: E402
-from conformance.bench.workloads import Workload  # noqa: E402
-from lora_triton import config as triton_config  # noqa: E402
-from lora_triton.config import ExpandConfig, ShrinkConfig  # noqa: E402
+from conformance.bench.runner import machine_info, markdown, measure, write_json
+from conformance.bench.workloads import Workload
+from lora_triton import config as triton_config
+from lora_triton.config import ExpandConfig, ShrinkConfig
 
 OPS = ("shrink_qkv", "shrink", "shrink_down", "expand", "qkv", "gate_up")
 LAYOUTS = ("prefill", "mixed", "decode64", "decode256")
@@ -66,7 +66,11 @@ def main() -> None:
         for provider in args.providers:
             rows.append(measure(w, provider, device, bw))
             r = rows[-1]
-            print(f"{w.label:<36} {provider:<14} {r.us or float('nan'):9.1f} us {r.pct_of_copy_bw or 0:5.0f}% {r.note}", flush=True)
+            print(
+                f"{w.label:<36} {provider:<14} {r.us or float('nan'):9.1f} us "
+                f"{r.pct_of_copy_bw or 0:5.0f}% {r.note}",
+                flush=True,
+            )
         if args.sweep:
             sweep = SHRINK_SWEEP if op.startswith("shrink") else EXPAND_SWEEP
             key = "shrink" if op.startswith("shrink") else "expand"
@@ -76,9 +80,15 @@ def main() -> None:
                 triton_config.OVERRIDES[key] = None
                 r.provider = "triton-sweep"
                 rows.append(r)
-                print(f"{w.label:<36} sweep {cfg} {r.us or float('nan'):9.1f} us {r.pct_of_copy_bw or 0:5.0f}%", flush=True)
+                print(
+                    f"{w.label:<36} sweep {cfg} {r.us or float('nan'):9.1f} us "
+                    f"{r.pct_of_copy_bw or 0:5.0f}%",
+                    flush=True,
+                )
         # rewritten after every workload, so a run cut short keeps what it measured
-        (args.out / "llama8b.md").write_text(markdown([r for r in rows if r.provider != "triton-sweep"], machine))
+        (args.out / "llama8b.md").write_text(
+            markdown([r for r in rows if r.provider != "triton-sweep"], machine)
+        )
         if args.sweep:
             (args.out / "llama8b_sweep.md").write_text(markdown(rows, machine))
         write_json(args.out / "llama8b.json", rows, machine)

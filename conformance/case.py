@@ -11,6 +11,7 @@ Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``r`` one 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -99,7 +100,7 @@ class Case:
         """Column ranges of the expand slices (one for expand, two for gate_up, three for qkv)."""
         if self.op == "qkv":
             o = [0, self.N, self.N + self.n_kv, self.N + 2 * self.n_kv]
-            return list(zip(o, o[1:]))
+            return list(itertools.pairwise(o))
         if self.op == "gate_up":
             return [(0, self.N), (self.N, 2 * self.N)]
         return [(0, self.N)]
@@ -163,7 +164,12 @@ def build_inputs(case: Case, device: torch.device | str) -> Inputs:
     T, L, R = case.T, case.L, case.R
     perm = torch.randperm(T, generator=gen).tolist() if case.permute else None
     info = make_batch_info(
-        case.seg_lens, case.weight_indices, case.lora_ranks, case.scalings, permutation=perm, device=device
+        case.seg_lens,
+        case.weight_indices,
+        case.lora_ranks,
+        case.scalings,
+        permutation=perm,
+        device=device,
     )
 
     def to_device(t: torch.Tensor) -> torch.Tensor:
@@ -213,7 +219,7 @@ def _physical_row_ranks(case: Case, perm: list[int] | None) -> list[int]:
     """The rank of the adapter of each physical row."""
     ranks = [0] * case.T
     t = 0
-    for n, w in zip(case.seg_lens, case.weight_indices):
+    for n, w in zip(case.seg_lens, case.weight_indices, strict=False):
         for _ in range(n):
             ranks[perm[t] if perm is not None else t] = case.lora_ranks[w]
             t += 1

@@ -69,7 +69,14 @@ def _snapshot(inputs: Inputs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     named: list[tuple[str, torch.Tensor]] = [("x", inputs.x)]
     named += [(f"arg{i}", a) for i, a in enumerate(inputs.args) if isinstance(a, torch.Tensor)]
     info = inputs.batch_info
-    for name in ("seg_lens", "seg_indptr", "weight_indices", "lora_ranks", "scalings", "permutation"):
+    for name in (
+        "seg_lens",
+        "seg_indptr",
+        "weight_indices",
+        "lora_ranks",
+        "scalings",
+        "permutation",
+    ):
         t = getattr(info, name)
         if t is not None:
             named.append((f"batch_info.{name}", t))
@@ -77,7 +84,11 @@ def _snapshot(inputs: Inputs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 
 
 def _changed(snapshot: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[str]:
-    return [name for name, t, before in snapshot if not torch.equal(t, before) and not _both_nan(t, before)]
+    return [
+        name
+        for name, t, before in snapshot
+        if not torch.equal(t, before) and not _both_nan(t, before)
+    ]
 
 
 def _both_nan(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -108,7 +119,10 @@ def _guards_intact(buf: torch.Tensor | None) -> bool:
 
 
 def check_case(
-    backend_cls: type[BaseLoRABackend], case: Case, device: torch.device, exp: Expectation | None = None
+    backend_cls: type[BaseLoRABackend],
+    case: Case,
+    device: torch.device,
+    exp: Expectation | None = None,
 ) -> CaseResult:
     """Run ``case`` on a fresh ``backend_cls`` instance and apply every per-call check."""
     result = CaseResult(case)
@@ -127,7 +141,9 @@ def check_case(
     if not verdict.ok:
         result.failures.append(f"wrong result: {verdict.message}")
     if not _guards_intact(buf):
-        result.failures.append(f"wrote outside base_output: the {GUARD}-element guard bands changed")
+        result.failures.append(
+            f"wrote outside base_output: the {GUARD}-element guard bands changed"
+        )
     changed = _changed(snapshot)
     if changed:
         result.failures.append(f"modified its inputs: {', '.join(changed)}")
@@ -157,9 +173,9 @@ def derive(case: Case, relation: str, choice: int) -> tuple[Case, list[int]] | N
     ``case`` must not be permuted.  Returns None when the relation does not apply.
     """
     rng = random.Random(choice)
-    segs = list(zip(case.seg_lens, case.weight_indices))
+    segs = list(zip(case.seg_lens, case.weight_indices, strict=False))
     starts = [sum(case.seg_lens[:i]) for i in range(len(segs))]
-    blocks = [list(range(s, s + n)) for s, (n, _) in zip(starts, segs)]
+    blocks = [list(range(s, s + n)) for s, (n, _) in zip(starts, segs, strict=False)]
     if relation == "permute_segments":
         order = list(range(len(segs)))
         rng.shuffle(order)
@@ -187,7 +203,9 @@ def derive(case: Case, relation: str, choice: int) -> tuple[Case, list[int]] | N
         rows = blocks[i]
     else:
         raise ValueError(f"relation: expected one of {RELATIONS}, got {relation!r}")
-    derived = case.replace(seg_lens=tuple(n for n, _ in new), weight_indices=tuple(w for _, w in new))
+    derived = case.replace(
+        seg_lens=tuple(n for n, _ in new), weight_indices=tuple(w for _, w in new)
+    )
     return derived, rows
 
 
@@ -195,7 +213,11 @@ def _gather_inputs(case: Case, inputs: Inputs, derived: Case, rows: list[int]) -
     device = inputs.x.device
     index = torch.tensor(rows, dtype=torch.long, device=device)
     info = make_batch_info(
-        derived.seg_lens, derived.weight_indices, derived.lora_ranks, derived.scalings, device=device
+        derived.seg_lens,
+        derived.weight_indices,
+        derived.lora_ranks,
+        derived.scalings,
+        device=device,
     )
     base = inputs.base[index].contiguous() if inputs.base is not None else None
     return Inputs(info, inputs.x[index].contiguous(), inputs.args, base)
@@ -221,13 +243,18 @@ def check_metamorphic(
         return result
     index = torch.tensor(rows, dtype=torch.long, device=device)
     mask = exp.specified[index]
-    diff = torch.where(mask, (out2.double() - out[index].double()).abs(), torch.zeros_like(mask, dtype=torch.float64))
+    diff = torch.where(
+        mask,
+        (out2.double() - out[index].double()).abs(),
+        torch.zeros_like(mask, dtype=torch.float64),
+    )
     bad = mask & ~(diff <= 2 * exp.tol[index])
     if bad.any():
         i, j = bad.nonzero()[0].tolist()
         result.failures.append(
             f"{relation} (choice={choice}) changed a row: row {i} of {derived.describe()} gives "
-            f"{out2[i, j].item():.6g} at column {j}, the original row {rows[i]} gave {out[rows[i], j].item():.6g}"
+            f"{out2[i, j].item():.6g} at column {j}, the original row {rows[i]} gave "
+            f"{out[rows[i], j].item():.6g}"
         )
     return result
 
@@ -271,7 +298,12 @@ def bad_input_mutations(case: Case) -> dict[str, Mutation]:
     @m("weights have one slot too many")
     def _(i):
         w = i.args[0]
-        return i.batch_info, i.x, (torch.cat([w, w.new_zeros(1, *w.shape[1:])]), *i.args[1:]), i.base
+        return (
+            i.batch_info,
+            i.x,
+            (torch.cat([w, w.new_zeros(1, *w.shape[1:])]), *i.args[1:]),
+            i.base,
+        )
 
     @m("x has one row too many")
     def _(i):
@@ -348,12 +380,22 @@ def bad_input_mutations(case: Case) -> dict[str, Mutation]:
 
         @m("base_output has the wrong shape")
         def _(i):
-            return i.batch_info, i.x, i.args, torch.zeros(case.T, case.out_dim + 1, dtype=i.x.dtype, device=i.x.device)
+            return (
+                i.batch_info,
+                i.x,
+                i.args,
+                torch.zeros(case.T, case.out_dim + 1, dtype=i.x.dtype, device=i.x.device),
+            )
 
         @m("base_output dtype differs from x")
         def _(i):
             other = torch.float32 if i.x.dtype != torch.float32 else torch.float16
-            return i.batch_info, i.x, i.args, torch.zeros(case.T, case.out_dim, dtype=other, device=i.x.device)
+            return (
+                i.batch_info,
+                i.x,
+                i.args,
+                torch.zeros(case.T, case.out_dim, dtype=other, device=i.x.device),
+            )
 
     if case.op == "qkv":
 
@@ -368,8 +410,10 @@ def bad_input_mutations(case: Case) -> dict[str, Mutation]:
     return muts
 
 
-def check_bad_inputs(backend_cls: type[BaseLoRABackend], case: Case, device: torch.device) -> CaseResult:
-    """Every mutation must raise ``ValueError``/``TypeError`` and leave ``base_output`` untouched."""
+def check_bad_inputs(
+    backend_cls: type[BaseLoRABackend], case: Case, device: torch.device
+) -> CaseResult:
+    """Each mutation must raise ``ValueError``/``TypeError`` and leave ``base_output`` as it was."""
     result = CaseResult(case, check="bad_input")
     good = build_inputs(case, device)
     for label, mutate in bad_input_mutations(case).items():
@@ -382,7 +426,9 @@ def check_bad_inputs(backend_cls: type[BaseLoRABackend], case: Case, device: tor
         except (ValueError, TypeError):
             pass
         except Exception as exc:
-            result.failures.append(f"{label}: raised {type(exc).__name__} ({exc}), expected ValueError or TypeError")
+            result.failures.append(
+                f"{label}: raised {type(exc).__name__} ({exc}), expected ValueError or TypeError"
+            )
             continue
         else:
             result.failures.append(f"{label}: accepted, expected ValueError or TypeError")
@@ -403,21 +449,27 @@ def graph_layouts(case: Case, capacity: int) -> list[Case]:
     for bs in (max(1, capacity // 3), capacity, 1):
         bs = min(bs, max(T, 1))
         cuts = sorted(rng.sample(range(1, T), bs - 1)) if T > 1 and bs > 1 else []
-        lens = [b - a for a, b in zip([0, *cuts], [*cuts, T])] if T else [0]
+        lens = [b - a for a, b in zip([0, *cuts], [*cuts, T], strict=False)] if T else [0]
         slots = [rng.randrange(case.L) for _ in lens]
         out.append(case.replace(seg_lens=tuple(lens), weight_indices=tuple(slots), permute=False))
     return out
 
 
-def check_cuda_graph(backend_cls: type[BaseLoRABackend], case: Case, capacity: int = 12) -> CaseResult:
+def check_cuda_graph(
+    backend_cls: type[BaseLoRABackend], case: Case, capacity: int = 12
+) -> CaseResult:
     """Capture ``case.op`` once, refill the batch info in place with other layouts, replay, diff."""
     result = CaseResult(case, check="cuda_graph", params={"capacity": capacity})
     device = torch.device("cuda")
     layouts = graph_layouts(case, capacity)
     first = build_inputs(layouts[0], device)
     graph_info = make_batch_info(
-        layouts[0].seg_lens, layouts[0].weight_indices, case.lora_ranks, case.scalings,
-        device=device, capacity=capacity,
+        layouts[0].seg_lens,
+        layouts[0].weight_indices,
+        case.lora_ranks,
+        case.scalings,
+        device=device,
+        capacity=capacity,
     )
     backend = backend_cls()
     backend.set_batch_info(graph_info)
@@ -427,7 +479,12 @@ def check_cuda_graph(backend_cls: type[BaseLoRABackend], case: Case, capacity: i
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(2):  # warm-up: compile kernels, fill caches
-            call(backend, layouts[0], static, static_base.clone() if static_base is not None else None)
+            call(
+                backend,
+                layouts[0],
+                static,
+                static_base.clone() if static_base is not None else None,
+            )
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     try:
@@ -444,7 +501,11 @@ def check_cuda_graph(backend_cls: type[BaseLoRABackend], case: Case, capacity: i
             static_base.copy_(fresh.base)
         graph.replay()
         torch.cuda.synchronize()
-        exp = expect(layout, Inputs(fresh.batch_info, fresh.x, first.args, fresh.base), _float32_matmul(backend_cls))
+        exp = expect(
+            layout,
+            Inputs(fresh.batch_info, fresh.x, first.args, fresh.base),
+            _float32_matmul(backend_cls),
+        )
         verdict: Verdict = compare(layout, out.clone(), exp)
         result.worst_ratio = max(result.worst_ratio, verdict.worst_ratio)
         if not verdict.ok:

@@ -76,7 +76,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     version = backend_cls().version
     console.print(
         f"[bold]lora-conformance check[/] backend [cyan]{args.backend}[/] = "
-        f"{backend_cls.__module__}:{backend_cls.__qualname__} ({version}) on {device}, profile {args.profile}"
+        f"{backend_cls.__module__}:{backend_cls.__qualname__} ({version}) on {device}, "
+        f"profile {args.profile}"
     )
     report = Report(args.backend, version, str(device), args.profile)
 
@@ -87,8 +88,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     scale = {"diff": 1.0, "metamorphic": 1.0, "bad_input": 0.25, "cuda_graph": 0.25}
 
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as progress:
         overall = progress.add_task("groups", total=len(plan))
         for check, op, dtype in plan:
@@ -99,13 +104,22 @@ def cmd_check(args: argparse.Namespace) -> int:
                 progress.advance(task)
 
             stats = run_group(
-                backend_cls, check, op, dtype, device, limits, hs, on_example=tick,
+                backend_cls,
+                check,
+                op,
+                dtype,
+                device,
+                limits,
+                hs,
+                on_example=tick,
                 seed=args.seed,
             )
             progress.update(task, completed=hs.max_examples)
             progress.advance(overall)
             if stats.failure is not None:
-                name = f"{args.backend.replace(':', '_').replace('.', '_')}-{check}-{op}-{dtype}.json"
+                name = (
+                    f"{args.backend.replace(':', '_').replace('.', '_')}-{check}-{op}-{dtype}.json"
+                )
                 path = save_failure(Path(args.failures_dir) / name, stats.failure, args.backend)
                 stats.failure.params = {**stats.failure.params, "saved_to": str(path)}
             report.groups.append(stats)
@@ -126,7 +140,10 @@ def _print_table(report, console) -> None:
 
     table = Table(title=f"{report.backend} on {report.device} (profile {report.profile})")
     for col in ("check", "op", "dtype", "examples", "passed", "failed", "worst err/tol", "verdict"):
-        table.add_column(col, justify="right" if col in ("examples", "passed", "failed", "worst err/tol") else "left")
+        table.add_column(
+            col,
+            justify="right" if col in ("examples", "passed", "failed", "worst err/tol") else "left",
+        )
     for g in report.groups:
         if g.skipped:
             verdict = f"[yellow]skipped[/]: {g.skipped}"
@@ -136,17 +153,30 @@ def _print_table(report, console) -> None:
             verdict = "[red]FAIL[/]"
         else:
             verdict = "[green]pass[/]"
-        table.add_row(g.prop, g.op, g.dtype, str(g.examples), str(g.passed), str(g.failed), _ratio(g.worst_ratio), verdict)
+        table.add_row(
+            g.prop,
+            g.op,
+            g.dtype,
+            str(g.examples),
+            str(g.passed),
+            str(g.failed),
+            _ratio(g.worst_ratio),
+            verdict,
+        )
     console.print(table)
     for g in report.groups:
         if g.failure is not None:
-            console.print(f"[red]FAIL[/] {g.prop} {g.op} {g.dtype}: minimal case {g.failure.case.describe()}")
+            console.print(
+                f"[red]FAIL[/] {g.prop} {g.op} {g.dtype}: minimal case {g.failure.case.describe()}"
+            )
             for line in g.failure.failures:
                 console.print(f"    {line}")
             console.print(f"    replay: lora-conformance replay {g.failure.params.get('saved_to')}")
     passed = sum(g.passed for g in report.groups)
     verdict = "[green]PASS[/]" if report.ok else "[red]FAIL[/]"
-    console.print(f"{verdict}: {passed} examples passed; worst error/tolerance {report.worst_ratio:.3f}")
+    console.print(
+        f"{verdict}: {passed} examples passed; worst error/tolerance {report.worst_ratio:.3f}"
+    )
 
 
 def _report_json(report) -> dict:
@@ -165,10 +195,20 @@ def _report_json(report) -> dict:
         "worst_ratio": report.worst_ratio,
         "groups": [
             {
-                "check": g.prop, "op": g.op, "dtype": g.dtype, "examples": g.examples, "passed": g.passed,
-                "failed": g.failed, "worst_ratio": g.worst_ratio, "skipped": g.skipped, "error": g.error,
-                "failure": None if g.failure is None else {
-                    "case": g.failure.case.to_json(), "failures": g.failure.failures,
+                "check": g.prop,
+                "op": g.op,
+                "dtype": g.dtype,
+                "examples": g.examples,
+                "passed": g.passed,
+                "failed": g.failed,
+                "worst_ratio": g.worst_ratio,
+                "skipped": g.skipped,
+                "error": g.error,
+                "failure": None
+                if g.failure is None
+                else {
+                    "case": g.failure.case.to_json(),
+                    "failures": g.failure.failures,
                     "replay": g.failure.params.get("saved_to"),
                 },
             }
@@ -194,7 +234,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"replay {args.file}: backend {name} on {device}, check {doc['check']}")
     print(f"case: {doc['case'].describe()}")
     if result.ok:
-        print(f"PASS (worst error/tolerance {result.worst_ratio:.3f}): the saved failure no longer reproduces")
+        print(
+            f"PASS (worst error/tolerance {result.worst_ratio:.3f}): "
+            "the saved failure no longer reproduces"
+        )
         return EXIT_OK
     for line in result.failures:
         print(f"FAIL: {line}")
@@ -216,11 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="run the conformance suite on a backend")
     check.add_argument("backend", help="built-in name, package.module:Class, or entry-point name")
     check.add_argument("--profile", choices=profiles.PROFILES, default=profiles.default_profile())
-    check.add_argument("--max-examples", type=int, default=None, help="examples per (check, op, dtype)")
-    check.add_argument("--seed", type=int, default=None, help="random seed (turns derandomization off)")
+    check.add_argument(
+        "--max-examples", type=int, default=None, help="examples per (check, op, dtype)"
+    )
+    check.add_argument(
+        "--seed", type=int, default=None, help="random seed (turns derandomization off)"
+    )
     check.add_argument("--device", choices=("cpu", "cuda"), default=None)
     check.add_argument("--report-json", default=None, help="write the results as JSON here")
-    check.add_argument("--failures-dir", default="conformance-failures", help="where minimal failing cases go")
+    check.add_argument(
+        "--failures-dir", default="conformance-failures", help="where minimal failing cases go"
+    )
     check.add_argument("--ops", nargs="+", choices=OPS, default=None)
     check.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=None)
     check.add_argument("--checks", nargs="+", choices=CHECKS, default=None)

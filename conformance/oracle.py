@@ -102,7 +102,11 @@ def _abs_inputs(inputs: Inputs) -> Inputs:
 def chain_roundoff(case: Case, float32_matmul: str, device: torch.device) -> float:
     """The relative error accumulated before the final rounding (see the module docstring)."""
     dtype = case.torch_dtype
-    tf32 = 2 * TF32 if dtype == torch.float32 and float32_matmul == "tf32" and device.type == "cuda" else 0.0
+    tf32 = (
+        2 * TF32
+        if dtype == torch.float32 and float32_matmul == "tf32" and device.type == "cuda"
+        else 0.0
+    )
     if case.op == "shrink":
         return case.K * U32 + tf32
     if case.op == "expand":
@@ -123,7 +127,9 @@ def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectat
 
     u = UNIT_ROUNDOFF[dtype]
     chain = chain_roundoff(case, float32_matmul, device)
-    base_mag = inputs.base.double().abs() if inputs.base is not None else torch.zeros_like(magnitude)
+    base_mag = (
+        inputs.base.double().abs() if inputs.base is not None else torch.zeros_like(magnitude)
+    )
     tol = ALPHA * (chain * magnitude + u * (base_mag + magnitude)) + 2 * SUBNORMAL_SPACING[dtype]
     if bool((tol < 0).any()):
         raise AssertionError("oracle: a negative tolerance; the magnitude run saw a signed input")
@@ -162,10 +168,13 @@ def compare(case: Case, out: object, exp: Expectation) -> Verdict:
         return Verdict(
             False,
             float("inf"),
-            f"returned shape {tuple(out.shape)} {out.dtype}, expected ({T}, {D}) {case.torch_dtype}",
+            f"returned shape {tuple(out.shape)} {out.dtype}, "
+            f"expected ({T}, {D}) {case.torch_dtype}",
         )
     if out.device != exp.ref.device:
-        return Verdict(False, float("inf"), f"returned a tensor on {out.device}, expected {exp.ref.device}")
+        return Verdict(
+            False, float("inf"), f"returned a tensor on {out.device}, expected {exp.ref.device}"
+        )
 
     if exp.exact_rows.any():
         rows = exp.exact_rows.nonzero().flatten()
@@ -178,7 +187,8 @@ def compare(case: Case, out: object, exp: Expectation) -> Verdict:
             return Verdict(
                 False,
                 float("inf"),
-                f"out[{t}, {j}]={_fmt(got[i, j].item())}, but a rank-0 row must equal base bit for bit: "
+                f"out[{t}, {j}]={_fmt(got[i, j].item())}, "
+                "but a rank-0 row must equal base bit for bit: "
                 f"{_fmt(want[i, j].item())}",
             )
 

@@ -33,7 +33,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lora-backend",
         default=None,
-        help=f"backend under test: a built-in, package.module:Class, or an entry point (env {BACKEND_ENV})",
+        help="backend under test: a built-in, package.module:Class, or an entry point "
+        f"(env {BACKEND_ENV})",
     )
     group.addoption(
         "--lora-device",
@@ -48,9 +49,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="size caps and Hypothesis profile: ci, dev or thorough (env LORA_CONFORMANCE_PROFILE)",
     )
     group.addoption(
-        "--lora-max-examples", type=int, default=None, help="override the profile's examples per test"
+        "--lora-max-examples",
+        type=int,
+        default=None,
+        help="override the profile's examples per test",
     )
-    group.addoption("--skips-file", default=None, help="file of test ids (globs) to skip, one per line")
+    group.addoption(
+        "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
+    )
     group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
     group.addoption(
         "--lora-failures-dir",
@@ -74,7 +80,9 @@ def pick_device(backend_cls: type[BaseLoRABackend], requested: str | None) -> to
     campaign with ``-n <number of GPUs>`` runs one worker per visible GPU.
     """
     wants_cuda = requested == "cuda" or (
-        requested is None and torch.cuda.is_available() and "cuda" in backend_cls.capabilities.devices
+        requested is None
+        and torch.cuda.is_available()
+        and "cuda" in backend_cls.capabilities.devices
     )
     if not wants_cuda:
         return torch.device(requested or "cpu")
@@ -92,7 +100,9 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.load_profile(_profile(config))
     n = config.getoption("--lora-max-examples")
     if n:
-        settings.register_profile("lora-custom", settings.get_profile(_profile(config)), max_examples=n)
+        settings.register_profile(
+            "lora-custom", settings.get_profile(_profile(config)), max_examples=n
+        )
         settings.load_profile("lora-custom")
 
 
@@ -109,8 +119,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     device = pick_device(cls, config.getoption("--lora-device"))
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     return [
-        f"lora-conformance: backend {name} = {cls.__module__}:{cls.__qualname__}, version {cls().version}",
-        f"lora-conformance: device {device}{gpu}, torch {torch.__version__}, triton {triton.__version__}, "
+        f"lora-conformance: backend {name} = {cls.__module__}:{cls.__qualname__}, "
+        f"version {cls().version}",
+        f"lora-conformance: device {device}{gpu}, torch {torch.__version__}, "
+        f"triton {triton.__version__}, "
         f"profile {_profile(config)}",
     ]
 
@@ -212,7 +224,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         examples, worst = stats[key]
         tr.write_line(f"{key:<60} {int(examples):>7} examples   worst err/tol {worst:.3f}")
     total = sum(int(v[0]) for v in stats.values())
-    tr.write_line(f"{'all':<60} {total:>7} examples   worst err/tol {max(v[1] for v in stats.values()):.3f}")
+    tr.write_line(
+        f"{'all':<60} {total:>7} examples   worst err/tol {max(v[1] for v in stats.values()):.3f}"
+    )
 
 
 @pytest.fixture
@@ -225,7 +239,11 @@ def lora_report(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
         folder = Path(pytestconfig.getoption("--lora-failures-dir"))
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request.node.name)
         path = save_failure(folder / f"{safe}.json", result, backend_name)
-        lines = [*result.failures, f"case: {result.case.describe()}", f"replay: lora-conformance replay {path}"]
+        lines = [
+            *result.failures,
+            f"case: {result.case.describe()}",
+            f"replay: lora-conformance replay {path}",
+        ]
         return "\n".join(lines)
 
     return report

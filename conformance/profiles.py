@@ -22,14 +22,26 @@ _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter
 EXAMPLES = {"ci": 12, "dev": 100, "thorough": 1000}
 
 settings.register_profile(
-    "ci", max_examples=EXAMPLES["ci"], derandomize=True, deadline=None, print_blob=True,
-    suppress_health_check=_SLOW_OK, database=None,
+    "ci",
+    max_examples=EXAMPLES["ci"],
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
+    database=None,
 )
 settings.register_profile(
-    "dev", max_examples=EXAMPLES["dev"], deadline=None, print_blob=True, suppress_health_check=_SLOW_OK,
+    "dev",
+    max_examples=EXAMPLES["dev"],
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=_SLOW_OK,
 )
 settings.register_profile(
-    "thorough", max_examples=EXAMPLES["thorough"], deadline=None, print_blob=True,
+    "thorough",
+    max_examples=EXAMPLES["thorough"],
+    deadline=None,
+    print_blob=True,
     suppress_health_check=_SLOW_OK,
 )
 

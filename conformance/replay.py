@@ -50,12 +50,16 @@ def load_failure(path: Path | str) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"replay file {path}: cannot read it: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"replay file {path}: expected format {FORMAT!r}, got {doc.get('format')!r}")
+        raise ValueError(
+            f"replay file {path}: expected format {FORMAT!r}, got {doc.get('format')!r}"
+        )
     doc["case"] = Case.from_json(doc["case"])
     return doc
 
 
-def replay(doc: dict[str, Any], backend_cls: type[BaseLoRABackend], device: torch.device) -> CaseResult:
+def replay(
+    doc: dict[str, Any], backend_cls: type[BaseLoRABackend], device: torch.device
+) -> CaseResult:
     """Run the saved check again on ``backend_cls``."""
     case: Case = doc["case"]
     check, params = doc["check"], doc.get("params", {})

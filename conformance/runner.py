@@ -54,7 +54,9 @@ class GroupStats:
         return self.failed == 0 and self.error is None
 
 
-def unsupported(backend_cls: type[BaseLoRABackend], prop: str, dtype: str, device: torch.device) -> str | None:
+def unsupported(
+    backend_cls: type[BaseLoRABackend], prop: str, dtype: str, device: torch.device
+) -> str | None:
     """Why this group cannot run on this backend, or None."""
     caps = backend_cls.capabilities
     if device.type not in caps.devices:
@@ -87,7 +89,9 @@ def _check_fn(
     if prop == "diff":
         return lambda case, _r, _c: check_case(backend_cls, case, device)
     if prop == "metamorphic":
-        return lambda case, relation, choice: check_metamorphic(backend_cls, case, relation, choice, device)
+        return lambda case, relation, choice: check_metamorphic(
+            backend_cls, case, relation, choice, device
+        )
     if prop == "bad_input":
         return lambda case, _r, _c: check_bad_inputs(backend_cls, case, device)
     if prop == "cuda_graph":

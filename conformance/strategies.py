@@ -48,7 +48,9 @@ def _zipf_slot(draw: st.DrawFn, L: int) -> int:
 
 
 @st.composite
-def layouts(draw: st.DrawFn, L: int, limits: Limits) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
+def layouts(
+    draw: st.DrawFn, L: int, limits: Limits
+) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
     """A segment layout from the serving-workload taxonomy: (label, seg_lens, weight_indices)."""
     kind = draw(st.sampled_from(LAYOUTS), label="layout")
     max_seg = limits.segments
@@ -84,7 +86,7 @@ def layouts(draw: st.DrawFn, L: int, limits: Limits) -> tuple[str, tuple[int, ..
 
 @st.composite
 def ranks_and_pool(draw: st.DrawFn, limits: Limits) -> tuple[int, tuple[int, ...]]:
-    """The pool rank ``R`` (1, non powers of two included) and the ranks of ``L`` slots in ``[0, R]``."""
+    """The pool rank ``R`` (1 and non powers of two included) and ``L`` slot ranks in ``[0, R]``."""
     R = draw(st.one_of(st.sampled_from([1, limits.R]), st.integers(1, limits.R)), label="R")
     L = draw(st.integers(1, limits.slots), label="L")
     rank = st.one_of(st.sampled_from([0, 1, R]), st.integers(0, R))
@@ -94,7 +96,9 @@ def ranks_and_pool(draw: st.DrawFn, limits: Limits) -> tuple[int, tuple[int, ...
 
 def _dim(limit: int) -> st.SearchStrategy[int]:
     # odd and tiny dims first: every tail must be masked
-    return st.one_of(st.sampled_from([1, 3, 17, limit]), st.integers(1, limit)).map(lambda v: min(v, limit))
+    return st.one_of(st.sampled_from([1, 3, 17, limit]), st.integers(1, limit)).map(
+        lambda v: min(v, limit)
+    )
 
 
 @st.composite
@@ -125,7 +129,11 @@ def cases(
     K = draw(_dim(limits.K), label="K")
     N = draw(_dim(limits.N), label="N")
     n_kv = draw(st.integers(1, N), label="n_kv") if op == "qkv" else 0
-    stack = draw(st.sampled_from([1, 2, 3]), label="stack") if op == "shrink" else {"expand": 1, "qkv": 3, "gate_up": 2}[op]
+    stack = (
+        draw(st.sampled_from([1, 2, 3]), label="stack")
+        if op == "shrink"
+        else {"expand": 1, "qkv": 3, "gate_up": 2}[op]
+    )
     return Case(
         op=op,
         dtype=dtype,
@@ -143,5 +151,7 @@ def cases(
         poison=draw(st.sampled_from(["nan", "huge"]), label="poison"),
         seed=draw(st.integers(0, 2**31 - 1), label="seed"),
         layout=layout,
-        split_b=draw(st.booleans(), label="split_b") if split_layouts and op in ("qkv", "gate_up") else False,
+        split_b=draw(st.booleans(), label="split_b")
+        if split_layouts and op in ("qkv", "gate_up")
+        else False,
     )

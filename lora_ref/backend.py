@@ -64,7 +64,7 @@ class BaseLoRABackend:
         return "unknown"
 
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
-        """Use ``batch_info`` for every following call.  Validates it (``ValueError``/``TypeError``)."""
+        """Use ``batch_info`` for every later call; validates it (ValueError, TypeError)."""
         if not isinstance(batch_info, LoRABatchInfo):
             fail("batch_info", "a LoRABatchInfo", type(batch_info).__name__, error=TypeError)
         summary = batch_info.validate()
@@ -76,12 +76,14 @@ class BaseLoRABackend:
             fail("batch_info", "set_batch_info() called before the first operation", "none set")
         return self.batch_info, self._summary
 
-    def run_lora_a_sgemm(self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1) -> torch.Tensor:
+    def run_lora_a_sgemm(
+        self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
+    ) -> torch.Tensor:
         """Shrink: ``out[t, :c*r] = x[t] @ weights[w, :c*r, :]^T``.
 
         Args:
             x: ``(T, K)``.
-            weights: ``(L, c*R, K)``; slice ``j`` of adapter ``w`` packed in rows ``[j*r, (j+1)*r)``.
+            weights: ``(L, c*R, K)``; slice ``j`` of adapter ``w`` in rows ``[j*r, (j+1)*r)``.
             stack_num: ``c``.
 
         Returns:
@@ -113,13 +115,14 @@ class BaseLoRABackend:
         max_qkv_out_dim: int,
         base_output: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fused qkv LoRA: for ``j`` in 0..2,
-        ``out[t, o_j:o_{j+1}] = base[t, o_j:o_{j+1}] + s * (x[t] @ A[w, j*r:(j+1)*r]^T) @ B[w, o_j:o_{j+1}, :r]^T``.
+        """Fused qkv LoRA: for ``j`` in 0..2 and columns ``n`` in ``[o_j, o_{j+1})``,
+        ``out[t, n] = base[t, n] + s * (x[t] @ A[w, j*r:(j+1)*r]^T) @ B[w, n, :r]^T``.
 
         Args:
             x: ``(T, K)``.
             qkv_lora_a: ``(L, 3R, K)``.
-            qkv_lora_b: ``(L, N, R)`` with ``N = Nq + 2*Nkv``, or ``(q_b (1,L,Nq,R), kv_b (2,L,Nkv,R))``.
+            qkv_lora_b: ``(L, N, R)`` with ``N = Nq + 2*Nkv``, or
+                ``(q_b (1, L, Nq, R), kv_b (2, L, Nkv, R))``.
             output_offset: int32 ``(4,)`` ``[0, Nq, Nq+Nkv, Nq+2*Nkv]``.
             max_qkv_out_dim: ``max(Nq, Nkv)``.
             base_output: ``(T, N)`` or None.

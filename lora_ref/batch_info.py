@@ -115,11 +115,19 @@ class LoRABatchInfo:
                 f"shape ({capacity},)",
             )
         if self.weight_indices.numel() != capacity:
-            fail("weight_indices", f"shape ({capacity},) like seg_lens", self._shape("weight_indices"))
+            fail(
+                "weight_indices",
+                f"shape ({capacity},) like seg_lens",
+                self._shape("weight_indices"),
+            )
         if self.seg_indptr.numel() != capacity + 1:
             fail("seg_indptr", f"shape ({capacity + 1},)", self._shape("seg_indptr"))
         if self.scalings.numel() != self.lora_ranks.numel():
-            fail("scalings", f"shape ({self.lora_ranks.numel()},) like lora_ranks", self._shape("scalings"))
+            fail(
+                "scalings",
+                f"shape ({self.lora_ranks.numel()},) like lora_ranks",
+                self._shape("scalings"),
+            )
 
         lens = self.seg_lens.tolist()
         indptr = self.seg_indptr.tolist()
@@ -133,7 +141,11 @@ class LoRABatchInfo:
         padding = [i for i in range(self.bs, capacity) if lens[i] != 0]
         if padding:
             i = padding[0]
-            fail("seg_lens", f"empty padding segments beyond bs={self.bs}", f"seg_lens[{i}]={lens[i]}")
+            fail(
+                "seg_lens",
+                f"empty padding segments beyond bs={self.bs}",
+                f"seg_lens[{i}]={lens[i]}",
+            )
         if indptr[0] != 0:
             fail("seg_indptr", "seg_indptr[0] == 0", f"seg_indptr[0]={indptr[0]}")
         for i, n in enumerate(lens):
@@ -159,10 +171,18 @@ class LoRABatchInfo:
         num_tokens = indptr[-1]
         if self.permutation is not None:
             if self.permutation.numel() != num_tokens:
-                fail("permutation", f"shape ({num_tokens},) (T = seg_indptr[-1])", self._shape("permutation"))
+                fail(
+                    "permutation",
+                    f"shape ({num_tokens},) (T = seg_indptr[-1])",
+                    self._shape("permutation"),
+                )
             seen = torch.sort(self.permutation.long()).values.cpu()
             if not torch.equal(seen, torch.arange(num_tokens)):
-                fail("permutation", f"a permutation of range({num_tokens})", f"{self.permutation.tolist()[:16]}...")
+                fail(
+                    "permutation",
+                    f"a permutation of range({num_tokens})",
+                    f"{self.permutation.tolist()[:16]}...",
+                )
 
         return BatchSummary(
             num_tokens=num_tokens,
@@ -242,7 +262,11 @@ def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
     if source.bs > capacity:
         fail("source.bs", f"<= the buffer capacity {capacity}", f"{source.bs}")
     if source.lora_ranks.numel() != target.lora_ranks.numel():
-        fail("source.lora_ranks", f"{target.lora_ranks.numel()} slots", f"{source.lora_ranks.numel()}")
+        fail(
+            "source.lora_ranks",
+            f"{target.lora_ranks.numel()} slots",
+            f"{source.lora_ranks.numel()}",
+        )
     if (source.permutation is None) != (target.permutation is None):
         fail("source.permutation", "present exactly when the target has one", "a mismatch")
     n = source.bs
@@ -257,7 +281,11 @@ def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
     target.scalings.copy_(source.scalings)
     if target.permutation is not None and source.permutation is not None:
         if target.permutation.numel() != source.permutation.numel():
-            fail("source.permutation", f"{target.permutation.numel()} rows", f"{source.permutation.numel()}")
+            fail(
+                "source.permutation",
+                f"{target.permutation.numel()} rows",
+                f"{source.permutation.numel()}",
+            )
         target.permutation.copy_(source.permutation)
     target.bs = n
     target.max_len = max(target.max_len, source.max_len)

@@ -12,6 +12,7 @@ Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``r`` one 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -83,7 +84,9 @@ class ReferenceLoRABackend(BaseLoRABackend):
                 segments.append((rows[start:end], w, ranks[w], scalings[w]))
         return segments
 
-    def run_lora_a_sgemm(self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1) -> torch.Tensor:
+    def run_lora_a_sgemm(
+        self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
+    ) -> torch.Tensor:
         info, summary = self._batch()
         T, _, R, c = check_shrink(summary, info.device, x, weights, stack_num)
         out = torch.zeros(T, c * R, dtype=torch.float64, device=x.device)
@@ -148,13 +151,13 @@ class ReferenceLoRABackend(BaseLoRABackend):
         N: int,
         offsets: list[int],
     ) -> torch.Tensor:
-        """Slice ``j`` of the output, columns ``[offsets[j], offsets[j+1])``, uses shrink slice ``j``."""
+        """Output slice ``j`` (columns ``[offsets[j], offsets[j+1])``) uses shrink slice ``j``."""
         out = self._base(base_output, T, N, x)
         for rows, w, r, s in self._segments():
             if r == 0:
                 continue
             xs = x[rows].double()
-            for j, (lo, hi) in enumerate(zip(offsets, offsets[1:])):
+            for j, (lo, hi) in enumerate(itertools.pairwise(offsets)):
                 a = lora_a[w, j * r : (j + 1) * r, :].double()  # (r, K)
                 b = lora_b[w, lo:hi, :r].double()  # (hi - lo, r)
                 out[rows, lo:hi] += s * ((xs @ a.T) @ b.T)

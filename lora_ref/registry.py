@@ -40,23 +40,31 @@ def known_backend_names() -> list[str]:
 def _load_target(target: str, name: str) -> type[BaseLoRABackend]:
     module_name, _, attr = target.partition(":")
     if not module_name or not attr:
-        raise BackendNotFoundError(f"backend {name!r}: expected 'package.module:Class', got {target!r}")
+        raise BackendNotFoundError(
+            f"backend {name!r}: expected 'package.module:Class', got {target!r}"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendNotFoundError(f"backend {name!r}: cannot import module {module_name!r}: {exc}") from exc
+        raise BackendNotFoundError(
+            f"backend {name!r}: cannot import module {module_name!r}: {exc}"
+        ) from exc
     obj = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
-            raise BackendNotFoundError(f"backend {name!r}: module {module_name!r} has no {attr!r}") from exc
+            raise BackendNotFoundError(
+                f"backend {name!r}: module {module_name!r} has no {attr!r}"
+            ) from exc
     return _as_backend(obj, name)
 
 
 def _as_backend(obj: object, name: str) -> type[BaseLoRABackend]:
     if not (isinstance(obj, type) and issubclass(obj, BaseLoRABackend)):
-        raise BackendNotFoundError(f"backend {name!r}: expected a BaseLoRABackend subclass, got {obj!r}")
+        raise BackendNotFoundError(
+            f"backend {name!r}: expected a BaseLoRABackend subclass, got {obj!r}"
+        )
     return obj
 
 
@@ -82,7 +90,9 @@ def get_backend_from_name(name: str) -> type[BaseLoRABackend]:
         try:
             obj = eps[name].load()
         except ImportError as exc:
-            raise BackendNotFoundError(f"backend {name!r}: its entry point failed to import: {exc}") from exc
+            raise BackendNotFoundError(
+                f"backend {name!r}: its entry point failed to import: {exc}"
+            ) from exc
         return _as_backend(obj, name)
     raise BackendNotFoundError(
         f"unknown backend {name!r}; known: {', '.join(known_backend_names())} "

@@ -10,6 +10,7 @@ Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``c`` stac
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import torch
@@ -57,7 +58,7 @@ def _float_input(arg: str, t: torch.Tensor, dtype: torch.dtype | None) -> None:
 
 
 def _slots_and_rank(arg: str, L: int, R: int, summary: BatchSummary) -> None:
-    if L != summary.num_slots:
+    if summary.num_slots != L:
         fail(arg, f"{summary.num_slots} adapter slots (len(lora_ranks)) in dim 0", f"{L}")
     if summary.max_rank > R:
         fail(arg, f"a pool rank R >= max(lora_ranks) = {summary.max_rank}", f"R={R}")
@@ -81,7 +82,11 @@ def check_base_output(base_output: torch.Tensor | None, x: torch.Tensor, T: int,
 
 
 def check_shrink(
-    summary: BatchSummary, device: torch.device, x: torch.Tensor, weights: torch.Tensor, stack_num: int
+    summary: BatchSummary,
+    device: torch.device,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    stack_num: int,
 ) -> ShrinkDims:
     """``x (T, K)``, ``weights (L, c*R, K)``, ``stack_num = c`` in 1..3."""
     _tensor("x", x, 2)
@@ -96,7 +101,7 @@ def check_shrink(
     L, cR, K = weights.shape
     if cR % stack_num:
         fail("weights", f"dim 1 (c*R) divisible by stack_num={stack_num}", f"{cR}")
-    if K != x.shape[1]:
+    if x.shape[1] != K:
         fail("weights", f"dim 2 (K) equal to x.shape[1] = {x.shape[1]}", f"{K}")
     R = cR // stack_num
     _slots_and_rank("weights", L, R, summary)
@@ -129,7 +134,8 @@ def check_expand(
 def stack_qkv_b(qkv_lora_b: QkvB) -> torch.Tensor:
     """Return the stacked ``(L, Nq + 2*Nkv, R)`` layout of a qkv expand weight.
 
-    Accepts the stacked tensor itself or the split tuple ``(q_b (1, L, Nq, R), kv_b (2, L, Nkv, R))``.
+    Accepts the stacked tensor itself or the split tuple
+    ``(q_b (1, L, Nq, R), kv_b (2, L, Nkv, R))``.
     """
     if not isinstance(qkv_lora_b, tuple):
         return _tensor("qkv_lora_b", qkv_lora_b, 3)
@@ -140,7 +146,11 @@ def stack_qkv_b(qkv_lora_b: QkvB) -> torch.Tensor:
     if q_b.shape[0] != 1:
         fail("qkv_lora_b[0]", "shape (1, L, Nq, R)", f"shape {tuple(q_b.shape)}")
     if kv_b.shape[0] != 2 or kv_b.shape[1] != q_b.shape[1] or kv_b.shape[3] != q_b.shape[3]:
-        fail("qkv_lora_b[1]", f"shape (2, {q_b.shape[1]}, Nkv, {q_b.shape[3]})", f"shape {tuple(kv_b.shape)}")
+        fail(
+            "qkv_lora_b[1]",
+            f"shape (2, {q_b.shape[1]}, Nkv, {q_b.shape[3]})",
+            f"shape {tuple(kv_b.shape)}",
+        )
     check_dtype("qkv_lora_b[1]", kv_b, q_b.dtype)
     return torch.cat([q_b[0], kv_b[0], kv_b[1]], dim=1)
 
@@ -150,11 +160,19 @@ def stack_gate_up_b(gate_up_lora_b: GateUpB) -> torch.Tensor:
     if not isinstance(gate_up_lora_b, tuple):
         return _tensor("gate_up_lora_b", gate_up_lora_b, 3)
     if len(gate_up_lora_b) != 2:
-        fail("gate_up_lora_b", "a tensor or a (gate_b, up_b) pair", f"a tuple of {len(gate_up_lora_b)}")
+        fail(
+            "gate_up_lora_b",
+            "a tensor or a (gate_b, up_b) pair",
+            f"a tuple of {len(gate_up_lora_b)}",
+        )
     gate = _tensor("gate_up_lora_b[0]", gate_up_lora_b[0], 3)
     up = _tensor("gate_up_lora_b[1]", gate_up_lora_b[1], 3)
     if gate.shape != up.shape:
-        fail("gate_up_lora_b[1]", f"shape {tuple(gate.shape)} like the gate half", f"shape {tuple(up.shape)}")
+        fail(
+            "gate_up_lora_b[1]",
+            f"shape {tuple(gate.shape)} like the gate half",
+            f"shape {tuple(up.shape)}",
+        )
     check_dtype("gate_up_lora_b[1]", up, gate.dtype)
     return torch.cat([gate, up], dim=1)
 
@@ -185,7 +203,7 @@ def check_fused(
     _same_device(b_name, lora_b, device)
     T = _rows("x", x, summary)
     L, cR, K = lora_a.shape
-    if K != x.shape[1]:
+    if x.shape[1] != K:
         fail(a_name, f"dim 2 (K) equal to x.shape[1] = {x.shape[1]}", f"{K}")
     if cR % stack_num:
         fail(a_name, f"dim 1 ({stack_num}*R) divisible by {stack_num}", f"{cR}")
@@ -200,7 +218,9 @@ def check_fused(
     return ShrinkDims(T, K, R, stack_num), N
 
 
-def check_output_offset(output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device) -> None:
+def check_output_offset(
+    output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device
+) -> None:
     """``output_offset``: int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an int > 0.
 
     Shape, dtype and device only: the values live on the device and reading them would sync.
@@ -209,17 +229,27 @@ def check_output_offset(output_offset: torch.Tensor, max_qkv_out_dim: int, devic
     check_dtype("output_offset", output_offset, INDEX_DTYPE)
     _same_device("output_offset", output_offset, device)
     if output_offset.numel() != 4:
-        fail("output_offset", "shape (4,): [0, Nq, Nq+Nkv, Nq+2*Nkv]", f"shape {tuple(output_offset.shape)}")
-    if not isinstance(max_qkv_out_dim, int) or isinstance(max_qkv_out_dim, bool) or max_qkv_out_dim <= 0:
+        fail(
+            "output_offset",
+            "shape (4,): [0, Nq, Nq+Nkv, Nq+2*Nkv]",
+            f"shape {tuple(output_offset.shape)}",
+        )
+    if (
+        not isinstance(max_qkv_out_dim, int)
+        or isinstance(max_qkv_out_dim, bool)
+        or max_qkv_out_dim <= 0
+    ):
         fail("max_qkv_out_dim", "a positive int, max(Nq, Nkv)", repr(max_qkv_out_dim))
 
 
-def check_output_offset_values(output_offset: torch.Tensor, max_qkv_out_dim: int, N: int) -> list[int]:
-    """Value checks of ``output_offset`` (a device sync: eager backends only); returns the values."""
+def check_output_offset_values(
+    output_offset: torch.Tensor, max_qkv_out_dim: int, N: int
+) -> list[int]:
+    """Value checks of ``output_offset`` (a device sync: eager use only); returns the values."""
     offsets = output_offset.tolist()
-    if offsets[0] != 0 or offsets[3] != N or any(b < a for a, b in zip(offsets, offsets[1:])):
+    if offsets[0] != 0 or offsets[3] != N or any(b < a for a, b in itertools.pairwise(offsets)):
         fail("output_offset", f"non-decreasing [0, Nq, Nq+Nkv, {N}]", f"{offsets}")
-    widest = max(b - a for a, b in zip(offsets, offsets[1:]))
+    widest = max(b - a for a, b in itertools.pairwise(offsets))
     if widest > max_qkv_out_dim:
         fail("max_qkv_out_dim", f">= the widest slice {widest}", f"{max_qkv_out_dim}")
     return offsets

@@ -12,6 +12,6 @@ import torch
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-from lora_triton.backend import TritonLoRABackend  # noqa: E402
+from lora_triton.backend import TritonLoRABackend
 
 __all__ = ["TritonLoRABackend"]

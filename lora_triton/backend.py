@@ -73,7 +73,9 @@ class TritonLoRABackend(BaseLoRABackend):
             self._slots = row_slots(info.seg_indptr, info.weight_indices, T)
         return self._slots, info.permutation
 
-    def run_lora_a_sgemm(self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1) -> torch.Tensor:
+    def run_lora_a_sgemm(
+        self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
+    ) -> torch.Tensor:
         info, summary = self._batch()
         T, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
         slots, rows = self._positions(T)
@@ -105,7 +107,16 @@ class TritonLoRABackend(BaseLoRABackend):
         aligned = offsets is not None and all(o % 16 == 0 for o in offsets)
         inter = self._shrink_for(x, qkv_lora_a, dims.c, dims.R, dims.K)
         return self._expand(
-            inter, lora_b, base_output, dims.T, N, dims.R, 3, max_qkv_out_dim, output_offset, aligned
+            inter,
+            lora_b,
+            base_output,
+            dims.T,
+            N,
+            dims.R,
+            3,
+            max_qkv_out_dim,
+            output_offset,
+            aligned,
         )
 
     def run_gate_up_lora(
@@ -118,11 +129,17 @@ class TritonLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         lora_b = self._stacked("gate_up_lora_b", gate_up_lora_b)
         names = ("gate_up_lora_a", "gate_up_lora_b")
-        dims, N = check_fused(summary, info.device, x, gate_up_lora_a, lora_b, base_output, 2, names)
+        dims, N = check_fused(
+            summary, info.device, x, gate_up_lora_a, lora_b, base_output, 2, names
+        )
         inter = self._shrink_for(x, gate_up_lora_a, dims.c, dims.R, dims.K)
-        return self._expand(inter, lora_b, base_output, dims.T, N, dims.R, 2, N // 2, None, (N // 2) % 16 == 0)
+        return self._expand(
+            inter, lora_b, base_output, dims.T, N, dims.R, 2, N // 2, None, (N // 2) % 16 == 0
+        )
 
-    def _shrink_for(self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int) -> torch.Tensor:
+    def _shrink_for(
+        self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int
+    ) -> torch.Tensor:
         info, summary = self._batch()
         slots, rows = self._positions(x.shape[0])
         config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device, summary.num_slots)
@@ -143,7 +160,11 @@ class TritonLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         info, summary = self._batch()
         slots, rows = self._positions(T)
-        out = base_output if base_output is not None else torch.zeros(T, N, dtype=x.dtype, device=x.device)
+        out = (
+            base_output
+            if base_output is not None
+            else torch.zeros(T, N, dtype=x.dtype, device=x.device)
+        )
         config = expand_config(T, slice_width, num_slices, R, x.device, summary.num_slots)
         return expand(
             x,
@@ -164,10 +185,16 @@ class TritonLoRABackend(BaseLoRABackend):
     @staticmethod
     def _stacked(arg: str, lora_b: object) -> torch.Tensor:
         if isinstance(lora_b, tuple):
-            fail(arg, "the stacked (L, N, R) tensor (the triton backend takes no split layout)", "a tuple")
+            fail(
+                arg,
+                "the stacked (L, N, R) tensor (the triton backend takes no split layout)",
+                "a tuple",
+            )
         return lora_b  # type: ignore[return-value]
 
-    def _check_offset_values(self, output_offset: torch.Tensor, max_dim: int, N: int) -> list[int] | None:
+    def _check_offset_values(
+        self, output_offset: torch.Tensor, max_dim: int, N: int
+    ) -> list[int] | None:
         """Read ``output_offset`` once per tensor version (a sync), never while graph-capturing.
 
         Returns the values when known on the host (None while capturing an unseen tensor).

@@ -69,7 +69,9 @@ def shrink_config(
         return OVERRIDES["shrink"]  # type: ignore[return-value]
     groups = max(1, min(num_slots, 8))
     if PINNED:
-        return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1, groups=min(groups, 2))
+        return ShrinkConfig(
+            16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1, groups=min(groups, 2)
+        )
     # from the 2026-11-28 H200 sweep (benchmarks/results/): long rows want tall tiles, short
     # batches want K split until the grid (tiles x adapter groups x splits) fills the chip
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
@@ -82,8 +84,15 @@ def shrink_config(
     block_k = 128 if split_k > 1 or not decode else 256
     if dtype == torch.float32:
         block_k = 64
-    return ShrinkConfig(block_m, block_n, block_k, split_k=split_k, num_warps=4,
-                        num_stages=3 if block_k == 256 else 4, groups=groups)
+    return ShrinkConfig(
+        block_m,
+        block_n,
+        block_k,
+        split_k=split_k,
+        num_warps=4,
+        num_stages=3 if block_k == 256 else 4,
+        groups=groups,
+    )
 
 
 def expand_config(

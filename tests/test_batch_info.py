@@ -26,7 +26,7 @@ def test_make_batch_info_capacity_pads_with_empty_segments():
 
 
 def test_make_batch_info_rejects_mismatched_lists():
-    with pytest.raises(ValueError, match="weight_indices: expected 2 entries"):
+    with pytest.raises(ValueError, match=r"weight_indices: expected 2 entries"):
         make_batch_info([1, 1], [0], [1], [1.0])
     with pytest.raises(ValueError, match="capacity: expected >= bs = 2"):
         make_batch_info([1, 1], [0, 0], [1], [1.0], capacity=1)
@@ -36,16 +36,24 @@ def test_refill_more_then_fewer_segments():
     buf = make_batch_info([4], [0], [1, 1, 1], [1.0, 2.0, 3.0], capacity=4)
     ptrs = [buf.seg_lens.data_ptr(), buf.seg_indptr.data_ptr(), buf.weight_indices.data_ptr()]
     refill_batch_info(buf, make_batch_info([1, 1, 1, 1], [2, 1, 0, 2], [1, 1, 1], [1.0, 2.0, 3.0]))
-    assert buf.bs == 4 and buf.seg_lens.tolist() == [1, 1, 1, 1] and buf.weight_indices.tolist() == [2, 1, 0, 2]
+    assert (
+        buf.bs == 4
+        and buf.seg_lens.tolist() == [1, 1, 1, 1]
+        and buf.weight_indices.tolist() == [2, 1, 0, 2]
+    )
     refill_batch_info(buf, make_batch_info([3, 1], [1, 2], [1, 1, 1], [1.0, 2.0, 3.0]))
     assert buf.seg_lens.tolist() == [3, 1, 0, 0]
     assert buf.seg_indptr.tolist() == [0, 3, 4, 4, 4]
     assert buf.weight_indices.tolist() == [1, 2, 0, 0]
-    assert [buf.seg_lens.data_ptr(), buf.seg_indptr.data_ptr(), buf.weight_indices.data_ptr()] == ptrs
+    assert [
+        buf.seg_lens.data_ptr(),
+        buf.seg_indptr.data_ptr(),
+        buf.weight_indices.data_ptr(),
+    ] == ptrs
     buf.validate()
 
 
 def test_refill_rejects_too_many_segments():
     buf = make_batch_info([2], [0], [1], [1.0], capacity=2)
-    with pytest.raises(ValueError, match="source.bs: expected <= the buffer capacity 2, got 3"):
+    with pytest.raises(ValueError, match=r"source\.bs: expected <= the buffer capacity 2, got 3"):
         refill_batch_info(buf, make_batch_info([1, 1, 0], [0, 0, 0], [1], [1.0]))

@@ -35,8 +35,22 @@ def test_reference_passes_with_a_table_and_json(tmp_path, capsys):
 
 def test_failure_is_saved_and_replays(tmp_path, capsys):
     failures = tmp_path / "fail"
-    code = main(["check", MUTANT, "--max-examples", "20", "--ops", "expand", "--dtypes", "float32",
-                 "--checks", "diff", "--failures-dir", str(failures)])
+    code = main(
+        [
+            "check",
+            MUTANT,
+            "--max-examples",
+            "20",
+            "--ops",
+            "expand",
+            "--dtypes",
+            "float32",
+            "--checks",
+            "diff",
+            "--failures-dir",
+            str(failures),
+        ]
+    )
     assert code == 1
     saved = sorted(failures.glob("*.json"))
     assert len(saved) == 1

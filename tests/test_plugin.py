@@ -17,17 +17,27 @@ def test_suite_without_backend_errors_loudly(pytester):
 
 
 def test_header_and_pass_on_reference(pytester):
-    result = pytester.runpytest_subprocess(*SUITE_ARGS, "--lora-backend", "reference", "-k", "shrink")
-    result.stdout.fnmatch_lines(["*lora-conformance: backend reference = lora_ref.reference:ReferenceLoRABackend*",
-                                 "*torch*triton*profile ci*"])
+    result = pytester.runpytest_subprocess(
+        *SUITE_ARGS, "--lora-backend", "reference", "-k", "shrink"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*lora-conformance: backend reference = lora_ref.reference:ReferenceLoRABackend*",
+            "*torch*triton*profile ci*",
+        ]
+    )
     assert result.ret == 0
 
 
 def test_env_var_names_backend_and_mutant_fails(pytester, monkeypatch):
     monkeypatch.setenv("LORA_CONFORMANCE_BACKEND", "tests.meta.mutants:ScalingIgnored")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    result = pytester.runpytest_subprocess(*SUITE_ARGS, "-k", "test_matches_reference and expand and float32",
-                                           f"--lora-failures-dir={pytester.path / 'f'}")
+    result = pytester.runpytest_subprocess(
+        *SUITE_ARGS,
+        "-k",
+        "test_matches_reference and expand and float32",
+        f"--lora-failures-dir={pytester.path / 'f'}",
+    )
     result.stdout.fnmatch_lines(["*replay: lora-conformance replay*"])
     assert result.ret == 1
 
@@ -36,8 +46,14 @@ def test_skips_and_xfails_files(pytester):
     skips = pytester.makefile(".txt", skips="# known\n*test_bad_inputs[shrink]*\n")
     xfails = pytester.makefile(".txt", xfails="test_bad_inputs[expand]\n")
     result = pytester.runpytest_subprocess(
-        *SUITE_ARGS, "--lora-backend", "reference", "-k", "test_bad_inputs and (shrink or expand)",
-        f"--skips-file={skips}", f"--xfails-file={xfails}", "-rsxX",
+        *SUITE_ARGS,
+        "--lora-backend",
+        "reference",
+        "-k",
+        "test_bad_inputs and (shrink or expand)",
+        f"--skips-file={skips}",
+        f"--xfails-file={xfails}",
+        "-rsxX",
     )
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 1
@@ -46,7 +62,9 @@ def test_skips_and_xfails_files(pytester):
 
 def test_undeclared_capability_is_skipped_not_passed(pytester):
     # the triton backend declares no split layouts: that test must report skipped
-    result = pytester.runpytest_subprocess(*SUITE_ARGS, "--lora-backend", "triton", "-k", "test_split_layouts", "-rs")
+    result = pytester.runpytest_subprocess(
+        *SUITE_ARGS, "--lora-backend", "triton", "-k", "test_split_layouts", "-rs"
+    )
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 2 and "passed" not in outcomes
     result.stdout.fnmatch_lines(["*does not declare the split expand-weight layouts*"])

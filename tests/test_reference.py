@@ -21,7 +21,9 @@ def t(rows, dtype=F32):
 
 
 def backend(seg_lens, slots, ranks, scalings, permutation=None):
-    return ReferenceLoRABackend(batch_info=make_batch_info(seg_lens, slots, ranks, scalings, permutation=permutation))
+    return ReferenceLoRABackend(
+        batch_info=make_batch_info(seg_lens, slots, ranks, scalings, permutation=permutation)
+    )
 
 
 def test_shrink_two_adapters_packed_at_own_rank():
@@ -77,7 +79,9 @@ def test_permutation_maps_logical_to_physical_rows():
     B = t([[[1]], [[100]]])
     x = t([[1], [2], [3]])
     # logical rows 0,1 -> slot 0 ; logical row 2 -> slot 1 ; logical j is physical perm[j]
-    out = backend([2, 1], [0, 1], [1, 1], [1.0, 1.0], permutation=[2, 0, 1]).run_lora_b_sgemm(x, B, None)
+    out = backend([2, 1], [0, 1], [1, 1], [1.0, 1.0], permutation=[2, 0, 1]).run_lora_b_sgemm(
+        x, B, None
+    )
     assert out.flatten().tolist() == [1, 200, 3]
 
 

@@ -23,8 +23,16 @@ DTYPES = ["float16", "bfloat16", "float32"]
 
 def case(op, **kw):
     defaults = dict(
-        seg_lens=(3, 0, 5, 1), weight_indices=(1, 0, 1, 2), lora_ranks=(0, 4, 7), scalings=(1.0, 0.5, -2.0),
-        R=8, K=37, N=19, n_kv=0, stack={"qkv": 3, "gate_up": 2}.get(op, 1), has_base=True,
+        seg_lens=(3, 0, 5, 1),
+        weight_indices=(1, 0, 1, 2),
+        lora_ranks=(0, 4, 7),
+        scalings=(1.0, 0.5, -2.0),
+        R=8,
+        K=37,
+        N=19,
+        n_kv=0,
+        stack={"qkv": 3, "gate_up": 2}.get(op, 1),
+        has_base=True,
     )
     defaults.update(kw)
     return Case(op=op, dtype="float16", **defaults)
@@ -38,9 +46,19 @@ EDGES = {
     # empty segments first, middle and last
     "empty_segments": dict(seg_lens=(0, 4, 0, 3, 0), weight_indices=(2, 1, 0, 2, 1)),
     # one slot repeated in every segment, two slots unused
-    "repeated_adapter": dict(seg_lens=(2, 2, 2), weight_indices=(1, 1, 1), lora_ranks=(3, 4, 2, 5), scalings=(1.0, 2.0, 3.0, 4.0)),
+    "repeated_adapter": dict(
+        seg_lens=(2, 2, 2),
+        weight_indices=(1, 1, 1),
+        lora_ranks=(3, 4, 2, 5),
+        scalings=(1.0, 2.0, 3.0, 4.0),
+    ),
     # slots out of order
-    "slots_out_of_order": dict(seg_lens=(2, 3, 1, 2), weight_indices=(3, 0, 2, 1), lora_ranks=(2, 4, 6, 8), scalings=(1.0, -1.0, 0.25, 3.0)),
+    "slots_out_of_order": dict(
+        seg_lens=(2, 3, 1, 2),
+        weight_indices=(3, 0, 2, 1),
+        lora_ranks=(2, 4, 6, 8),
+        scalings=(1.0, -1.0, 0.25, 3.0),
+    ),
     # a sorted-by-adapter layout: logical rows through a permutation
     "permutation": dict(permute=True),
     # garbage beyond each rank is huge and finite, not NaN
@@ -71,7 +89,9 @@ def test_triton_edge(op, edge, dtype):
     extra = dict(n_kv=6, N=20) if op == "qkv" and edge != "aligned" else {}
     if op == "shrink":
         extra["stack"] = 3 if edge in ("odd_tails", "rank_1_and_R") else 2
-    c = case(op, **{**extra, **EDGES[edge]}).replace(dtype=dtype, seed=zlib.crc32(f"{op}-{edge}".encode()) % 1000)
+    c = case(op, **{**extra, **EDGES[edge]}).replace(
+        dtype=dtype, seed=zlib.crc32(f"{op}-{edge}".encode()) % 1000
+    )
     result = check_case(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
@@ -90,7 +110,9 @@ def test_triton_strided_inputs_and_output(op):
     store = torch.randn(5, 2 * N, generator=g).half()
     base = store[:, :N]
     want = {
-        "qkv": lambda b, o: b.run_qkv_lora(x, A, B, torch.tensor([0, 6, 9, 12], dtype=torch.int32), 6, o),
+        "qkv": lambda b, o: b.run_qkv_lora(
+            x, A, B, torch.tensor([0, 6, 9, 12], dtype=torch.int32), 6, o
+        ),
         "gate_up": lambda b, o: b.run_gate_up_lora(x, A[:, :6], B, o),
         "expand": lambda b, o: b.run_lora_b_sgemm(x, B, o),
     }[op]
@@ -104,8 +126,13 @@ def test_triton_rejects_split_layout_clearly():
     backend = TRITON(batch_info=make_batch_info([1], [0], [1], [1.0]))
     x = torch.randn(1, 4).half()
     with pytest.raises(ValueError, match="qkv_lora_b: expected the stacked"):
-        backend.run_qkv_lora(x, torch.randn(1, 3, 4).half(), (torch.randn(1, 1, 2, 1).half(),) * 2,
-                             torch.tensor([0, 2, 3, 4], dtype=torch.int32), 2)
+        backend.run_qkv_lora(
+            x,
+            torch.randn(1, 3, 4).half(),
+            (torch.randn(1, 1, 2, 1).half(),) * 2,
+            torch.tensor([0, 2, 3, 4], dtype=torch.int32),
+            2,
+        )
 
 
 def test_interpreter_config_is_pinned():
@@ -122,10 +149,18 @@ def test_triton_adapter_groups(op, groups, monkeypatch):
     """Any number of programs may share a tile's distinct adapters: 1 (a serial loop) or 3."""
     from lora_triton import config
 
-    monkeypatch.setitem(config.OVERRIDES, "shrink", config.ShrinkConfig(16, 16, 32, num_stages=1, groups=groups))
-    monkeypatch.setitem(config.OVERRIDES, "expand", config.ExpandConfig(16, 32, num_stages=1, groups=groups))
-    decode = dict(seg_lens=(1,) * 14, weight_indices=(4, 1, 1, 0, 2, 3, 1, 0, 4, 2, 1, 3, 0, 4),
-                  lora_ranks=(3, 0, 5, 2, 6), scalings=(1.0, 2.0, -0.5, 3.0, 0.25))
+    monkeypatch.setitem(
+        config.OVERRIDES, "shrink", config.ShrinkConfig(16, 16, 32, num_stages=1, groups=groups)
+    )
+    monkeypatch.setitem(
+        config.OVERRIDES, "expand", config.ExpandConfig(16, 32, num_stages=1, groups=groups)
+    )
+    decode = dict(
+        seg_lens=(1,) * 14,
+        weight_indices=(4, 1, 1, 0, 2, 3, 1, 0, 4, 2, 1, 3, 0, 4),
+        lora_ranks=(3, 0, 5, 2, 6),
+        scalings=(1.0, 2.0, -0.5, 3.0, 0.25),
+    )
     extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
     c = case(op, **{**extra, **decode}).replace(seed=groups)
     result = check_case(TRITON, c, CPU)

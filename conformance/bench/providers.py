@@ -60,9 +60,13 @@ def torch_floor(w: Workload, i: WorkloadInputs) -> Call | None:
     def fused() -> torch.Tensor:
         xa = torch.mm(i.x, A0.T)
         # one GEMM per slice, as the fused LoRA layer computes
-        bounds = [0, d["Nq"], d["Nq"] + d["Nkv"], d["N"]] if w.op == "qkv" else [0, d["N"] // 2, d["N"]]
+        bounds = (
+            [0, d["Nq"], d["Nq"] + d["Nkv"], d["N"]] if w.op == "qkv" else [0, d["N"] // 2, d["N"]]
+        )
         for j in range(c):
-            i.base[:, bounds[j] : bounds[j + 1]].addmm_(xa[:, j * rank : (j + 1) * rank], B0[bounds[j] : bounds[j + 1]].T, alpha=0.5)
+            i.base[:, bounds[j] : bounds[j + 1]].addmm_(
+                xa[:, j * rank : (j + 1) * rank], B0[bounds[j] : bounds[j + 1]].T, alpha=0.5
+            )
         return i.base
 
     return fused
@@ -72,7 +76,11 @@ def sglang_provider(kind: str) -> Callable[[Workload, WorkloadInputs], Call | No
     from conformance.peers import sglang
 
     def make(w: Workload, i: WorkloadInputs) -> Call | None:
-        kernels = sglang.SGLangTritonKernels(i.info) if kind == "triton" else sglang.SGLangCsgmvKernels(i.info)
+        kernels = (
+            sglang.SGLangTritonKernels(i.info)
+            if kind == "triton"
+            else sglang.SGLangCsgmvKernels(i.info)
+        )
         d = w.dims
         if w.op in ("shrink", "shrink_qkv", "shrink_down"):
             return lambda: kernels.shrink(i.x, i.A, d["c"])

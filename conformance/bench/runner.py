@@ -53,10 +53,17 @@ def machine_info(device: torch.device) -> Machine:
     try:
         import subprocess
 
-        driver = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, check=False,
-        ).stdout.split("\n")[0].strip() or "?"
+        driver = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            .stdout.split("\n")[0]
+            .strip()
+            or "?"
+        )
     except OSError:
         pass
     return Machine(
@@ -72,12 +79,27 @@ def machine_info(device: torch.device) -> Machine:
 def measure(w: Workload, provider: str, device: torch.device, bw: float, note: str = "") -> Row:
     """Time one provider on one workload, rotating input sets to keep the L2 cold."""
     floor = w.bytes_moved() / bw
-    row = Row(w.label, w.model, w.op, w.layout, w.rank, provider, None, floor * 1e6, None, None,
-              w.bytes_moved(), w.flops(), note)
+    row = Row(
+        w.label,
+        w.model,
+        w.op,
+        w.layout,
+        w.rank,
+        provider,
+        None,
+        floor * 1e6,
+        None,
+        None,
+        w.bytes_moved(),
+        w.flops(),
+        note,
+    )
     try:
         make = get_provider(provider)
         first = make_inputs(w, device, seed=0)
-        sets = [first] + [make_inputs(w, device, seed=s) for s in range(1, rotation_count(first.nbytes()))]
+        sets = [first] + [
+            make_inputs(w, device, seed=s) for s in range(1, rotation_count(first.nbytes()))
+        ]
         calls = [make(w, s) for s in sets]
         if any(c is None for c in calls):
             row.note = "unsupported"
@@ -102,7 +124,8 @@ def measure(w: Workload, provider: str, device: torch.device, bw: float, note: s
 
 def markdown(rows: list[Row], machine: Machine) -> str:
     out = [
-        f"GPU: {machine.gpu} (driver {machine.driver}); torch {machine.torch}, triton {machine.triton}; "
+        f"GPU: {machine.gpu} (driver {machine.driver}); "
+        f"torch {machine.torch}, triton {machine.triton}; "
         f"measured copy bandwidth {machine.copy_bw_gbs:.0f} GB/s; {machine.date}",
         "",
         "| workload | provider | us | floor us | % of copy BW | TFLOP/s | note |",
@@ -112,16 +135,20 @@ def markdown(rows: list[Row], machine: Machine) -> str:
         us = f"{r.us:.1f}" if r.us is not None else "-"
         pct = f"{r.pct_of_copy_bw:.0f}%" if r.pct_of_copy_bw is not None else "-"
         tf = f"{r.tflops:.1f}" if r.tflops is not None else "-"
-        out.append(f"| {r.workload} | {r.provider} | {us} | {r.floor_us:.1f} | {pct} | {tf} | {r.note} |")
+        out.append(
+            f"| {r.workload} | {r.provider} | {us} | {r.floor_us:.1f} | {pct} | {tf} | {r.note} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def write_json(path: Path, rows: list[Row], machine: Machine) -> None:
-    path.write_text(json.dumps({"machine": asdict(machine), "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
+    path.write_text(
+        json.dumps({"machine": asdict(machine), "rows": [asdict(r) for r in rows]}, indent=1) + "\n"
+    )
 
 
 def roofline_plot(path: Path, rows: list[Row], machine: Machine) -> None:
-    """Achieved GB/s per case against the measured copy bandwidth, one point per (case, provider)."""
+    """Achieved GB/s per case against the measured copy bandwidth; a point per (case, provider)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,10 +157,20 @@ def roofline_plot(path: Path, rows: list[Row], machine: Machine) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     providers = sorted({r.provider for r in rows})
     for p in providers:
-        pts = [(r.flops / r.bytes, r.bytes / (r.us * 1e-6) / 1e9) for r in rows if r.provider == p and r.us]
+        pts = [
+            (r.flops / r.bytes, r.bytes / (r.us * 1e-6) / 1e9)
+            for r in rows
+            if r.provider == p and r.us
+        ]
         if pts:
-            ax.scatter(*zip(*pts), label=p, s=18, alpha=0.8)
-    ax.axhline(machine.copy_bw_gbs, color="k", ls="--", lw=1, label=f"copy bandwidth {machine.copy_bw_gbs:.0f} GB/s")
+            ax.scatter(*zip(*pts, strict=False), label=p, s=18, alpha=0.8)
+    ax.axhline(
+        machine.copy_bw_gbs,
+        color="k",
+        ls="--",
+        lw=1,
+        label=f"copy bandwidth {machine.copy_bw_gbs:.0f} GB/s",
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP / unique byte)")

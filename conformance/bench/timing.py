@@ -38,8 +38,12 @@ def matmul_rate(device: torch.device, n: int = 8192, dtype: torch.dtype = torch.
     return 2 * n**3 / seconds
 
 
-def time_calls(calls: list[Callable[[], object]], replays: int = 20, measurements: int = 7,
-               use_graph: bool = True) -> float:
+def time_calls(
+    calls: list[Callable[[], object]],
+    replays: int = 20,
+    measurements: int = 7,
+    use_graph: bool = True,
+) -> float:
     """Median seconds per call of ``calls`` (one call per rotated input set).
 
     The calls are captured once into a CUDA graph (unless ``use_graph`` is False or capture
@@ -62,6 +66,7 @@ def time_calls(calls: list[Callable[[], object]], replays: int = 20, measurement
                 fn()
         run = graph.replay
     else:
+
         def run() -> None:
             for fn in calls:
                 fn()

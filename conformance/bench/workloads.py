@@ -105,7 +105,11 @@ class WorkloadInputs:
     offsets: torch.Tensor | None
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.x, self.A, self.B, self.base) if t is not None)
+        return sum(
+            t.numel() * t.element_size()
+            for t in (self.x, self.A, self.B, self.base)
+            if t is not None
+        )
 
 
 def make_inputs(w: Workload, device: torch.device, seed: int = 0) -> WorkloadInputs:
@@ -115,7 +119,9 @@ def make_inputs(w: Workload, device: torch.device, seed: int = 0) -> WorkloadInp
     info = make_batch_info(w.seg_lens, slots, [R] * L, [0.5] * L, device=device)
 
     def randn(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, device=device, dtype=torch.float32) * scale).to(w.dtype)
+        return (torch.randn(*shape, generator=g, device=device, dtype=torch.float32) * scale).to(
+            w.dtype
+        )
 
     A = randn(L, d["c"] * R, d["K"], scale=d["K"] ** -0.5) if d["K"] else None
     x = randn(T, d["K"]) if d["K"] else randn(T, R)

@@ -13,6 +13,7 @@ SGLang is imported lazily; without it every entry point raises :class:`PeerNotIn
 from __future__ import annotations
 
 import importlib
+import itertools
 from types import SimpleNamespace
 from typing import Any
 
@@ -121,7 +122,9 @@ class SGLangTritonKernels:
         return self.qkv_b.qkv_lora_b_fwd(self.shrink(x, A, 3), B, self.info, offsets, max_dim, base)
 
     def gate_up(self, x, A, B, base):
-        return self.gate_up_b.gate_up_lora_b_fwd(self.shrink(x, A, 2), B, self.info, B.shape[1] // 2, base)
+        return self.gate_up_b.gate_up_lora_b_fwd(
+            self.shrink(x, A, 2), B, self.info, B.shape[1] // 2, base
+        )
 
 
 class SGLangCsgmvKernels:
@@ -146,8 +149,10 @@ class SGLangCsgmvKernels:
 
     def _expand(self, xa, B, bounds, base):
         dev, cpu = self._slices(bounds, B.device)
-        widest = max(b - a for a, b in zip(bounds, bounds[1:]))
-        return self.b.chunked_sgmv_lora_expand_forward(xa, B, self.info, dev, widest, base, slice_offsets_cpu=cpu)
+        widest = max(b - a for a, b in itertools.pairwise(bounds))
+        return self.b.chunked_sgmv_lora_expand_forward(
+            xa, B, self.info, dev, widest, base, slice_offsets_cpu=cpu
+        )
 
     def expand(self, xa, B, base):
         return self._expand(xa, B, [0, B.shape[1]], base)

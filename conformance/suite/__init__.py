@@ -1,1 +1,4 @@
-"""The conformance suite as pytest tests: ``pytest --pyargs conformance.suite --lora-backend NAME``."""
+"""The conformance suite as pytest tests.
+
+Run: ``pytest --pyargs conformance.suite --lora-backend NAME``.
+"""

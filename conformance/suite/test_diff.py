@@ -18,7 +18,9 @@ from conformance.runner import case_strategy, unsupported
 @pytest.mark.lora_conformance
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("op", OPS)
-def test_matches_reference(op, dtype, lora_backend, lora_device, lora_limits, lora_report, lora_stats):
+def test_matches_reference(
+    op, dtype, lora_backend, lora_device, lora_limits, lora_report, lora_stats
+):
     reason = unsupported(lora_backend, "diff", dtype, lora_device)
     if reason:
         pytest.skip(reason)

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.case import OPS
-from conformance.checks import RELATIONS, check_bad_inputs, check_case, check_cuda_graph, check_metamorphic
+from conformance.checks import (
+    RELATIONS,
+    check_bad_inputs,
+    check_case,
+    check_cuda_graph,
+    check_metamorphic,
+)
 from conformance.runner import case_strategy, unsupported
 
 pytestmark = pytest.mark.lora_conformance
@@ -20,7 +26,11 @@ def _require(backend, prop, dtype, device):
 
 
 def _any_dtype(backend) -> str:
-    return next(d for d in ("float16", "bfloat16", "float32") if _torch_dtype(d) in backend.capabilities.dtypes)
+    return next(
+        d
+        for d in ("float16", "bfloat16", "float32")
+        if _torch_dtype(d) in backend.capabilities.dtypes
+    )
 
 
 def _torch_dtype(name):
@@ -69,7 +79,9 @@ def test_permutation(op, lora_backend, lora_device, lora_limits, lora_report):
         pytest.skip("backend does not declare permutation support")
     dtype = _any_dtype(lora_backend)
     _require(lora_backend, "diff", dtype, lora_device)
-    strategy = case_strategy(lora_backend, "diff", op, dtype, lora_limits).map(lambda c: c.replace(permute=True))
+    strategy = case_strategy(lora_backend, "diff", op, dtype, lora_limits).map(
+        lambda c: c.replace(permute=True)
+    )
 
     @given(data=st.data())
     def run(data):
@@ -86,7 +98,9 @@ def test_split_layouts(op, lora_backend, lora_device, lora_limits, lora_report):
         pytest.skip("backend does not declare the split expand-weight layouts")
     dtype = _any_dtype(lora_backend)
     _require(lora_backend, "diff", dtype, lora_device)
-    strategy = case_strategy(lora_backend, "diff", op, dtype, lora_limits).map(lambda c: c.replace(split_b=True))
+    strategy = case_strategy(lora_backend, "diff", op, dtype, lora_limits).map(
+        lambda c: c.replace(split_b=True)
+    )
 
     @given(data=st.data())
     def run(data):
@@ -101,7 +115,9 @@ def test_cuda_graph_replay(op, lora_backend, lora_device, lora_limits, lora_repo
     """Capture once; refill the batch info in place with more and fewer segments; replay."""
     dtype = _any_dtype(lora_backend)
     _require(lora_backend, "cuda_graph", dtype, lora_device)
-    strategy = case_strategy(lora_backend, "cuda_graph", op, dtype, lora_limits).filter(lambda c: c.T > 0)
+    strategy = case_strategy(lora_backend, "cuda_graph", op, dtype, lora_limits).filter(
+        lambda c: c.T > 0
+    )
 
     @given(data=st.data())
     def run(data):

@@ -1,10 +1,11 @@
-"""Expand: ``out[t, n] = base[t, n] + s * x[t, j*r : j*r+r] @ B[w, n, :r]`` for ``n`` in slice ``j``.
+"""Expand: ``out[t, n] = base[t, n] + s * x[t, j*r : j*r+r] @ B[w, n, :r]``, ``n`` in slice ``j``.
 
 One kernel serves the plain expand (one slice), gate_up (two equal slices) and qkv (three
 slices at ``output_offset``, GQA widths allowed).
 
 Tensors (``p`` is a position in the batch's logical row order):
-    x           (T, c*R')       shrink output; slice ``j`` of adapter ``w`` in columns ``[j*r, (j+1)*r)``
+    x           (T, c*R')       shrink output; slice ``j`` of adapter ``w`` in columns
+                                ``[j*r, (j+1)*r)``
     w           (L, N, R)       expand weights; columns >= r are garbage
     out         (T, N)          output, updated in place (it holds ``base`` when HAS_BASE)
     pos_slot    int32 (T,)      adapter slot of position ``p``
@@ -91,10 +92,7 @@ def _expand_kernel(
         p_mask = offs_p < T
         slots = tl.load(pos_slot_ptr + offs_p, mask=p_mask, other=0)
         ranks = tl.load(ranks_ptr + slots, mask=p_mask, other=0)
-        if HAS_ROWS:
-            rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0)
-        else:
-            rows = offs_p
+        rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0) if HAS_ROWS else offs_p
         # int64: rows * stride_om passes 2**31 when T*N does
         rows64 = rows.to(tl.int64)
         active = p_mask & (ranks > 0)
@@ -119,7 +117,10 @@ def _expand_kernel(
             # int64: slot * stride_wl passes 2**31 when L*N*R does.  The load is masked by the
             # pool rank only (wide accesses); columns >= r are garbage and are replaced by zeros.
             bt = tl.load(
-                w_ptr + slot.to(tl.int64) * stride_wl + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk,
+                w_ptr
+                + slot.to(tl.int64) * stride_wl
+                + offs_n[None, :] * stride_wn
+                + offs_r[:, None] * stride_wk,
                 mask=(offs_r[:, None] < R_POOL) & n_mask[None, :],
                 other=0.0,
             )

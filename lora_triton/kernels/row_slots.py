@@ -28,7 +28,9 @@ def _row_slot_kernel(seg_indptr_ptr, weight_indices_ptr, row_slot_ptr, BLOCK: tl
         tl.store(row_slot_ptr + offs, tl.zeros((BLOCK,), tl.int32) + slot, mask=offs < end)
 
 
-def row_slots(seg_indptr: torch.Tensor, weight_indices: torch.Tensor, num_tokens: int) -> torch.Tensor:
+def row_slots(
+    seg_indptr: torch.Tensor, weight_indices: torch.Tensor, num_tokens: int
+) -> torch.Tensor:
     """Return int32 ``(T,)``: the adapter slot of each logical row."""
     out = torch.empty(num_tokens, dtype=torch.int32, device=seg_indptr.device)
     num_segments = weight_indices.numel()

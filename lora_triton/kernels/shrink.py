@@ -2,7 +2,7 @@
 
 Tensors (``p`` is a position in the batch's logical row order):
     x          (T, K)          input rows, any strides
-    w          (L, c*R, K)     shrink weights; slot ``w`` uses rows ``[0, c*r)``; rows >= c*r are garbage
+    w          (L, c*R, K)     shrink weights; slot ``w`` uses rows ``[0, c*r)``, then garbage
     out        (T, c*R)        output (or an fp32 ``(S, T, c*R)`` workspace when K is split S ways)
     pos_slot   int32 (T,)      adapter slot of position ``p``
     pos_row    int32 (T,)      physical row of position ``p`` (absent: the identity)
@@ -70,10 +70,7 @@ def _shrink_kernel(
     p_mask = offs_p < T
     slots = tl.load(pos_slot_ptr + offs_p, mask=p_mask, other=0)
     ranks = tl.load(ranks_ptr + slots, mask=p_mask, other=0)
-    if HAS_ROWS:
-        rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0)
-    else:
-        rows = offs_p
+    rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0) if HAS_ROWS else offs_p
     # int64: rows * stride_xm passes 2**31 on large batches
     rows64 = rows.to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

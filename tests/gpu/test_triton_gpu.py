@@ -49,9 +49,20 @@ def test_gpu_llama_shapes(op, dtype, triton_backend):
     """Real model sizes and the production configurations (prefill + decode rows in one batch)."""
     N, n_kv = (4096, 1024) if op == "qkv" else (14336 if op == "gate_up" else 4096, 0)
     case = Case(
-        op=op, dtype=dtype, seg_lens=(300, 1, 1, 0, 129, 1), weight_indices=(0, 1, 2, 3, 1, 0),
-        lora_ranks=(16, 64, 0, 8), scalings=(2.0, 0.5, 1.0, -1.0), R=64, K=4096, N=N, n_kv=n_kv,
-        stack={"qkv": 3, "gate_up": 2}.get(op, 1), permute=True, has_base=True, seed=11,
+        op=op,
+        dtype=dtype,
+        seg_lens=(300, 1, 1, 0, 129, 1),
+        weight_indices=(0, 1, 2, 3, 1, 0),
+        lora_ranks=(16, 64, 0, 8),
+        scalings=(2.0, 0.5, 1.0, -1.0),
+        R=64,
+        K=4096,
+        N=N,
+        n_kv=n_kv,
+        stack={"qkv": 3, "gate_up": 2}.get(op, 1),
+        permute=True,
+        has_base=True,
+        seed=11,
     )
     result = check_case(triton_backend, case, CUDA)
     assert result.ok, "\n".join(result.failures)
@@ -59,7 +70,9 @@ def test_gpu_llama_shapes(op, dtype, triton_backend):
 
 @pytest.mark.parametrize("op", OPS)
 def test_gpu_cuda_graph_replay(op, triton_backend):
-    strategy = case_strategy(triton_backend, "cuda_graph", op, "bfloat16", LIMITS["dev"]).filter(lambda c: c.T > 0)
+    strategy = case_strategy(triton_backend, "cuda_graph", op, "bfloat16", LIMITS["dev"]).filter(
+        lambda c: c.T > 0
+    )
 
     @settings(max_examples=15, deadline=None, derandomize=True, database=None)
     @given(data=st.data())
@@ -102,7 +115,7 @@ def test_gpu_64bit_row_addressing(triton_backend):
     A = torch.randn(2, 16, K, device=CUDA, dtype=torch.bfloat16) / 64
     B = torch.randn(2, N, 16, device=CUDA, dtype=torch.bfloat16) / 4
     inter = b.run_lora_a_sgemm(x, A)
-    want = (x[-tail:].double() @ A[1].double().T)
+    want = x[-tail:].double() @ A[1].double().T
     torch.testing.assert_close(inter[-tail:].double(), want, atol=5e-2, rtol=2e-2)
     del x
     base = torch.zeros(T, N, device=CUDA, dtype=torch.bfloat16)

@@ -24,11 +24,15 @@ class SingleAdapterForAll(ReferenceLoRABackend):
 
 
 class QkvEqualSlices(ReferenceLoRABackend):
-    """qkv slices placed at ``j*N/3``, ignoring ``output_offset`` (wrong under GQA; SGLang #3413)."""
+    """qkv slices placed at ``j*N/3``, ignoring ``output_offset`` (wrong with GQA; SGLang #3413)."""
 
-    def run_qkv_lora(self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None):
+    def run_qkv_lora(
+        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
+    ):
         info, summary = self._batch()
-        (T, _, _, _), N = check_fused(summary, info.device, x, qkv_lora_a, qkv_lora_b, base_output, 3, ("a", "b"))
+        (T, _, _, _), N = check_fused(
+            summary, info.device, x, qkv_lora_a, qkv_lora_b, base_output, 3, ("a", "b")
+        )
         third = N // 3
         return self._fused(x, qkv_lora_a, qkv_lora_b, base_output, T, N, [0, third, 2 * third, N])
 
@@ -60,7 +64,7 @@ class ScalingIgnored(ReferenceLoRABackend):
 
 
 class RankZeroReadsPoolRank(ReferenceLoRABackend):
-    """A rank-0 slot treated as rank ``R``: "no adapter" rows pick up garbage (SGLang #5928 family)."""
+    """A rank-0 slot treated as rank ``R``: "no adapter" rows take garbage (SGLang #5928 family)."""
 
     def _segments(self):
         info, _ = self._batch()
@@ -69,14 +73,17 @@ class RankZeroReadsPoolRank(ReferenceLoRABackend):
 
 
 class NoLoraPicksLastSlot(ReferenceLoRABackend):
-    """"No adapter" rows use the last slot's adapter (vLLM's torch reference, index -1)."""
+    """ "No adapter" rows use the last slot's adapter (vLLM's torch reference, index -1)."""
 
     def _segments(self):
         info, _ = self._batch()
         ranks = info.lora_ranks.tolist()
         scal = info.scalings.tolist()
         last = len(ranks) - 1
-        return [(rows, last, ranks[last], scal[last]) if r == 0 else (rows, w, r, s) for rows, w, r, s in super()._segments()]
+        return [
+            (rows, last, ranks[last], scal[last]) if r == 0 else (rows, w, r, s)
+            for rows, w, r, s in super()._segments()
+        ]
 
 
 class SegmentEndOffByOne(ReferenceLoRABackend):
@@ -101,15 +108,19 @@ class SlicesPackedAtPoolRank(ReferenceLoRABackend):
     """Stacked shrink slices read at ``j*R`` instead of ``j*r``."""
 
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
-        return super().run_lora_a_sgemm(x, _repack_at_pool_rank(self, weights, stack_num), stack_num)
+        return super().run_lora_a_sgemm(
+            x, _repack_at_pool_rank(self, weights, stack_num), stack_num
+        )
 
-    def run_qkv_lora(self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None):
+    def run_qkv_lora(
+        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
+    ):
         a = _repack_at_pool_rank(self, qkv_lora_a, 3)
         return super().run_qkv_lora(x, a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output)
 
 
 def _repack_at_pool_rank(backend, weights, c):
-    """What a kernel sees if it reads slice ``j`` at rows ``j*R``: rows ``j*r..`` replaced by them."""
+    """What a kernel sees reading slice ``j`` at rows ``j*R``: rows ``j*r..`` replaced by them."""
     R = weights.shape[1] // c
     out = weights.clone()
     for w, r in enumerate(backend._batch()[0].lora_ranks.tolist()):
@@ -127,7 +138,7 @@ class PermutationIgnored(ReferenceLoRABackend):
         starts = [i for i in range(len(indptr) - 1) if indptr[i + 1] > indptr[i]]
         return [
             (torch.arange(indptr[i], indptr[i + 1], device=info.device), w, r, s)
-            for (_, w, r, s), i in zip(super()._segments(), starts)
+            for (_, w, r, s), i in zip(super()._segments(), starts, strict=False)
         ]
 
 
@@ -145,14 +156,16 @@ class ExpandReadsGarbageColumns(ReferenceLoRABackend):
 
 
 class NonDeterministicSum(ReferenceLoRABackend):
-    """Split-K partial sums added in a random order: results differ in the last bit (vLLM #50059)."""
+    """Split-K partials summed in a random order: results differ in the last bit (vLLM #50059)."""
 
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         out = super().run_lora_b_sgemm(x, weights, base_output)
         if out.numel() and torch.rand(()) < 0.5:
             flat = out.view(-1)
             i = int(torch.randint(flat.numel(), ()))
-            flat[i] = torch.nextafter(flat[i : i + 1], torch.full_like(flat[i : i + 1], float("inf")))[0]
+            flat[i] = torch.nextafter(
+                flat[i : i + 1], torch.full_like(flat[i : i + 1], float("inf"))
+            )[0]
         return out
 
 
@@ -182,7 +195,9 @@ class BaseIgnored(ReferenceLoRABackend):
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         return super().run_lora_b_sgemm(x, weights, None)
 
-    def run_qkv_lora(self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None):
+    def run_qkv_lora(
+        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
+    ):
         return super().run_qkv_lora(x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, None)
 
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
@@ -201,7 +216,7 @@ class AdapterAfterEmptySegment(ReferenceLoRABackend):
         segs = super()._segments()
         nonempty = [i for i, n in enumerate(lens) if n > 0]
         out = []
-        for (rows, w, r, s), i in zip(segs, nonempty):
+        for (rows, w, r, s), i in zip(segs, nonempty, strict=False):
             if i > 0 and lens[i - 1] == 0:
                 w = slots[i - 1]
                 r, s = ranks[w], scal[w]
@@ -216,7 +231,9 @@ class WritesPastBaseOutput(ReferenceLoRABackend):
         out = super().run_lora_b_sgemm(x, weights, base_output)
         if base_output is not None:
             base_output.copy_(out)
-            past = torch.as_strided(base_output, (1,), (1,), base_output.storage_offset() + base_output.numel())
+            past = torch.as_strided(
+                base_output, (1,), (1,), base_output.storage_offset() + base_output.numel()
+            )
             past.fill_(0)
             return base_output
         return out

@@ -31,8 +31,15 @@ def test_suite_catches_mutant(mutant):
 
 
 def test_reference_passes_every_property():
-    found = find_failure(ReferenceLoRABackend, OPS, ("float16", "bfloat16", "float32"), PROPS, CPU,
-                         limits_for("ci"), SEARCH)
+    found = find_failure(
+        ReferenceLoRABackend,
+        OPS,
+        ("float16", "bfloat16", "float32"),
+        PROPS,
+        CPU,
+        limits_for("ci"),
+        SEARCH,
+    )
     assert found is None, found and found.failure.failures
 
 
@@ -40,6 +47,7 @@ def test_reference_passes_every_property():
 def test_triton_passes_every_property():
     triton_backend = get_backend_from_name("triton")
     quick = settings(SEARCH, max_examples=6)
-    found = find_failure(triton_backend, OPS, ("float16", "bfloat16", "float32"), PROPS, CPU,
-                         limits_for("ci"), quick)
+    found = find_failure(
+        triton_backend, OPS, ("float16", "bfloat16", "float32"), PROPS, CPU, limits_for("ci"), quick
+    )
     assert found is None, found and found.failure.failures
