@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conformance.bench.runner import machine_info, markdown, measure, write_json
+from conformance.bench.runner import machine_info, markdown, measure, run_grid, write_json
 from conformance.bench.workloads import Workload
 from lora_triton import config as triton_config
 from lora_triton.config import ExpandConfig, ShrinkConfig
@@ -59,32 +59,12 @@ def main() -> None:
     device = torch.device("cuda")
     machine = machine_info(device)
     print(f"{machine.gpu}: copy bandwidth {machine.copy_bw_gbs:.0f} GB/s", flush=True)
-    bw = machine.copy_bw_gbs * 1e9
     rows = []
     for op, layout, rank in itertools.product(args.ops, LAYOUTS, RANKS):
         w = Workload("llama3-8b", op, layout, rank)
-        for provider in args.providers:
-            rows.append(measure(w, provider, device, bw))
-            r = rows[-1]
-            print(
-                f"{w.label:<36} {provider:<14} {r.us or float('nan'):9.1f} us "
-                f"{r.pct_of_copy_bw or 0:5.0f}% {r.note}",
-                flush=True,
-            )
+        rows += run_grid([w], args.providers, device, machine, on_row=_print)
         if args.sweep:
-            sweep = SHRINK_SWEEP if op.startswith("shrink") else EXPAND_SWEEP
-            key = "shrink" if op.startswith("shrink") else "expand"
-            for cfg in sweep:
-                triton_config.OVERRIDES[key] = cfg
-                r = measure(w, "triton", device, bw, note=f"sweep {cfg}")
-                triton_config.OVERRIDES[key] = None
-                r.provider = "triton-sweep"
-                rows.append(r)
-                print(
-                    f"{w.label:<36} sweep {cfg} {r.us or float('nan'):9.1f} us "
-                    f"{r.pct_of_copy_bw or 0:5.0f}%",
-                    flush=True,
-                )
+            rows += _sweep(w, device, machine)
         # rewritten after every workload, so a run cut short keeps what it measured
         (args.out / "llama8b.md").write_text(
             markdown([r for r in rows if r.provider != "triton-sweep"], machine)
@@ -92,6 +72,29 @@ def main() -> None:
         if args.sweep:
             (args.out / "llama8b_sweep.md").write_text(markdown(rows, machine))
         write_json(args.out / "llama8b.json", rows, machine)
+
+
+def _print(r) -> None:
+    us = f"{r.us:9.1f} us" if r.us is not None else "        - us"
+    print(
+        f"{r.workload:<36} {r.provider:<14} {us} {r.pct_of_copy_bw or 0:5.0f}% {r.note}", flush=True
+    )
+
+
+def _sweep(w: Workload, device: torch.device, machine) -> list:
+    """Time the Triton backend under each alternative launch configuration."""
+    key = "shrink" if w.op.startswith("shrink") else "expand"
+    rows = []
+    for cfg in SHRINK_SWEEP if key == "shrink" else EXPAND_SWEEP:
+        triton_config.OVERRIDES[key] = cfg
+        try:
+            r = measure(w, "triton", device, machine.copy_bw_gbs * 1e9, note=f"sweep {cfg}")
+        finally:
+            triton_config.OVERRIDES[key] = None
+        r.provider = "triton-sweep"
+        _print(r)
+        rows.append(r)
+    return rows
 
 
 if __name__ == "__main__":

@@ -244,6 +244,62 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_FAIL
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import itertools
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UsageError(
+            "bench times device work and needs a CUDA device; on a CPU the benchmark suite runs in "
+            "smoke mode: pytest --pyargs conformance.benchsuite"
+        )
+    from rich.console import Console
+    from rich.table import Table
+
+    from conformance.bench.runner import machine_info, roofline_plot, run_grid
+    from conformance.bench.workloads import Workload
+
+    for name in args.providers:
+        _load_provider(name)
+    device = torch.device("cuda")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    machine = machine_info(device)
+    console.print(f"{machine.gpu}: copy bandwidth {machine.copy_bw_gbs:.0f} GB/s (measured now)")
+    grid = itertools.product(args.models, args.ops, args.layouts, args.ranks)
+    workloads = [Workload(m, op, layout, r) for m, op, layout, r in grid]
+
+    def show(row) -> None:
+        us = f"{row.us:.1f} us" if row.us is not None else row.note
+        console.print(f"{row.workload:<44} {row.provider:<14} {us}")
+
+    rows = run_grid(workloads, list(args.providers), device, machine, out, "bench", show)
+    table = Table(title=f"{machine.gpu}, copy bandwidth {machine.copy_bw_gbs:.0f} GB/s")
+    for col in ("workload", "provider", "us", "floor us", "% copy BW", "TFLOP/s", "note"):
+        table.add_column(col)
+    for r in rows:
+        pct = f"{r.pct_of_copy_bw:.0f}%" if r.pct_of_copy_bw is not None else "-"
+        us = f"{r.us:.1f}" if r.us is not None else "-"
+        tf = f"{r.tflops:.1f}" if r.tflops is not None else "-"
+        table.add_row(r.workload, r.provider, us, f"{r.floor_us:.1f}", pct, tf, r.note)
+    console.print(table)
+    roofline_plot(out / "roofline.png", rows, machine)
+    console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'roofline.png'}")
+    return EXIT_OK
+
+
+def _load_provider(name: str) -> None:
+    from conformance.bench.providers import get_provider
+    from conformance.peers import PeerNotInstalledError
+
+    try:
+        get_provider(name)
+    except (ValueError, PeerNotInstalledError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def cmd_list(_args: argparse.Namespace) -> int:
     from lora_ref import known_backend_names
 
@@ -280,6 +336,31 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--backend", default=None, help="replay on another backend than the one saved")
     rep.add_argument("--device", choices=("cpu", "cuda"), default=None)
     rep.set_defaults(func=cmd_replay)
+
+    from conformance.bench.workloads import LAYOUTS, MODELS
+    from conformance.bench.workloads import OPS as BENCH_OPS
+
+    bench = sub.add_parser(
+        "bench", help="time backends side by side on a GPU (table, JSON, roofline PNG)"
+    )
+    bench.add_argument(
+        "providers",
+        nargs="*",
+        default=["triton", "torch"],
+        help="backend names, 'torch' (one-adapter floor), 'sglang-triton', 'sglang-csgmv'",
+    )
+    bench.add_argument("--models", nargs="+", choices=list(MODELS), default=["llama3-8b"])
+    bench.add_argument(
+        "--ops", nargs="+", choices=BENCH_OPS, default=["shrink_qkv", "expand", "qkv", "gate_up"]
+    )
+    bench.add_argument(
+        "--layouts", nargs="+", choices=list(LAYOUTS), default=["prefill", "mixed", "decode64"]
+    )
+    bench.add_argument("--ranks", nargs="+", type=int, default=[16, 64])
+    bench.add_argument(
+        "--out", default="bench-results", help="folder for bench.json, bench.md, roofline.png"
+    )
+    bench.set_defaults(func=cmd_bench)
 
     lst = sub.add_parser("list", help="list the known backend names")
     lst.set_defaults(func=cmd_list)

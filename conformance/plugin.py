@@ -247,3 +247,46 @@ def lora_report(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
         return "\n".join(lines)
 
     return report
+
+
+# --- pytest-benchmark -----------------------------------------------------------------------
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record the GPU (or its absence), driver, CUDA, torch and Triton with every benchmark run."""
+    from importlib.metadata import version
+
+    machine_info["torch"] = torch.__version__
+    machine_info["triton"] = version("triton")
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        machine_info["gpu"] = props.name
+        machine_info["gpu_sms"] = props.multi_processor_count
+        machine_info["cuda"] = torch.version.cuda
+        try:
+            import subprocess
+
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            machine_info["driver"] = out.stdout.split("\n")[0].strip()
+        except OSError:
+            machine_info["driver"] = "?"
+    else:
+        machine_info["gpu"] = "none (CPU smoke mode)"
+
+
+def pytest_benchmark_compare_machine_info(
+    config, benchmarksession, machine_info, compared_benchmark
+):
+    """Timings from different GPUs say nothing about a regression: refuse to compare them."""
+    theirs = compared_benchmark.get("machine_info", {}).get("gpu")
+    ours = machine_info.get("gpu")
+    if theirs is not None and theirs != ours:
+        raise pytest.UsageError(
+            f"--benchmark-compare: the baseline was taken on {theirs!r}, this run is on {ours!r}; "
+            "keep one baseline folder per card (--benchmark-storage=.benchmarks/<card>)"
+        )

@@ -73,3 +73,12 @@ def test_replay_rejects_non_case_files(tmp_path):
 def test_list(capsys):
     assert main(["list"]) == 0
     assert capsys.readouterr().out.split()[:2] == ["reference", "triton"]
+
+
+def test_bench_without_cuda_is_a_usage_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    assert main(["bench", "triton"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err

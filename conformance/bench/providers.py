@@ -38,7 +38,10 @@ def backend_provider(name: str) -> Callable[[Workload, WorkloadInputs], Call | N
     def make(w: Workload, i: WorkloadInputs) -> Call | None:
         if name == "reference" and w.T > REFERENCE_MAX_TOKENS:
             return None
-        if "cuda" not in cls.capabilities.devices or w.dtype not in cls.capabilities.dtypes:
+        if (
+            i.x.device.type not in cls.capabilities.devices
+            or w.dtype not in cls.capabilities.dtypes
+        ):
             return None
         return _backend_call(cls(), w, i)
 

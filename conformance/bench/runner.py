@@ -180,3 +180,27 @@ def roofline_plot(path: Path, rows: list[Row], machine: Machine) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def run_grid(
+    workloads: list[Workload],
+    providers: list[str],
+    device: torch.device,
+    machine: Machine,
+    out: Path | None = None,
+    name: str = "bench",
+    on_row=None,
+) -> list[Row]:
+    """Time every provider on every workload; rewrite ``<name>.md``/``.json`` in ``out`` as rows
+    come in, so a run cut short keeps what it measured."""
+    rows: list[Row] = []
+    bw = machine.copy_bw_gbs * 1e9
+    for w in workloads:
+        for provider in providers:
+            rows.append(measure(w, provider, device, bw))
+            if on_row is not None:
+                on_row(rows[-1])
+        if out is not None:
+            (out / f"{name}.md").write_text(markdown(rows, machine))
+            write_json(out / f"{name}.json", rows, machine)
+    return rows
