@@ -207,6 +207,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput[STATS_KEY] = json.dumps(_stats(session.config))
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without xdist
 def pytest_testnodedown(node, error) -> None:
     data = getattr(node, "workeroutput", {}).get(STATS_KEY)
     if data:
@@ -252,6 +253,7 @@ def lora_report(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
 # --- pytest-benchmark -----------------------------------------------------------------------
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Record the GPU (or its absence), driver, CUDA, torch and Triton with every benchmark run."""
     from importlib.metadata import version
@@ -279,6 +281,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         machine_info["gpu"] = "none (CPU smoke mode)"
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_compare_machine_info(
     config, benchmarksession, machine_info, compared_benchmark
 ):

@@ -1,0 +1,91 @@
+"""SGLang 0.5.23's LoRA kernels as backends of this project's contract.
+
+Registered as ``sglang-triton`` and ``sglang-csgmv`` (entry points).  Importing this module
+imports SGLang; without it the import fails with :class:`PeerNotInstalledError`, which names the
+pip extra, so ``get_backend_from_name`` reports it.
+
+The adapters map inputs only: arguments reach SGLang's kernels unvalidated, so the suite sees
+what SGLang itself does with bad input.  The batch info is validated by ``set_batch_info`` like
+every backend's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from conformance.peers import sglang
+from lora_ref import BaseLoRABackend, Capabilities, LoRABatchInfo
+
+sglang.load("sgemm_lora_a")  # fail at import, with the pip extra named, when SGLang is missing
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# SGLang's kernels do not work around the interpreter's wrong bf16 dot (../shared/GPU.md):
+# bfloat16 is declared on a GPU only.
+_DTYPES = (
+    frozenset({torch.float16, torch.float32})
+    if _INTERPRET
+    else frozenset({torch.float16, torch.bfloat16, torch.float32})
+)
+
+
+class _SGLangBackend(BaseLoRABackend):
+    kernels_cls: type = sglang.SGLangTritonKernels
+
+    def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
+        self._kernels = None
+        super().__init__(name, batch_info)
+
+    @property
+    def version(self) -> str:
+        return sglang.version()
+
+    def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
+        super().set_batch_info(batch_info)
+        self._kernels = self.kernels_cls(batch_info)
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        return self._kernels.shrink(x, weights, stack_num)
+
+    def run_lora_b_sgemm(self, x, weights, base_output=None):
+        return self._kernels.expand(x, weights, base_output)
+
+    def run_qkv_lora(self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None):
+        return self._kernels.qkv(x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output)
+
+    def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
+        return self._kernels.gate_up(x, gate_up_lora_a, gate_up_lora_b, base_output)
+
+
+class SGLangTritonBackend(_SGLangBackend):
+    """SGLang's ``triton`` LoRA backend kernels: one segment per request."""
+
+    name = "sglang-triton"
+    kernels_cls = sglang.SGLangTritonKernels
+    capabilities = Capabilities(
+        dtypes=_DTYPES,
+        devices=frozenset({"cpu"}) if _INTERPRET else frozenset({"cuda"}),
+        permutation=True,
+        cuda_graph=not _INTERPRET,
+        float32_matmul="tf32",
+    )
+
+
+class SGLangCsgmvBackend(_SGLangBackend):
+    """SGLang's chunked-SGMV (``csgmv``) kernels: rows sorted by adapter, cut into chunks.
+
+    The sorted layout is built on the host in ``set_batch_info``, as SGLang's
+    ``prepare_lora_batch`` does, so this adapter does not support in-place graph refills.  It
+    runs on CUDA only: SGLang's csgmv config loader needs a GPU device name.
+    """
+
+    name = "sglang-csgmv"
+    kernels_cls = sglang.SGLangCsgmvKernels
+    capabilities = Capabilities(
+        dtypes=_DTYPES,
+        devices=frozenset({"cuda"}),
+        permutation=True,
+        cuda_graph=False,
+        float32_matmul="tf32",
+    )
