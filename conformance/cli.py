@@ -292,11 +292,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _load_provider(name: str) -> None:
     from conformance.bench.providers import get_provider
-    from conformance.peers import PeerNotInstalledError
 
     try:
         get_provider(name)
-    except (ValueError, PeerNotInstalledError) as exc:
+    except ValueError as exc:
         raise UsageError(str(exc)) from exc
 
 

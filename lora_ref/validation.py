@@ -64,6 +64,15 @@ def _slots_and_rank(arg: str, L: int, R: int, summary: BatchSummary) -> None:
         fail(arg, f"a pool rank R >= max(lora_ranks) = {summary.max_rank}", f"R={R}")
 
 
+def _operand(
+    arg: str, t: object, ndim: int, dtype: torch.dtype | None, device: torch.device
+) -> None:
+    """A tensor of ``ndim`` dims, of ``dtype`` (any float dtype when None), on ``device``."""
+    _tensor(arg, t, ndim)
+    _float_input(arg, t, dtype)  # type: ignore[arg-type]
+    _same_device(arg, t, device)  # type: ignore[arg-type]
+
+
 def _rows(arg: str, t: torch.Tensor, summary: BatchSummary) -> int:
     if t.shape[0] != summary.num_tokens:
         fail(arg, f"{summary.num_tokens} rows (T = seg_indptr[-1])", f"{t.shape[0]}")
@@ -89,12 +98,8 @@ def check_shrink(
     stack_num: int,
 ) -> ShrinkDims:
     """``x (T, K)``, ``weights (L, c*R, K)``, ``stack_num = c`` in 1..3."""
-    _tensor("x", x, 2)
-    _float_input("x", x, None)
-    _same_device("x", x, device)
-    _tensor("weights", weights, 3)
-    _float_input("weights", weights, x.dtype)
-    _same_device("weights", weights, device)
+    _operand("x", x, 2, None, device)
+    _operand("weights", weights, 3, x.dtype, device)
     if not isinstance(stack_num, int) or isinstance(stack_num, bool) or stack_num not in (1, 2, 3):
         fail("stack_num", "1, 2 or 3", repr(stack_num))
     T = _rows("x", x, summary)
@@ -116,12 +121,8 @@ def check_expand(
     base_output: torch.Tensor | None,
 ) -> ExpandDims:
     """``x (T, R')`` with ``R' >= max rank``, ``weights (L, N, R)``, ``base_output (T, N)``."""
-    _tensor("x", x, 2)
-    _float_input("x", x, None)
-    _same_device("x", x, device)
-    _tensor("weights", weights, 3)
-    _float_input("weights", weights, x.dtype)
-    _same_device("weights", weights, device)
+    _operand("x", x, 2, None, device)
+    _operand("weights", weights, 3, x.dtype, device)
     T = _rows("x", x, summary)
     L, N, R = weights.shape
     _slots_and_rank("weights", L, R, summary)
@@ -192,15 +193,9 @@ def check_fused(
     ``lora_a (L, c*R, K)`` and the stacked ``lora_b (L, N_total, R)`` share ``L`` and ``R``.
     """
     a_name, b_name = names
-    _tensor("x", x, 2)
-    _float_input("x", x, None)
-    _same_device("x", x, device)
-    _tensor(a_name, lora_a, 3)
-    _float_input(a_name, lora_a, x.dtype)
-    _same_device(a_name, lora_a, device)
-    _tensor(b_name, lora_b, 3)
-    _float_input(b_name, lora_b, x.dtype)
-    _same_device(b_name, lora_b, device)
+    _operand("x", x, 2, None, device)
+    _operand(a_name, lora_a, 3, x.dtype, device)
+    _operand(b_name, lora_b, 3, x.dtype, device)
     T = _rows("x", x, summary)
     L, cR, K = lora_a.shape
     if x.shape[1] != K:

@@ -1,7 +1,8 @@
 """Who gets timed: our Triton backend, the torch floor, the reference, SGLang, any backend by name.
 
 A provider turns a workload's input set into a zero-argument call, or returns None when it
-cannot run that workload (say, the reference on a large shape).
+cannot run that workload (say, the reference on a large shape).  Every provider but the torch
+floor is a backend of the registry, so a third-party backend is timed by its name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 import torch
 
 from conformance.bench.workloads import Workload, WorkloadInputs
-from conformance.peers import PeerNotInstalledError
 from lora_ref import BaseLoRABackend, get_backend_from_name
 
 Call = Callable[[], Any]
@@ -75,37 +75,9 @@ def torch_floor(w: Workload, i: WorkloadInputs) -> Call | None:
     return fused
 
 
-def sglang_provider(kind: str) -> Callable[[Workload, WorkloadInputs], Call | None]:
-    from conformance.peers import sglang
-
-    def make(w: Workload, i: WorkloadInputs) -> Call | None:
-        kernels = (
-            sglang.SGLangTritonKernels(i.info)
-            if kind == "triton"
-            else sglang.SGLangCsgmvKernels(i.info)
-        )
-        d = w.dims
-        if w.op in ("shrink", "shrink_qkv", "shrink_down"):
-            return lambda: kernels.shrink(i.x, i.A, d["c"])
-        if w.op == "expand":
-            return lambda: kernels.expand(i.x, i.B, i.base)
-        if w.op == "qkv":
-            return lambda: kernels.qkv(i.x, i.A, i.B, i.offsets, max(d["Nq"], d["Nkv"]), i.base)
-        return lambda: kernels.gate_up(i.x, i.A, i.B, i.base)
-
-    return make
-
-
 def get_provider(name: str) -> Callable[[Workload, WorkloadInputs], Call | None]:
-    """``torch``, ``sglang-triton``, ``sglang-csgmv``, or any backend name of the registry."""
+    """``torch`` or any backend name of the registry (``sglang-triton``, ``sglang-csgmv`` included:
+    their adapters are entry points).  An unknown or uninstalled backend raises ``ValueError``."""
     if name == "torch":
         return torch_floor
-    if name in ("sglang-triton", "sglang-csgmv"):
-        from conformance.peers import sglang
-
-        sglang.load("sgemm_lora_a")  # fail now, with the pip extra named, if missing
-        return sglang_provider(name.split("-", 1)[1])
     return backend_provider(name)
-
-
-__all__ = ["PeerNotInstalledError", "get_provider"]

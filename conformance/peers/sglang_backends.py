@@ -51,8 +51,12 @@ class _SGLangBackend(BaseLoRABackend):
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         return self._kernels.expand(x, weights, base_output)
 
-    def run_qkv_lora(self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None):
-        return self._kernels.qkv(x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output)
+    def run_qkv_lora(
+        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
+    ):
+        return self._kernels.qkv(
+            x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output
+        )
 
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
         return self._kernels.gate_up(x, gate_up_lora_a, gate_up_lora_b, base_output)

@@ -72,23 +72,26 @@ def test_bad_inputs(op, lora_backend, lora_device, lora_limits, lora_report):
     run()
 
 
+def _diff_with(backend, device, limits, report, op: str, **forced) -> None:
+    """The diff check on cases with ``forced`` fields set (a feature the backend declares)."""
+    dtype = _any_dtype(backend)
+    _require(backend, "diff", dtype, device)
+    strategy = case_strategy(backend, "diff", op, dtype, limits).map(lambda c: c.replace(**forced))
+
+    @given(data=st.data())
+    def run(data):
+        result = check_case(backend, data.draw(strategy, label="case"), device)
+        assert result.ok, report(result)
+
+    run()
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_permutation(op, lora_backend, lora_device, lora_limits, lora_report):
     """Sorted-by-adapter layouts: logical rows map to physical rows through ``permutation``."""
     if not lora_backend.capabilities.permutation:
         pytest.skip("backend does not declare permutation support")
-    dtype = _any_dtype(lora_backend)
-    _require(lora_backend, "diff", dtype, lora_device)
-    strategy = case_strategy(lora_backend, "diff", op, dtype, lora_limits).map(
-        lambda c: c.replace(permute=True)
-    )
-
-    @given(data=st.data())
-    def run(data):
-        result = check_case(lora_backend, data.draw(strategy, label="case"), lora_device)
-        assert result.ok, lora_report(result)
-
-    run()
+    _diff_with(lora_backend, lora_device, lora_limits, lora_report, op, permute=True)
 
 
 @pytest.mark.parametrize("op", ["qkv", "gate_up"])
@@ -96,18 +99,7 @@ def test_split_layouts(op, lora_backend, lora_device, lora_limits, lora_report):
     """The split expand-weight tuples of SPEC.md give the stacked layout's result."""
     if not lora_backend.capabilities.split_layouts:
         pytest.skip("backend does not declare the split expand-weight layouts")
-    dtype = _any_dtype(lora_backend)
-    _require(lora_backend, "diff", dtype, lora_device)
-    strategy = case_strategy(lora_backend, "diff", op, dtype, lora_limits).map(
-        lambda c: c.replace(split_b=True)
-    )
-
-    @given(data=st.data())
-    def run(data):
-        result = check_case(lora_backend, data.draw(strategy, label="case"), lora_device)
-        assert result.ok, lora_report(result)
-
-    run()
+    _diff_with(lora_backend, lora_device, lora_limits, lora_report, op, split_b=True)
 
 
 @pytest.mark.parametrize("op", OPS)

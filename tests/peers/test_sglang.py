@@ -23,7 +23,9 @@ try:
 except ImportError:
     HAVE_SGLANG = False
 
-needs_sglang = pytest.mark.skipif(not HAVE_SGLANG, reason="SGLang's kernels are not importable here")
+needs_sglang = pytest.mark.skipif(
+    not HAVE_SGLANG, reason="SGLang's kernels are not importable here"
+)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("sglang") is not None, reason="SGLang is installed")
@@ -35,9 +37,18 @@ def test_missing_sglang_names_the_extra(name):
 
 def _case(op, dtype, **kw):
     base = dict(
-        seg_lens=(5, 3, 7), weight_indices=(1, 0, 1), lora_ranks=(16, 16), scalings=(0.5, 2.0),
-        R=16, K=64, N=48, n_kv=16 if op == "qkv" else 0, stack={"qkv": 3, "gate_up": 2}.get(op, 1),
-        has_base=True, poison="nan", seed=4,
+        seg_lens=(5, 3, 7),
+        weight_indices=(1, 0, 1),
+        lora_ranks=(16, 16),
+        scalings=(0.5, 2.0),
+        R=16,
+        K=64,
+        N=48,
+        n_kv=16 if op == "qkv" else 0,
+        stack={"qkv": 3, "gate_up": 2}.get(op, 1),
+        has_base=True,
+        poison="nan",
+        seed=4,
     )
     base.update(kw)
     return Case(op=op, dtype=dtype, **base)
