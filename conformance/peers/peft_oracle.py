@@ -24,7 +24,8 @@ def _load_peft():
         import peft
     except ImportError as exc:
         raise PeerNotInstalledError(
-            f"PEFT is not importable ({exc}); install it with `pip install 'lora-conformance[peft]'`"
+            f"PEFT is not importable ({exc}); "
+            "install it with `pip install 'lora-conformance[peft]'`"
         ) from exc
     return peft
 
@@ -45,7 +46,7 @@ class _Slices(torch.nn.Module):
 
 
 def peft_fused(case: Case, inputs: Inputs) -> torch.Tensor:
-    """PEFT's float64 LoRA term of a ``qkv`` or ``gate_up`` case: ``(T, out_dim)``, physical rows."""
+    """PEFT's float64 LoRA term of a ``qkv`` or ``gate_up`` case: ``(T, out_dim)``, by row."""
     if case.op not in ("qkv", "gate_up"):
         raise ValueError(f"case.op: expected qkv or gate_up, got {case.op!r}")
     peft = _load_peft()
