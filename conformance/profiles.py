@@ -21,29 +21,17 @@ _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter
 # examples per (op, dtype) property
 EXAMPLES = {"ci": 12, "dev": 100, "thorough": 1000}
 
-settings.register_profile(
-    "ci",
-    max_examples=EXAMPLES["ci"],
-    derandomize=True,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=_SLOW_OK,
-    database=None,
-)
-settings.register_profile(
-    "dev",
-    max_examples=EXAMPLES["dev"],
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=_SLOW_OK,
-)
-settings.register_profile(
-    "thorough",
-    max_examples=EXAMPLES["thorough"],
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=_SLOW_OK,
-)
+# ci is reproducible run to run: derandomized and with no example database
+_ONLY = {"ci": dict(derandomize=True, database=None), "dev": {}, "thorough": {}}
+for _name in PROFILES:
+    settings.register_profile(
+        _name,
+        max_examples=EXAMPLES[_name],
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=_SLOW_OK,
+        **_ONLY[_name],
+    )
 
 
 def default_profile() -> str:
