@@ -23,7 +23,8 @@ campaign() {  # $1: GPUs, $2: seconds; SIGINT lets pytest print its summary when
   local xdist=""; [ "$workers" -gt 1 ] && xdist="-p xdist -n $workers"
   CUDA_VISIBLE_DEVICES=$1 timeout -s INT "$2" python3 -m pytest -p conformance.plugin $xdist \
     --pyargs conformance.suite --lora-backend triton --lora-profile thorough -q -p no:cacheprovider \
-    -k "${CAMPAIGN_K:-test_matches_reference}" --lora-failures-dir "$out/failures" ${CAMPAIGN_ARGS:-} > "$out/campaign.log" 2>&1
+    -k "${CAMPAIGN_K:-test_matches_reference}" --lora-failures-dir "$out/failures" \
+    --lora-stats-file "$out/campaign_stats.jsonl" ${CAMPAIGN_ARGS:-} > "$out/campaign.log" 2>&1
 }
 if [ "${GPU_TESTS:-1}" = 1 ]; then
   if [ "$n" -gt 2 ]; then
@@ -38,6 +39,8 @@ else
 fi
 wait
 [ -d "$out/failures" ] && tar -C "$out" -cf "$out/failures.tar" failures && rm -r "$out/failures"
-cat "$out/env.txt"
+[ -f "$out/campaign_stats.jsonl" ] && python3 -m conformance.cli stats "$out/campaign_stats.jsonl" > "$out/campaign_summary.txt"
+rm -f "$out/campaign_stats.jsonl"  # (keeps the file count under the device's 8)
+cat "$out/env.txt" "$out/campaign_summary.txt" 2>/dev/null
 tail -5 "$out/gpu_tests.log" "$out/campaign.log" 2>/dev/null
 tail -60 "$out/bench.log"

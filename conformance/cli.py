@@ -299,6 +299,30 @@ def _load_provider(name: str) -> None:
         raise UsageError(str(exc)) from exc
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Summarise a ``--lora-stats-file``: examples, failures and worst err/tol per test."""
+    groups: dict[str, list[float]] = {}
+    try:
+        lines = Path(args.file).read_text().splitlines()
+    except OSError as exc:
+        raise UsageError(f"stats file {args.file}: {exc}") from exc
+    for line in lines:
+        entry = json.loads(line)
+        g = groups.setdefault(entry["test"], [0, 0, 0.0])
+        g[0] += 1
+        g[1] += 0 if entry["ok"] else 1
+        g[2] = max(g[2], entry["ratio"])
+    for test, (n, failed, worst) in sorted(groups.items()):
+        print(
+            f"{test:<60} {int(n):>7} examples {int(failed):>4} failed   worst err/tol {worst:.3f}"
+        )
+    total = sum(int(g[0]) for g in groups.values())
+    failed = sum(int(g[1]) for g in groups.values())
+    worst = max((g[2] for g in groups.values()), default=0.0)
+    print(f"{'all':<60} {total:>7} examples {failed:>4} failed   worst err/tol {worst:.3f}")
+    return EXIT_OK if failed == 0 else EXIT_FAIL
+
+
 def cmd_list(_args: argparse.Namespace) -> int:
     from lora_ref import known_backend_names
 
@@ -360,6 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="bench-results", help="folder for bench.json, bench.md, roofline.png"
     )
     bench.set_defaults(func=cmd_bench)
+
+    stats = sub.add_parser("stats", help="summarise a pytest --lora-stats-file")
+    stats.add_argument("file")
+    stats.set_defaults(func=cmd_stats)
 
     lst = sub.add_parser("list", help="list the known backend names")
     lst.set_defaults(func=cmd_list)

@@ -55,6 +55,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="override the profile's examples per test",
     )
     group.addoption(
+        "--lora-stats-file",
+        default=None,
+        help="append one JSON line per example (test, passed, err/tol): survives an interrupted "
+        "campaign; summarise with `lora-conformance stats FILE`",
+    )
+    group.addoption(
         "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
     )
     group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
@@ -193,10 +199,15 @@ def _merge(stats: dict[str, list[float]], key: str, examples: float, worst: floa
 def lora_stats(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
     """Call with a CaseResult to count it in the session's per-(op, dtype) summary."""
     key = request.node.name
+    stats_file = pytestconfig.getoption("--lora-stats-file")
 
     def record(result) -> None:
         worst = result.worst_ratio if result.worst_ratio != float("inf") else 0.0
         _merge(_stats(pytestconfig), key, 1, worst)
+        if stats_file:
+            line = json.dumps({"test": key, "ok": result.ok, "ratio": worst})
+            with open(stats_file, "a") as f:  # one short write per line: safe across xdist workers
+                f.write(line + "\n")
 
     return record
 

@@ -68,3 +68,22 @@ def test_undeclared_capability_is_skipped_not_passed(pytester):
     outcomes = result.parseoutcomes()
     assert outcomes.get("skipped") == 2 and "passed" not in outcomes
     result.stdout.fnmatch_lines(["*does not declare the split expand-weight layouts*"])
+
+
+def test_stats_file_survives_and_summarises(pytester, capsys):
+    from conformance.cli import main
+
+    stats = pytester.path / "stats.jsonl"
+    result = pytester.runpytest_subprocess(
+        *SUITE_ARGS,
+        "--lora-backend",
+        "reference",
+        "-k",
+        "test_matches_reference and shrink",
+        f"--lora-stats-file={stats}",
+    )
+    assert result.ret == 0
+    lines = stats.read_text().splitlines()
+    assert len(lines) == 36  # 3 dtypes x 12 ci examples
+    assert main(["stats", str(stats)]) == 0
+    assert "36 examples    0 failed" in capsys.readouterr().out
