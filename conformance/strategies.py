@@ -15,6 +15,10 @@ from conformance.case import Case
 
 LAYOUTS = ("identical", "distinct", "uniform", "skewed", "random", "one_long", "decode")
 SPECIAL_SCALINGS = (0.0, 1.0, 0.5, -1.0, -2.75, 40.0, -24.0, 0.0625)
+# scalings are alpha / r: zero, or at least 2^-20 in size.  Smaller ones push results into the
+# float32 subnormal range, where the Triton interpreter's float32 -> bfloat16 conversion is wrong
+# (a dev-profile run drew 1.7e-44 and got -2^-128 back for -7.6e-45).
+MIN_SCALING = 2.0**-20
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,10 @@ def cases(
     scalings = tuple(
         draw(
             st.lists(
-                st.one_of(st.sampled_from(SPECIAL_SCALINGS), st.floats(-4, 4, width=32)),
+                st.one_of(
+                    st.sampled_from(SPECIAL_SCALINGS),
+                    st.floats(-4, 4, width=32).filter(lambda v: v == 0 or abs(v) >= MIN_SCALING),
+                ),
                 min_size=len(ranks),
                 max_size=len(ranks),
             ),
