@@ -165,3 +165,15 @@ def test_triton_adapter_groups(op, groups, monkeypatch):
     c = case(op, **{**extra, **decode}).replace(seed=groups)
     result = check_case(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
+
+
+def test_h200_regression_case_replays_right_in_the_interpreter(monkeypatch):
+    """The case an H200 campaign caught (a row left unwritten at BM=32, BN=64, 4 warps, 8
+    groups) is computed right by the interpreter at that very launch: the fault is GPU-side."""
+    from conformance.replay import load_failure, replay
+    from lora_triton import config
+
+    doc = load_failure("tests/data/h200_expand_fp16_unwritten_row.json")
+    monkeypatch.setitem(config.OVERRIDES, "expand", config.ExpandConfig(32, 64, 4, 2, groups=8))
+    result = replay(doc, TRITON, CPU)
+    assert result.ok, result.failures
