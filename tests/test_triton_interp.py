@@ -8,6 +8,7 @@ bit-exact rank-0 rows and determinism.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -173,7 +174,7 @@ def test_h200_regression_case_replays_right_in_the_interpreter(monkeypatch):
     from conformance.replay import load_failure, replay
     from lora_triton import config
 
-    doc = load_failure("tests/data/h200_expand_fp16_unwritten_row.json")
+    doc = load_failure(Path(__file__).parent / "data" / "h200_expand_fp16_unwritten_row.json")
     monkeypatch.setitem(config.OVERRIDES, "expand", config.ExpandConfig(32, 64, 4, 2, groups=8))
     result = replay(doc, TRITON, CPU)
     assert result.ok, result.failures

@@ -3,6 +3,8 @@ and 64-bit addressing.  Skipped without CUDA; run on the device machine (see REA
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -143,7 +145,7 @@ def test_gpu_h200_regression_case_with_the_shipped_launch(triton_backend):
     """The H200 campaign's unwritten-row case passes with the launch rules that ship."""
     from conformance.replay import load_failure, replay
 
-    doc = load_failure("tests/data/h200_expand_fp16_unwritten_row.json")
+    doc = load_failure(Path(__file__).parents[1] / "data" / "h200_expand_fp16_unwritten_row.json")
     result = replay(doc, triton_backend, CUDA)
     assert result.ok, result.failures
 
@@ -153,7 +155,7 @@ def test_gpu_h200_regression_case_multi_group_launch(triton_backend, monkeypatch
     from conformance.replay import load_failure, replay
     from lora_triton import config
 
-    doc = load_failure("tests/data/h200_expand_fp16_unwritten_row.json")
+    doc = load_failure(Path(__file__).parents[1] / "data" / "h200_expand_fp16_unwritten_row.json")
     monkeypatch.setitem(config.OVERRIDES, "expand", config.ExpandConfig(32, 64, 4, 2, groups=8))
     result = replay(doc, triton_backend, CUDA)
     assert result.ok, result.failures
