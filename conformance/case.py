@@ -115,6 +115,23 @@ class Case:
             f"permute={self.permute}, base={self.has_base}, poison={self.poison}, seed={self.seed})"
         )
 
+    def batch_info(
+        self,
+        device: torch.device | str,
+        permutation: list[int] | None = None,
+        capacity: int | None = None,
+    ) -> LoRABatchInfo:
+        """This case's segments and adapters as a batch info on ``device``."""
+        return make_batch_info(
+            self.seg_lens,
+            self.weight_indices,
+            self.lora_ranks,
+            self.scalings,
+            permutation=permutation,
+            device=device,
+            capacity=capacity,
+        )
+
     def replace(self, **changes: Any) -> Case:
         return dataclasses.replace(self, **changes)
 
@@ -163,14 +180,7 @@ def build_inputs(case: Case, device: torch.device | str) -> Inputs:
     poison = POISONS[case.poison]
     T, L, R = case.T, case.L, case.R
     perm = torch.randperm(T, generator=gen).tolist() if case.permute else None
-    info = make_batch_info(
-        case.seg_lens,
-        case.weight_indices,
-        case.lora_ranks,
-        case.scalings,
-        permutation=perm,
-        device=device,
-    )
+    info = case.batch_info(device, permutation=perm)
 
     def to_device(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype).to(device)
@@ -183,7 +193,7 @@ def build_inputs(case: Case, device: torch.device | str) -> Inputs:
     if case.op == "expand":
         # expand input: row t holds its adapter's r values, then garbage
         x = _values(gen, (T, R), 1.0)
-        row_rank = _physical_row_ranks(case, perm)
+        row_rank = [case.lora_ranks[w] for w in _physical_row_slots(case, perm)]
         for t, r in enumerate(row_rank):
             x[t, r:] = poison
         B = _expand_weights(gen, case, R, poison)
@@ -215,21 +225,26 @@ def _expand_weights(gen: torch.Generator, case: Case, R: int, poison: float) -> 
     return B
 
 
-def _physical_row_ranks(case: Case, perm: list[int] | None) -> list[int]:
-    """The rank of the adapter of each physical row."""
-    ranks = [0] * case.T
+def _physical_row_slots(case: Case, perm: list[int] | None) -> list[int]:
+    """The adapter slot of each physical row (logical row ``t`` is physical ``perm[t]``)."""
+    slots = [0] * case.T
     t = 0
-    for n, w in zip(case.seg_lens, case.weight_indices, strict=False):
+    for n, w in zip(case.seg_lens, case.weight_indices, strict=True):
         for _ in range(n):
-            ranks[perm[t] if perm is not None else t] = case.lora_ranks[w]
+            slots[perm[t] if perm is not None else t] = w
             t += 1
-    return ranks
+    return slots
+
+
+def physical_row_slots(case: Case, info: LoRABatchInfo) -> list[int]:
+    """The adapter slot of each physical row, as laid out by ``info``."""
+    perm = info.permutation.tolist() if info.permutation is not None else None
+    return _physical_row_slots(case, perm)
 
 
 def physical_row_ranks(case: Case, info: LoRABatchInfo) -> list[int]:
     """The rank of each physical row's adapter, as laid out by ``info``."""
-    perm = info.permutation.tolist() if info.permutation is not None else None
-    return _physical_row_ranks(case, perm)
+    return [case.lora_ranks[w] for w in physical_row_slots(case, info)]
 
 
 def call(backend: Any, case: Case, inputs: Inputs, base: torch.Tensor | None) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 
 from conformance.case import Case, Inputs, build_inputs, call
 from conformance.oracle import Expectation, Verdict, compare, expect
-from lora_ref import BaseLoRABackend, LoRABatchInfo, make_batch_info, refill_batch_info
+from lora_ref import BaseLoRABackend, LoRABatchInfo, refill_batch_info
 
 GUARD = 64
 SENTINEL = -1234.5
@@ -209,16 +209,10 @@ def derive(case: Case, relation: str, choice: int) -> tuple[Case, list[int]] | N
     return derived, rows
 
 
-def _gather_inputs(case: Case, inputs: Inputs, derived: Case, rows: list[int]) -> Inputs:
+def _gather_inputs(inputs: Inputs, derived: Case, rows: list[int]) -> Inputs:
     device = inputs.x.device
     index = torch.tensor(rows, dtype=torch.long, device=device)
-    info = make_batch_info(
-        derived.seg_lens,
-        derived.weight_indices,
-        derived.lora_ranks,
-        derived.scalings,
-        device=device,
-    )
+    info = derived.batch_info(device)
     base = inputs.base[index].contiguous() if inputs.base is not None else None
     return Inputs(info, inputs.x[index].contiguous(), inputs.args, base)
 
@@ -237,7 +231,7 @@ def check_metamorphic(
     exp = expect(case, inputs, _float32_matmul(backend_cls))
     try:
         out, _, _ = run_once(backend_cls(), case, inputs)
-        out2, _, _ = run_once(backend_cls(), derived, _gather_inputs(case, inputs, derived, rows))
+        out2, _, _ = run_once(backend_cls(), derived, _gather_inputs(inputs, derived, rows))
     except Exception as exc:
         result.failures.append(f"{relation}: raised {type(exc).__name__}: {exc}")
         return result
@@ -463,14 +457,7 @@ def check_cuda_graph(
     device = torch.device("cuda")
     layouts = graph_layouts(case, capacity)
     first = build_inputs(layouts[0], device)
-    graph_info = make_batch_info(
-        layouts[0].seg_lens,
-        layouts[0].weight_indices,
-        case.lora_ranks,
-        case.scalings,
-        device=device,
-        capacity=capacity,
-    )
+    graph_info = layouts[0].batch_info(device, capacity=capacity)
     backend = backend_cls()
     backend.set_batch_info(graph_info)
     static_base = first.base.clone() if first.base is not None else None

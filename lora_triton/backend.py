@@ -77,10 +77,8 @@ class TritonLoRABackend(BaseLoRABackend):
         self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
     ) -> torch.Tensor:
         info, summary = self._batch()
-        T, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
-        slots, rows = self._positions(T)
-        config = shrink_config(T, K, c * R, x.dtype, x.device, summary.num_slots)
-        return shrink(x, weights, c, slots, rows, info.lora_ranks, config)
+        _, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
+        return self._shrink_for(x, weights, c, R, K)
 
     def run_lora_b_sgemm(
         self, x: torch.Tensor, weights: torch.Tensor, base_output: torch.Tensor | None = None
@@ -165,7 +163,7 @@ class TritonLoRABackend(BaseLoRABackend):
             if base_output is not None
             else torch.zeros(T, N, dtype=x.dtype, device=x.device)
         )
-        config = expand_config(T, slice_width, num_slices, R, x.device, summary.num_slots)
+        config = expand_config(T, R, summary.num_slots)
         return expand(
             x,
             weights,

@@ -95,9 +95,7 @@ def shrink_config(
     )
 
 
-def expand_config(
-    T: int, N: int, num_slices: int, R: int, device: torch.device, num_slots: int = 1
-) -> ExpandConfig:
+def expand_config(T: int, R: int, num_slots: int = 1) -> ExpandConfig:
     """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles, rows grouped by adapter.
 
     On the GPU the adapters of a tile are taken by one program (``groups=1``): with several

@@ -141,7 +141,7 @@ def test_interpreter_config_is_pinned():
 
     assert PINNED
     assert shrink_config(4096, 4096, 64, torch.bfloat16, CPU).block_m == 16
-    assert expand_config(4096, 4096, 3, 64, CPU).block_n == 32
+    assert expand_config(4096, 64).block_n == 32
 
 
 @pytest.mark.parametrize("groups", [1, 3])

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from conformance.case import Case, Inputs, physical_row_ranks
+from conformance.case import Case, Inputs, physical_row_slots
 from conformance.peers import PeerNotInstalledError
 
 
@@ -79,21 +79,8 @@ def peft_fused(case: Case, inputs: Inputs) -> torch.Tensor:
     x = inputs.x.double().cpu()
     if peft_model is None:
         return torch.zeros(case.T, case.out_dim, dtype=torch.float64)
-    ranks = physical_row_ranks(case, inputs.batch_info)
-    slots = _physical_row_slots(case, inputs)
-    names = [f"slot{w}" if r else "__base__" for w, r in zip(slots, ranks, strict=True)]
+    slots = physical_row_slots(case, inputs.batch_info)
+    names = [f"slot{w}" if case.lora_ranks[w] else "__base__" for w in slots]
     peft_model.eval()
     with torch.no_grad():
         return peft_model(x, adapter_names=names)
-
-
-def _physical_row_slots(case: Case, inputs: Inputs) -> list[int]:
-    perm = inputs.batch_info.permutation
-    order = perm.tolist() if perm is not None else list(range(case.T))
-    slots = [0] * case.T
-    t = 0
-    for n, w in zip(case.seg_lens, case.weight_indices, strict=True):
-        for _ in range(n):
-            slots[order[t]] = w
-            t += 1
-    return slots
