@@ -15,9 +15,9 @@ from pathlib import Path
 
 from conformance import profiles
 from conformance.case import DTYPES, OPS
+from conformance.runner import PROPERTIES as CHECKS
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-CHECKS = ("diff", "metamorphic", "bad_input", "cuda_graph")
 
 
 class UsageError(Exception):
