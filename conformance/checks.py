@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from conformance.case import Case, Inputs, build_inputs, call
-from conformance.oracle import Expectation, Verdict, compare, expect
+from conformance.oracle import Expectation, Verdict, bitwise_equal, compare, expect
 from lora_ref import BaseLoRABackend, LoRABatchInfo, refill_batch_info
 
 GUARD = 64
@@ -84,18 +84,7 @@ def _snapshot(inputs: Inputs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
 
 
 def _changed(snapshot: list[tuple[str, torch.Tensor, torch.Tensor]]) -> list[str]:
-    return [
-        name
-        for name, t, before in snapshot
-        if not torch.equal(t, before) and not _both_nan(t, before)
-    ]
-
-
-def _both_nan(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if not a.is_floating_point():
-        return False
-    same = (a == b) | (torch.isnan(a) & torch.isnan(b))
-    return bool(same.all())
+    return [name for name, t, before in snapshot if not bool(bitwise_equal(t, before).all())]
 
 
 def run_once(
@@ -155,11 +144,10 @@ def check_case(
 
 
 def _bitwise(a: torch.Tensor, b: torch.Tensor, where: torch.Tensor) -> bool:
-    """Equal bits (NaN matching NaN) at every element ``where`` marks."""
+    """Equal bits at every element ``where`` marks."""
     if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    same = (a == b).logical_or(torch.isnan(a) & torch.isnan(b))
-    return bool((same | ~where).all())
+    return bool((bitwise_equal(a, b) | ~where).all())
 
 
 # --- metamorphic relations ------------------------------------------------------------------

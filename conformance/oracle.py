@@ -180,7 +180,7 @@ def compare(case: Case, out: object, exp: Expectation) -> Verdict:
         rows = exp.exact_rows.nonzero().flatten()
         want = exp.base[rows] if exp.base is not None else torch.zeros_like(out[rows])
         got = out[rows]
-        same = _bitwise_equal(got, want)
+        same = bitwise_equal(got, want)
         if not same.all():
             i, j = (~same).nonzero()[0].tolist()
             t = rows[i].item()
@@ -209,7 +209,7 @@ def compare(case: Case, out: object, exp: Expectation) -> Verdict:
     return Verdict(True, worst)
 
 
-def _bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise bit equality (distinguishes -0.0 from 0.0 and NaN payloads)."""
-    int_type = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    int_type = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
     return a.contiguous().view(int_type) == b.contiguous().view(int_type)
