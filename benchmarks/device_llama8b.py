@@ -31,21 +31,44 @@ LAYOUTS = ("prefill", "mixed", "decode64", "decode256")
 RANKS = (16, 64)
 PROVIDERS = ("triton", "torch", "sglang-triton", "sglang-csgmv")
 
-SHRINK_SWEEP = [
-    ShrinkConfig(32, 64, 128, 1, 4, 4, groups=8),
-    ShrinkConfig(64, 64, 128, 1, 4, 4, groups=8),
-    ShrinkConfig(32, 64, 256, 1, 8, 3, groups=8),
-    ShrinkConfig(16, 64, 256, 1, 4, 3, groups=8),
-    ShrinkConfig(16, 64, 128, 8, 4, 4, groups=8),
-    ShrinkConfig(64, 64, 64, 1, 4, 5, groups=4),
-]
-EXPAND_SWEEP = [
-    ExpandConfig(64, 256, 8, 2, groups=8),
-    ExpandConfig(128, 128, 8, 2, groups=8),
-    ExpandConfig(32, 128, 4, 2, groups=8),
-    ExpandConfig(64, 64, 4, 2, groups=8),
-    ExpandConfig(16, 128, 4, 2, groups=8),
-]
+# alternative launches, by batch kind: (shrink, expand) for long batches and for decode
+SWEEP = {
+    "long": (
+        [
+            ShrinkConfig(64, 64, 64, 1, 4, 5),
+            ShrinkConfig(64, 128, 64, 1, 8, 4),
+            ShrinkConfig(128, 64, 64, 1, 8, 4),
+            ShrinkConfig(64, 256, 64, 1, 8, 3),
+            ShrinkConfig(32, 64, 128, 1, 4, 4),
+            ShrinkConfig(128, 128, 64, 1, 8, 3),
+        ],
+        [
+            ExpandConfig(32, 128, 4, 2),
+            ExpandConfig(64, 128, 8, 2),
+            ExpandConfig(32, 256, 8, 2),
+            ExpandConfig(64, 256, 8, 2),
+            ExpandConfig(16, 256, 4, 2),
+            ExpandConfig(128, 128, 8, 2),
+        ],
+    ),
+    "decode": (
+        [
+            ShrinkConfig(16, 64, 256, 1, 4, 3),
+            ShrinkConfig(16, 64, 128, 2, 4, 4),
+            ShrinkConfig(16, 64, 128, 4, 4, 4),
+            ShrinkConfig(16, 64, 128, 8, 4, 4),
+            ShrinkConfig(16, 128, 128, 4, 4, 4),
+            ShrinkConfig(16, 256, 64, 4, 8, 4),
+        ],
+        [
+            ExpandConfig(16, 64, 4, 2),
+            ExpandConfig(16, 128, 4, 2),
+            ExpandConfig(16, 256, 4, 2),
+            ExpandConfig(16, 256, 8, 2),
+            ExpandConfig(32, 128, 4, 2),
+        ],
+    ),
+}
 
 
 def main() -> None:
@@ -54,13 +77,14 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--ops", nargs="+", default=list(OPS))
     parser.add_argument("--providers", nargs="+", default=list(PROVIDERS))
+    parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
     machine = machine_info(device)
     print(f"{machine.gpu}: copy bandwidth {machine.copy_bw_gbs:.0f} GB/s", flush=True)
     rows = []
-    for op, layout, rank in itertools.product(args.ops, LAYOUTS, RANKS):
+    for op, layout, rank in itertools.product(args.ops, args.layouts, RANKS):
         w = Workload("llama3-8b", op, layout, rank)
         rows += run_grid([w], args.providers, device, machine, on_row=_print)
         if args.sweep:
@@ -84,8 +108,9 @@ def _print(r) -> None:
 def _sweep(w: Workload, device: torch.device, machine) -> list:
     """Time the Triton backend under each alternative launch configuration."""
     key = "shrink" if w.op.startswith("shrink") else "expand"
+    shrinks, expands = SWEEP["decode" if w.layout.startswith("decode") else "long"]
     rows = []
-    for cfg in SHRINK_SWEEP if key == "shrink" else EXPAND_SWEEP:
+    for cfg in shrinks if key == "shrink" else expands:
         triton_config.OVERRIDES[key] = cfg
         try:
             r = measure(w, "triton", device, machine.copy_bw_gbs * 1e9, note=f"sweep {cfg}")

@@ -21,17 +21,17 @@ CUDA_VISIBLE_DEVICES=0 timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/device
 campaign() {  # $1: GPUs, $2: seconds; SIGINT lets pytest print its summary when time is up
   local workers=$(( $(echo "$1" | tr ',' '\n' | wc -l) ))
   local xdist=""; [ "$workers" -gt 1 ] && xdist="-p xdist -n $workers"
-  CUDA_VISIBLE_DEVICES=$1 timeout -s INT "$2" python3 -m pytest -p conformance.plugin $xdist \
+  CUDA_VISIBLE_DEVICES=$1 timeout -s INT "$2" python3 -m pytest $xdist \
     --pyargs conformance.suite --lora-backend triton --lora-profile thorough -q -p no:cacheprovider \
     -k "${CAMPAIGN_K:-test_matches_reference}" --lora-failures-dir "$out/failures" \
     --lora-stats-file "$out/campaign_stats.jsonl" ${CAMPAIGN_ARGS:-} > "$out/campaign.log" 2>&1
 }
 if [ "${GPU_TESTS:-1}" = 1 ]; then
   if [ "$n" -gt 2 ]; then
-    CUDA_VISIBLE_DEVICES=1 timeout 540 python3 -m pytest -p conformance.plugin tests/gpu -q -x -p no:cacheprovider > "$out/gpu_tests.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 timeout 540 python3 -m pytest tests/gpu -q -x -p no:cacheprovider > "$out/gpu_tests.log" 2>&1 &
     campaign "$(seq -s, 2 $((n - 1)))" "${CAMPAIGN_TIMEOUT:-540}" &
   else
-    ( CUDA_VISIBLE_DEVICES=$((1 % n)) timeout 300 python3 -m pytest -p conformance.plugin tests/gpu -q -x -p no:cacheprovider > "$out/gpu_tests.log" 2>&1
+    ( CUDA_VISIBLE_DEVICES=$((1 % n)) timeout 300 python3 -m pytest tests/gpu -q -x -p no:cacheprovider > "$out/gpu_tests.log" 2>&1
       campaign $((1 % n)) $(( ${CAMPAIGN_TIMEOUT:-540} - SECONDS )) ) &
   fi
 else

@@ -38,6 +38,8 @@ class BatchSummary:
         max_weight_index: largest entry of ``weight_indices`` (-1 for an empty batch).
         max_rank: largest entry of ``lora_ranks`` (0 when there are no slots).
         num_segments: length of the segment buffers (``bs``, or the graph capacity).
+        num_adapters: distinct slots among the non-empty segments (a launch-size hint only: a
+            CUDA-graph refill may change it).
     """
 
     num_tokens: int
@@ -45,6 +47,7 @@ class BatchSummary:
     max_weight_index: int
     max_rank: int
     num_segments: int
+    num_adapters: int = 0
 
 
 @dataclass
@@ -190,6 +193,7 @@ class LoRABatchInfo:
             max_weight_index=max(slots, default=-1),
             max_rank=max(ranks, default=0),
             num_segments=capacity,
+            num_adapters=len({w for w, n in zip(slots, lens, strict=True) if n > 0}),
         )
 
     def _shape(self, name: str) -> str:

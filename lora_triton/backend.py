@@ -4,9 +4,10 @@ Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``c`` stac
 ``N`` output dim.
 
 The ``run_*`` methods do no host sync and no host-to-device copy, and size every grid from
-host shapes only (``T``, ``N``, ``R``), never from ``bs`` or ``max_len``: a CUDA graph captured on
-one batch is right for any batch refilled into the same buffers.  Per-row adapter slots are
-derived on the device at each call in graph mode, once per ``set_batch_info`` otherwise.
+host shapes only (``T``, ``N``, ``R``, buffer lengths), never from ``bs`` or ``max_len``: a CUDA
+graph captured on one batch is right for any batch refilled into the same buffers.  The
+adapter-grouped row layout (``kernels/layout.py``) is built on the device at each call in graph
+mode, once per ``set_batch_info`` otherwise.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from lora_ref.validation import (
     check_output_offset_values,
     check_shrink,
 )
-from lora_triton.config import INTERPRET, expand_config, shrink_config
+from lora_triton.config import INTERPRET, expand_config, row_align, shrink_config
 from lora_triton.kernels.expand import expand
-from lora_triton.kernels.row_slots import row_slots
+from lora_triton.kernels.layout import group_rows
 from lora_triton.kernels.shrink import shrink
 
 
@@ -51,7 +52,7 @@ class TritonLoRABackend(BaseLoRABackend):
     )
 
     def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
-        self._slots: torch.Tensor | None = None
+        self._layout: tuple[torch.Tensor, torch.Tensor] | None = None
         self._checked_offsets: dict[tuple[int, int, int, int], list[int]] = {}
         super().__init__(name, batch_info)
 
@@ -62,16 +63,24 @@ class TritonLoRABackend(BaseLoRABackend):
 
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
         super().set_batch_info(batch_info)
-        self._slots = None
+        self._layout = None
 
-    def _positions(self, T: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Per-position adapter slot ``(T,)`` and physical row ``(T,)`` (None: identity)."""
+    def _positions(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Adapter slot ``(P,)`` and physical row ``(P,)`` of each position (``layout.py``)."""
         info, _ = self._batch()
-        if info.use_cuda_graph:
-            return row_slots(info.seg_indptr, info.weight_indices, T), info.permutation
-        if self._slots is None:
-            self._slots = row_slots(info.seg_indptr, info.weight_indices, T)
-        return self._slots, info.permutation
+        if info.use_cuda_graph or self._layout is None:
+            layout = group_rows(
+                info.seg_indptr,
+                info.weight_indices,
+                info.permutation,
+                T,
+                info.lora_ranks.numel(),
+                row_align(T),
+            )
+            if info.use_cuda_graph:
+                return layout
+            self._layout = layout
+        return self._layout
 
     def run_lora_a_sgemm(
         self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
@@ -140,7 +149,7 @@ class TritonLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         info, summary = self._batch()
         slots, rows = self._positions(x.shape[0])
-        config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device, summary.num_slots)
+        config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters)
         return shrink(x, lora_a, c, slots, rows, info.lora_ranks, config)
 
     def _expand(
@@ -156,14 +165,14 @@ class TritonLoRABackend(BaseLoRABackend):
         offsets: torch.Tensor | None,
         aligned: bool,
     ) -> torch.Tensor:
-        info, summary = self._batch()
+        info, _ = self._batch()
         slots, rows = self._positions(T)
         out = (
             base_output
             if base_output is not None
             else torch.zeros(T, N, dtype=x.dtype, device=x.device)
         )
-        config = expand_config(T, R, summary.num_slots)
+        config = expand_config(T, R)
         return expand(
             x,
             weights,

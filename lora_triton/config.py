@@ -30,7 +30,6 @@ class ShrinkConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
-    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,6 @@ class ExpandConfig:
     block_n: int
     num_warps: int = 4
     num_stages: int = 2
-    groups: int = 1
 
 
 @functools.cache
@@ -58,28 +56,38 @@ def _tiles(n: int, block: int) -> int:
     return triton.cdiv(max(n, 1), block)
 
 
+def row_align(T: int) -> int:
+    """Row tile that adapter groups start on (``kernels/layout.py``): the tallest ``block_m``
+    the heuristics below pick for a batch of ``T`` rows, so no tile straddles two adapters."""
+    return 16 if PINNED or T <= DECODE_ROWS else 64
+
+
+DECODE_ROWS = 256
+
+
 def shrink_config(
-    T: int, K: int, cR: int, dtype: torch.dtype, device: torch.device, num_slots: int = 1
+    T: int, K: int, cR: int, dtype: torch.dtype, device: torch.device, num_adapters: int = 1
 ) -> ShrinkConfig:
     """Shrink ``(T, K) x (c*R, K)^T``: one pass over ``x``; split K when rows are too few.
 
-    ``groups``: programs that share one tile's distinct adapters (decode tiles hold many).
+    ``num_adapters``: distinct adapters of the batch; each adds at most one partly filled tile.
     """
     if OVERRIDES["shrink"] is not None:
         return OVERRIDES["shrink"]  # type: ignore[return-value]
-    groups = max(1, min(num_slots, 8))
     if PINNED:
-        return ShrinkConfig(
-            16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1, groups=min(groups, 2)
-        )
-    # from the 2026-11-28 H200 sweep (benchmarks/results/): long rows want tall tiles, short
-    # batches want K split until the grid (tiles x adapter groups x splits) fills the chip
+        return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1)
+    # from the 2026-11-28 H200 sweeps (benchmarks/results/): long rows want tall tiles, short
+    # batches want K split until the grid (busy tiles x splits) fills the chip
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
-    decode = T <= 256
+    decode = T <= DECODE_ROWS
     block_m = 16 if decode else (64 if cR >= 64 else 32)
-    tiles = _tiles(T, block_m) * _tiles(cR, block_n) * (groups if decode else 1)
+    # busy row tiles: at least one per adapter, at least T / block_m
+    tiles = max(_tiles(T, block_m), min(num_adapters, T)) * _tiles(cR, block_n)
     split_k = 1
-    while decode and tiles * split_k < sm_count(device) and K // (split_k * 2) >= 2 * 128:
+    # the 2026-11-28 sweep: split up to one wave of programs, at most 8 ways
+    while (
+        decode and split_k < 8 and 2 * tiles * split_k <= sm_count(device) and K // split_k >= 512
+    ):
         split_k *= 2
     block_k = 128 if split_k > 1 or not decode else 256
     if dtype == torch.float32:
@@ -91,31 +99,21 @@ def shrink_config(
         split_k=split_k,
         num_warps=4,
         num_stages=3 if block_k == 256 else 4,
-        groups=groups,
     )
 
 
-def expand_config(T: int, R: int, num_slots: int = 1) -> ExpandConfig:
-    """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles, rows grouped by adapter.
-
-    On the GPU the adapters of a tile are taken by one program (``groups=1``): with several
-    groups, Triton 3.6 on an H200 left a row unwritten at BM=32, BN=64, 4 warps
-    (``tests/data/h200_expand_fp16_unwritten_row.json``; the interpreter computes it right).
-    The interpreter keeps two groups so CPU runs cover that code path.
-    """
+def expand_config(T: int, R: int) -> ExpandConfig:
+    """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles over adapter-grouped rows."""
     if OVERRIDES["expand"] is not None:
         return OVERRIDES["expand"]  # type: ignore[return-value]
     if PINNED:
-        return ExpandConfig(16, 32, num_stages=1, groups=min(num_slots, 2))
-    # from the 2026-11-28 H200 sweep: 32-row tiles for small ranks, 16 for mid-size decode
-    if T <= 64:
-        block_m = 32
-    elif T <= 256:
-        block_m = 16
-    else:
-        block_m = 32 if R <= 32 else 64
+        return ExpandConfig(16, 32, num_stages=1)
+    # from the 2026-11-28 H200 sweeps: 16-row tiles for decode, wider for larger ranks
+    if T <= DECODE_ROWS:
+        return ExpandConfig(16, 256, num_warps=8) if R > 32 else ExpandConfig(16, 128)
+    block_m = 32 if R <= 32 else 64
     block_n = 128 if R <= 64 else 64
-    return ExpandConfig(block_m, block_n, num_warps=4, num_stages=2, groups=1)
+    return ExpandConfig(block_m, block_n, num_warps=4, num_stages=2)
 
 
 def rank_block(R: int) -> int:

@@ -7,11 +7,14 @@ bit-exact rank-0 rows and determinism.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conformance.case import Case
 from conformance.checks import check_case
@@ -144,18 +147,16 @@ def test_interpreter_config_is_pinned():
     assert expand_config(4096, 64).block_n == 32
 
 
-@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("block_m", [16, 64])
 @pytest.mark.parametrize("op", ["shrink", "qkv"])
-def test_triton_adapter_groups(op, groups, monkeypatch):
-    """Any number of programs may share a tile's distinct adapters: 1 (a serial loop) or 3."""
+def test_triton_tiles_holding_several_adapters(op, block_m, monkeypatch):
+    """A 16-row tile holds one adapter group; a 64-row tile holds several and loops over them."""
     from lora_triton import config
 
     monkeypatch.setitem(
-        config.OVERRIDES, "shrink", config.ShrinkConfig(16, 16, 32, num_stages=1, groups=groups)
+        config.OVERRIDES, "shrink", config.ShrinkConfig(block_m, 16, 32, num_stages=1)
     )
-    monkeypatch.setitem(
-        config.OVERRIDES, "expand", config.ExpandConfig(16, 32, num_stages=1, groups=groups)
-    )
+    monkeypatch.setitem(config.OVERRIDES, "expand", config.ExpandConfig(block_m, 32, num_stages=1))
     decode = dict(
         seg_lens=(1,) * 14,
         weight_indices=(4, 1, 1, 0, 2, 3, 1, 0, 4, 2, 1, 3, 0, 4),
@@ -163,18 +164,67 @@ def test_triton_adapter_groups(op, groups, monkeypatch):
         scalings=(1.0, 2.0, -0.5, 3.0, 0.25),
     )
     extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
-    c = case(op, **{**extra, **decode}).replace(seed=groups)
+    c = case(op, **{**extra, **decode}).replace(seed=block_m)
     result = check_case(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
 
-def test_h200_regression_case_replays_right_in_the_interpreter(monkeypatch):
-    """The case an H200 campaign caught (a row left unwritten at BM=32, BN=64, 4 warps, 8
-    groups) is computed right by the interpreter at that very launch: the fault is GPU-side."""
+def _layout_model(seg_lens, weight_indices, perm, num_slots, align=16):
+    """The grouped layout in plain Python: slots ascending, rows in logical order, each group
+    padded to ``align`` positions with slot -1."""
+    starts = [sum(seg_lens[:i]) for i in range(len(seg_lens))]
+    slots, rows = [], []
+    for v in range(num_slots):
+        group = [
+            start + i
+            for start, n, w in zip(starts, seg_lens, weight_indices, strict=True)
+            if w == v
+            for i in range(n)
+        ]
+        pad = -len(group) % align
+        slots += [v] * len(group) + [-1] * pad
+        rows += [perm[q] if perm else q for q in group] + [0] * pad
+    return slots, rows
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    segs=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 5)), min_size=1, max_size=90),
+    permute=st.booleans(),
+    align=st.sampled_from([16, 64]),
+)
+def test_grouped_layout_matches_its_model(segs, permute, align):
+    """Every segment buffer shape (more segments than a block, slots past a block, empty and
+    long segments) gives the layout of the model, padding past the last group included."""
+    from lora_triton.kernels.layout import group_rows, num_positions
+
+    seg_lens = [n for n, _ in segs]
+    weights = [w for _, w in segs]
+    num_slots = 6 if len(segs) % 2 else 40  # past BLOCK_L=32 slots sometimes
+    T = sum(seg_lens)
+    perm = list(reversed(range(T))) if permute else None
+    indptr = torch.tensor([0, *itertools.accumulate(seg_lens)], dtype=torch.int32)
+    pos_slot, pos_row = group_rows(
+        indptr,
+        torch.tensor(weights, dtype=torch.int32),
+        torch.tensor(perm, dtype=torch.int32) if perm else None,
+        T,
+        num_slots,
+        align,
+    )
+    P = num_positions(T, len(segs), num_slots, align)
+    slots, rows = _layout_model(seg_lens, weights, perm, num_slots, align)
+    assert len(slots) <= P
+    tail = P - len(slots)
+    assert pos_slot.tolist() == slots + [-1] * tail
+    assert pos_row.tolist() == rows + [0] * tail
+
+
+def test_h200_regression_case_replays_right_in_the_interpreter():
+    """The case an H200 campaign caught (a row left unwritten by a multi-program-per-tile
+    expand launch, since removed) is computed right by the interpreter."""
     from conformance.replay import load_failure, replay
-    from lora_triton import config
 
     doc = load_failure(Path(__file__).parent / "data" / "h200_expand_fp16_unwritten_row.json")
-    monkeypatch.setitem(config.OVERRIDES, "expand", config.ExpandConfig(32, 64, 4, 2, groups=8))
     result = replay(doc, TRITON, CPU)
     assert result.ok, result.failures

@@ -28,5 +28,7 @@ def copy_bw() -> float | None:
 
 @pytest.fixture(scope="session")
 def injected_sleep() -> float:
-    """Seconds added to each triton call (``LORA_BENCH_INJECT_SLEEP_MS``): proves the gate bites."""
+    """Seconds added to each triton call (``LORA_BENCH_INJECT_SLEEP_MS``): proves the gate bites.
+
+    On a GPU the delay is a device-side spin inside the captured graph; on CPU a host sleep."""
     return float(os.environ.get(SLEEP_ENV, "0")) / 1e3

@@ -76,7 +76,7 @@ def test_lora_op(benchmark, provider, model, op, layout, rank, copy_bw, injected
     if any(c is None for c in calls):
         pytest.skip(f"{provider} does not run {w.label}")
     if injected_sleep and provider == "triton":
-        calls = [_slowed(c, injected_sleep) for c in calls]
+        calls = [_slowed(c, injected_sleep, on_gpu=not SMOKE) for c in calls]
 
     benchmark.extra_info.update(
         workload=w.label,
@@ -109,9 +109,19 @@ def test_lora_op(benchmark, provider, model, op, layout, rank, copy_bw, injected
     )
 
 
-def _slowed(call, seconds):
+# cycles per second assumed for the injected device-side spin (Hopper boosts near 1.98 GHz)
+SPIN_HZ = 1.98e9
+
+
+def _slowed(call, seconds, on_gpu):
+    """``call`` made slower by ``seconds``: a host sleep in smoke mode, a device-side spin on a GPU
+    (captured into the graph with the kernel, so graph replays pay for it)."""
+
     def slowed():
-        time.sleep(seconds)
+        if on_gpu:
+            torch.cuda._sleep(int(seconds * SPIN_HZ))
+        else:
+            time.sleep(seconds)
         return call()
 
     return slowed

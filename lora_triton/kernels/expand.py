@@ -8,16 +8,17 @@ Tensors (``p`` is a position in the batch's logical row order):
                                 ``[j*r, (j+1)*r)``
     w           (L, N, R)       expand weights; columns >= r are garbage
     out         (T, N)          output, updated in place (it holds ``base`` when HAS_BASE)
-    pos_slot    int32 (T,)      adapter slot of position ``p``
-    pos_row     int32 (T,)      physical row of position ``p`` (absent: the identity)
+    pos_slot    int32 (P,)      adapter slot of position ``p`` (-1: padding), see ``layout.py``
+    pos_row     int32 (P,)      physical row of position ``p``
     lora_ranks  int32 (L,)      rank of each slot; rank-0 rows are never written
     scalings    fp32 (L,)       scaling of each slot, applied to the fp32 accumulator
     offsets     int32 (c+1,)    slice starts (qkv); absent: slices of ``SLICE_N`` columns
 
-Grid: (position tiles x column tiles of the widest slice, slices, adapter groups).  Column tiles
-past the end of a narrower slice exit at once.  A program takes every ``GROUPS``-th distinct
-adapter among its positions; rows of different adapters are disjoint, so no two programs write
-the same element and no atomics are needed.
+Grid: (position tiles x column tiles of the widest slice, slices).  Column tiles past the end of
+a narrower slice exit at once.  A program takes the distinct adapters among its positions one
+after the other (one per 16-row tile in the grouped layout); each output element has exactly one
+writer, so no atomics are needed.  ``base`` is loaded before the adapter's operands, so its
+latency hides behind theirs.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import triton
 import triton.language as tl
 
 from lora_triton.config import INTERPRET, ExpandConfig, rank_block
+from lora_triton.kernels.layout import tile_positions
 
 _NO_SLOT = 2**30
 
 
-@triton.jit(do_not_specialize=["T", "N_TILES", "GROUPS"])
+@triton.jit(do_not_specialize=["P", "N_TILES"])
 def _expand_kernel(
     # pointers
     x_ptr,
@@ -43,12 +45,11 @@ def _expand_kernel(
     scalings_ptr,
     offsets_ptr,
     # sizes
-    T,
+    P,
     N_TOTAL,
     R_POOL,
     SLICE_N,
     N_TILES,
-    GROUPS,
     # strides
     stride_xm,
     stride_xk,
@@ -61,7 +62,6 @@ def _expand_kernel(
     HAS_OFFSETS: tl.constexpr,
     ALIGNED: tl.constexpr,
     HAS_BASE: tl.constexpr,
-    HAS_ROWS: tl.constexpr,
     CAST_F32: tl.constexpr,
     NO_SLOT: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -72,7 +72,6 @@ def _expand_kernel(
     pid_m = pid // N_TILES
     pid_n = pid % N_TILES
     j = tl.program_id(1)
-    pid_g = tl.program_id(2)
     if HAS_OFFSETS:
         n_lo = tl.load(offsets_ptr + j)
         n_hi = tl.load(offsets_ptr + j + 1)
@@ -88,24 +87,18 @@ def _expand_kernel(
         offs_n = n_start + tl.arange(0, BLOCK_N)
         # N_TOTAL bounds writes even if the device-side offsets are wrong
         n_mask = (offs_n < n_hi) & (offs_n < N_TOTAL)
-        offs_p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        p_mask = offs_p < T
-        slots = tl.load(pos_slot_ptr + offs_p, mask=p_mask, other=0)
-        ranks = tl.load(ranks_ptr + slots, mask=p_mask, other=0)
-        rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0) if HAS_ROWS else offs_p
-        # int64: rows * stride_om passes 2**31 when T*N does
-        rows64 = rows.to(tl.int64)
-        active = p_mask & (ranks > 0)
+        slots, ranks, rows64 = tile_positions(
+            pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, BLOCK_M
+        )
         offs_r = tl.arange(0, BLOCK_R)
-
-        # this program takes the distinct adapters number pid_g, pid_g + GROUPS, ... of the tile
-        remaining = tl.where(active, slots, NO_SLOT)
+        remaining = tl.where(ranks > 0, slots, NO_SLOT)
         slot = tl.min(remaining, axis=0)
-        for _ in range(pid_g):
-            remaining = tl.where(remaining == slot, NO_SLOT, remaining)
-            slot = tl.min(remaining, axis=0)
         while slot < NO_SLOT:
             sel = remaining == slot
+            out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
+            mask = sel[:, None] & n_mask[None, :]
+            if HAS_BASE:
+                base = tl.load(out_ptrs, mask=mask, other=0.0)
             r = tl.load(ranks_ptr + slot)
             scale = tl.load(scalings_ptr + slot)
             r_mask = offs_r < r
@@ -130,16 +123,11 @@ def _expand_kernel(
                 xt = xt.to(tl.float32)
                 bt = bt.to(tl.float32)
             acc = tl.dot(xt, bt) * scale
-            out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
-            mask = sel[:, None] & n_mask[None, :]
             if HAS_BASE:
-                acc += tl.load(out_ptrs, mask=mask, other=0.0).to(tl.float32)
+                acc += base.to(tl.float32)
             tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
             remaining = tl.where(sel, NO_SLOT, remaining)
             slot = tl.min(remaining, axis=0)
-            for _ in range(GROUPS - 1):
-                remaining = tl.where(remaining == slot, NO_SLOT, remaining)
-                slot = tl.min(remaining, axis=0)
 
 
 def expand(
@@ -148,7 +136,7 @@ def expand(
     out: torch.Tensor,
     has_base: bool,
     pos_slot: torch.Tensor,
-    pos_row: torch.Tensor | None,
+    pos_row: torch.Tensor,
     lora_ranks: torch.Tensor,
     scalings: torch.Tensor,
     num_slices: int,
@@ -167,22 +155,22 @@ def expand(
     if T == 0 or slice_width == 0:
         return out
     n_tiles = triton.cdiv(slice_width, config.block_n)
-    grid = (triton.cdiv(T, config.block_m) * n_tiles, num_slices, config.groups)
+    P = pos_slot.numel()
+    grid = (triton.cdiv(P, config.block_m) * n_tiles, num_slices)
     _expand_kernel[grid](
         x,
         weights,
         out,
         pos_slot,
-        pos_row if pos_row is not None else pos_slot,
+        pos_row,
         lora_ranks,
         scalings,
         offsets if offsets is not None else pos_slot,
-        T,
+        P,
         out.shape[1],
         weights.shape[2],
         slice_width,
         n_tiles,
-        config.groups,
         x.stride(0),
         x.stride(1),
         weights.stride(0),
@@ -193,7 +181,6 @@ def expand(
         HAS_OFFSETS=offsets is not None,
         ALIGNED=aligned,
         HAS_BASE=has_base,
-        HAS_ROWS=pos_row is not None,
         CAST_F32=INTERPRET and x.dtype == torch.bfloat16,
         NO_SLOT=_NO_SLOT,
         BLOCK_M=config.block_m,

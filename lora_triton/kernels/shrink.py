@@ -4,15 +4,15 @@ Tensors (``p`` is a position in the batch's logical row order):
     x          (T, K)          input rows, any strides
     w          (L, c*R, K)     shrink weights; slot ``w`` uses rows ``[0, c*r)``, then garbage
     out        (T, c*R)        output (or an fp32 ``(S, T, c*R)`` workspace when K is split S ways)
-    pos_slot   int32 (T,)      adapter slot of position ``p``
-    pos_row    int32 (T,)      physical row of position ``p`` (absent: the identity)
+    pos_slot   int32 (P,)      adapter slot of position ``p`` (-1: padding), see ``layout.py``
+    pos_row    int32 (P,)      physical row of position ``p``
     lora_ranks int32 (L,)      rank of each slot
 
-Grid: (position tiles x column tiles, K splits, adapter groups).  A program owns ``BLOCK_M``
-positions, ``BLOCK_N`` output columns and one K split, and takes every ``GROUPS``-th distinct
-adapter among its positions (rows of different adapters are disjoint, so programs never write
-the same element): one K sweep per adapter, its rows masked in.  Nothing beyond an adapter's
-``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach a result.
+Grid: (position tiles x column tiles, K splits).  A program owns ``BLOCK_M`` positions,
+``BLOCK_N`` output columns and one K split, and makes one K sweep per distinct adapter among its
+positions, that adapter's rows masked in.  The grouped layout makes that one adapter per 16-row
+tile.  Nothing beyond an adapter's ``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach
+a result.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import triton
 import triton.language as tl
 
 from lora_triton.config import INTERPRET, ShrinkConfig
+from lora_triton.kernels.layout import tile_positions
 
 _NO_SLOT = 2**30
 
 
-@triton.jit(do_not_specialize=["T", "STACK", "GROUPS"])
+@triton.jit(do_not_specialize=["P", "STACK"])
 def _shrink_kernel(
     # pointers
     x_ptr,
@@ -36,12 +37,11 @@ def _shrink_kernel(
     pos_row_ptr,
     ranks_ptr,
     # sizes
-    T,
+    P,
     K,
     STACK,
     K_PER_SPLIT,
     N_TILES,
-    GROUPS,
     # strides
     stride_xm,
     stride_xk,
@@ -52,7 +52,6 @@ def _shrink_kernel(
     stride_om,
     stride_on,
     # meta-parameters
-    HAS_ROWS: tl.constexpr,
     CAST_F32: tl.constexpr,
     EVEN_K: tl.constexpr,
     NO_SLOT: tl.constexpr,
@@ -64,26 +63,14 @@ def _shrink_kernel(
     pid_m = pid // N_TILES
     pid_n = pid % N_TILES
     pid_k = tl.program_id(1)
-    pid_g = tl.program_id(2)
-
-    offs_p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    p_mask = offs_p < T
-    slots = tl.load(pos_slot_ptr + offs_p, mask=p_mask, other=0)
-    ranks = tl.load(ranks_ptr + slots, mask=p_mask, other=0)
-    rows = tl.load(pos_row_ptr + offs_p, mask=p_mask, other=0) if HAS_ROWS else offs_p
-    # int64: rows * stride_xm passes 2**31 on large batches
-    rows64 = rows.to(tl.int64)
+    slots, ranks, rows64 = tile_positions(pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     k_lo = pid_k * K_PER_SPLIT
 
-    # positions whose adapter has a column in this tile; this program takes the distinct
-    # adapters number pid_g, pid_g + GROUPS, ... of the tile (their rows are disjoint)
-    active = p_mask & (STACK * ranks > pid_n * BLOCK_N)
+    # positions whose adapter has a column in this tile, one K sweep per distinct adapter
+    active = STACK * ranks > pid_n * BLOCK_N
     remaining = tl.where(active, slots, NO_SLOT)
     slot = tl.min(remaining, axis=0)
-    for _ in range(pid_g):
-        remaining = tl.where(remaining == slot, NO_SLOT, remaining)
-        slot = tl.min(remaining, axis=0)
     while slot < NO_SLOT:
         sel = remaining == slot
         n_mask = offs_n < STACK * tl.load(ranks_ptr + slot)
@@ -114,9 +101,6 @@ def _shrink_kernel(
         )
         remaining = tl.where(sel, NO_SLOT, remaining)
         slot = tl.min(remaining, axis=0)
-        for _ in range(GROUPS - 1):
-            remaining = tl.where(remaining == slot, NO_SLOT, remaining)
-            slot = tl.min(remaining, axis=0)
 
 
 @triton.jit(do_not_specialize=["NUMEL"])
@@ -135,7 +119,7 @@ def shrink(
     weights: torch.Tensor,
     stack_num: int,
     pos_slot: torch.Tensor,
-    pos_row: torch.Tensor | None,
+    pos_row: torch.Tensor,
     lora_ranks: torch.Tensor,
     config: ShrinkConfig,
     out: torch.Tensor | None = None,
@@ -157,20 +141,20 @@ def shrink(
     target = out if split == 1 else torch.empty(split, T, cR, dtype=torch.float32, device=x.device)
     stride_os = 0 if split == 1 else target.stride(0)
     n_tiles = triton.cdiv(cR, config.block_n)
-    grid = (triton.cdiv(T, config.block_m) * n_tiles, split, config.groups)
+    P = pos_slot.numel()
+    grid = (triton.cdiv(P, config.block_m) * n_tiles, split)
     _shrink_kernel[grid](
         x,
         weights,
         target,
         pos_slot,
-        pos_row if pos_row is not None else pos_slot,
+        pos_row,
         lora_ranks,
-        T,
+        P,
         K,
         stack_num,
         k_per_split,
         n_tiles,
-        config.groups,
         x.stride(0),
         x.stride(1),
         weights.stride(0),
@@ -179,7 +163,6 @@ def shrink(
         stride_os,
         target.stride(-2),
         target.stride(-1),
-        HAS_ROWS=pos_row is not None,
         CAST_F32=INTERPRET and x.dtype == torch.bfloat16,
         EVEN_K=even_k,
         NO_SLOT=_NO_SLOT,

@@ -1,0 +1,159 @@
+"""vLLM's Triton LoRA ops (``vllm.lora.ops.triton_ops``) as a backend of this project's contract.
+
+Registered as ``vllm`` (entry point).  Importing this module imports vLLM's LoRA ops; without
+them the import fails with :class:`PeerNotInstalledError`, which names the pip extra.
+
+vLLM's data model differs from SGLang's, and the adapter maps ours onto it the way vLLM's own
+``PunicaWrapperGPU`` does:
+
+* a *token-to-adapter mapping* (one slot per physical row, -1 for no LoRA; rank-0 slots map to
+  -1), turned into ``LoRAKernelMeta`` (rows sorted by adapter, counts and starts) on the host in
+  ``set_batch_info``;
+* weights per slice, padded with zeros to the pool rank: ``A_j (L, R, K)`` and ``B_j (L, n_j, R)``;
+  our packed-at-``r`` stacks are unpacked slice by slice;
+* each adapter's scaling folded into its ``B`` weights in the weight dtype (vLLM merges
+  ``alpha / r`` into ``lora_b`` when it loads an adapter), and the shrink kept in a float32 buffer
+  ``(c, T, R)``, which the expand reads directly in the fused ops.
+
+Arguments reach vLLM's ops unvalidated, so the suite sees what vLLM itself does with bad input.
+The metadata is prepared on the host per batch (vLLM does so before each graph replay), so an
+in-place refill of a captured graph is not supported: the adapter declares no CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from conformance.peers import PeerNotInstalledError
+from lora_ref import BaseLoRABackend, Capabilities, LoRABatchInfo
+
+try:
+    from vllm.lora.ops.triton_ops import LoRAKernelMeta, lora_expand, lora_shrink
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise PeerNotInstalledError(
+        f"vLLM's LoRA ops are not importable ({exc}); install them with "
+        "`pip install 'lora-conformance[vllm]'`"
+    ) from exc
+
+
+class VLLMBackend(BaseLoRABackend):
+    """vLLM's ``lora_shrink`` / ``lora_expand`` Triton ops, driven by a token-to-adapter map."""
+
+    name = "vllm"
+    capabilities = Capabilities(
+        # lora_shrink takes float16/bfloat16 only.  CUDA only: without an active GPU driver
+        # vLLM swaps Triton for a stub, and its metadata uses pinned memory.
+        dtypes=frozenset({torch.float16, torch.bfloat16}),
+        devices=frozenset({"cuda"}),
+        permutation=True,
+        cuda_graph=False,
+    )
+
+    def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
+        self._meta: LoRAKernelMeta | None = None
+        super().__init__(name, batch_info)
+
+    @property
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"vllm {version('vllm')}"
+
+    def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
+        super().set_batch_info(batch_info)
+        info = batch_info
+        ranks = info.lora_ranks.tolist()
+        T = int(info.seg_indptr[-1])
+        mapping = [-1] * T
+        perm = info.permutation.tolist() if info.permutation is not None else None
+        bounds = info.seg_indptr.tolist()
+        for seg, w in enumerate(info.weight_indices.tolist()):
+            for q in range(bounds[seg], bounds[seg + 1]):
+                mapping[perm[q] if perm else q] = w if ranks[w] > 0 else -1
+        self._ranks = ranks
+        self._row_slot = torch.tensor(mapping, dtype=torch.long)
+        self._meta = LoRAKernelMeta.make(len(ranks), max(T, 1), info.device)
+        if T:
+            self._meta.prepare_tensors(torch.tensor(mapping, dtype=torch.int32, device=info.device))
+
+    # -- weight and activation layouts ---------------------------------------------------------
+
+    def _meta_args(self, T: int) -> tuple:
+        assert self._meta is not None
+        return self._meta.meta_args(T, False)
+
+    def _a_slices(self, A: torch.Tensor, c: int) -> list[torch.Tensor]:
+        """``(L, c*R, K)`` packed at each rank -> ``c`` zero-padded ``(L, R, K)``."""
+        R = A.shape[1] // c
+        out = [A.new_zeros(A.shape[0], R, A.shape[2]) for _ in range(c)]
+        for w, r in enumerate(self._ranks[: A.shape[0]]):
+            for j in range(c):
+                out[j][w, :r] = A[w, j * r : (j + 1) * r]
+        return out
+
+    def _b_slices(self, B: torch.Tensor, bounds: list[int]) -> list[torch.Tensor]:
+        """``(L, N, R)`` -> one ``(L, n_j, R)`` per slice, columns ``>= r`` zeroed, scaled."""
+        scalings = self.batch_info.scalings.tolist()
+        out = []
+        for lo, hi in itertools.pairwise(bounds):
+            part = B.new_zeros(B.shape[0], hi - lo, B.shape[2])
+            for w, r in enumerate(self._ranks[: B.shape[0]]):
+                part[w, :, :r] = B[w, lo:hi, :r] * scalings[w]
+            out.append(part)
+        return out
+
+    def _shrink(self, x: torch.Tensor, A: torch.Tensor, c: int) -> torch.Tensor:
+        """vLLM's float32 shrink buffer ``(c, T, R)``."""
+        T = x.shape[0]
+        buffer = torch.zeros(c, T, A.shape[1] // c, dtype=torch.float32, device=x.device)
+        if T:
+            lora_shrink(x, self._a_slices(A, c), buffer, *self._meta_args(T), 1.0)
+        return buffer
+
+    def _expand(
+        self, buffer: torch.Tensor, B: torch.Tensor, bounds: list[int], base: torch.Tensor | None
+    ) -> torch.Tensor:
+        T = buffer.shape[1]
+        out = base if base is not None else B.new_zeros(T, bounds[-1])
+        if T == 0:
+            return out
+        target = out if out.is_contiguous() else out.contiguous()
+        lora_expand(buffer, self._b_slices(B, bounds), target, *self._meta_args(T), 0, True)
+        if target is not out:
+            out.copy_(target)
+        return out
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        buffer = self._shrink(x, weights, stack_num)
+        out = torch.zeros(x.shape[0], weights.shape[1], dtype=x.dtype, device=x.device)
+        slots = self._row_slot
+        for w, r in enumerate(self._ranks):
+            rows = (slots == w).nonzero().flatten().to(x.device)
+            if r == 0 or rows.numel() == 0:
+                continue
+            for j in range(stack_num):
+                out[rows, j * r : (j + 1) * r] = buffer[j, rows, :r].to(x.dtype)
+        return out
+
+    def run_lora_b_sgemm(self, x, weights, base_output=None):
+        T, R = x.shape[0], weights.shape[2]
+        buffer = torch.zeros(1, T, R, dtype=torch.float32, device=x.device)
+        buffer[0, :, : x.shape[1]] = x[:, :R].float()
+        for w, r in enumerate(self._ranks):
+            buffer[0, (self._row_slot == w).nonzero().flatten().to(x.device), r:] = 0
+        return self._expand(buffer, weights, [0, weights.shape[1]], base_output)
+
+    def run_qkv_lora(
+        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
+    ):
+        bounds = output_offset.tolist()
+        return self._expand(self._shrink(x, qkv_lora_a, 3), qkv_lora_b, bounds, base_output)
+
+    def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
+        n = gate_up_lora_b.shape[1] // 2
+        buffer = self._shrink(x, gate_up_lora_a, 2)
+        return self._expand(buffer, gate_up_lora_b, [0, n, 2 * n], base_output)
