@@ -2,6 +2,7 @@
 # One device-machine call: benchmarks on GPU 0; the GPU tests and a thorough conformance campaign
 # on the others (pytest-xdist, one worker per GPU; on two GPUs they share GPU 1 in turn).
 # GPU_TESTS=0 gives every GPU but 0 to the campaign.
+# Carry .whl and lora_conformance.egg-info (the entry points: the pytest plugin and the adapters).
 # Usage (on the device): bash benchmarks/device_run.sh OUT_DIR
 set -u
 out=${1:?output folder}
