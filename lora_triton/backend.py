@@ -66,7 +66,10 @@ class TritonLoRABackend(BaseLoRABackend):
         self._layout = None
 
     def _positions(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adapter slot ``(P,)`` and physical row ``(P,)`` of each position (``layout.py``)."""
+        """Adapter slot ``(P,)`` and physical row ``(P,)`` of each position (``layout.py``).
+
+        Built at each call in graph mode (the batch may have been refilled), so a fused op
+        builds it once and hands it to both of its stages."""
         info, _ = self._batch()
         if info.use_cuda_graph or self._layout is None:
             layout = group_rows(
@@ -112,7 +115,8 @@ class TritonLoRABackend(BaseLoRABackend):
         dims, N = check_fused(summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names)
         offsets = self._check_offset_values(output_offset, max_qkv_out_dim, N)
         aligned = offsets is not None and all(o % 16 == 0 for o in offsets)
-        inter = self._shrink_for(x, qkv_lora_a, dims.c, dims.R, dims.K)
+        positions = self._positions(dims.T)  # one layout for both stages
+        inter = self._shrink_for(x, qkv_lora_a, dims.c, dims.R, dims.K, positions)
         return self._expand(
             inter,
             lora_b,
@@ -124,6 +128,7 @@ class TritonLoRABackend(BaseLoRABackend):
             max_qkv_out_dim,
             output_offset,
             aligned,
+            positions,
         )
 
     def run_gate_up_lora(
@@ -139,16 +144,33 @@ class TritonLoRABackend(BaseLoRABackend):
         dims, N = check_fused(
             summary, info.device, x, gate_up_lora_a, lora_b, base_output, 2, names
         )
-        inter = self._shrink_for(x, gate_up_lora_a, dims.c, dims.R, dims.K)
+        positions = self._positions(dims.T)  # one layout for both stages
+        inter = self._shrink_for(x, gate_up_lora_a, dims.c, dims.R, dims.K, positions)
         return self._expand(
-            inter, lora_b, base_output, dims.T, N, dims.R, 2, N // 2, None, (N // 2) % 16 == 0
+            inter,
+            lora_b,
+            base_output,
+            dims.T,
+            N,
+            dims.R,
+            2,
+            N // 2,
+            None,
+            (N // 2) % 16 == 0,
+            positions,
         )
 
     def _shrink_for(
-        self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int
+        self,
+        x: torch.Tensor,
+        lora_a: torch.Tensor,
+        c: int,
+        R: int,
+        K: int,
+        positions: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         info, summary = self._batch()
-        slots, rows = self._positions(x.shape[0])
+        slots, rows = positions or self._positions(x.shape[0])
         config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters)
         return shrink(x, lora_a, c, slots, rows, info.lora_ranks, config)
 
@@ -164,9 +186,10 @@ class TritonLoRABackend(BaseLoRABackend):
         slice_width: int,
         offsets: torch.Tensor | None,
         aligned: bool,
+        positions: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         info, _ = self._batch()
-        slots, rows = self._positions(T)
+        slots, rows = positions or self._positions(T)
         out = (
             base_output
             if base_output is not None

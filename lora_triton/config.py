@@ -56,13 +56,13 @@ def _tiles(n: int, block: int) -> int:
     return triton.cdiv(max(n, 1), block)
 
 
+DECODE_ROWS = 256  # batches of at most this many rows get the decode launch rules
+
+
 def row_align(T: int) -> int:
     """Row tile that adapter groups start on (``kernels/layout.py``): the tallest ``block_m``
     the heuristics below pick for a batch of ``T`` rows, so no tile straddles two adapters."""
     return 16 if PINNED or T <= DECODE_ROWS else 64
-
-
-DECODE_ROWS = 256
 
 
 def shrink_config(

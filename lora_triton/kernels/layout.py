@@ -29,6 +29,18 @@ import triton.language as tl
 
 
 @triton.jit
+def _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, BLOCK_S: tl.constexpr):
+    """Segments ``j0 .. j0+BLOCK_S``: index, slot (-1 past ``S``) and length (0 past ``S``)."""
+    j = j0 + tl.arange(0, BLOCK_S)
+    jm = j < S
+    wj = tl.load(weight_indices_ptr + j, mask=jm, other=-1)
+    lj = tl.load(seg_indptr_ptr + j + 1, mask=jm, other=0) - tl.load(
+        seg_indptr_ptr + j, mask=jm, other=0
+    )
+    return j, wj, lj
+
+
+@triton.jit
 def _padded_rows_below(
     seg_indptr_ptr,
     weight_indices_ptr,
@@ -44,12 +56,7 @@ def _padded_rows_below(
         v = v0 + tl.arange(0, BLOCK_L)
         count = tl.zeros((BLOCK_L,), tl.int32)
         for j0 in range(0, S, BLOCK_S):
-            j = j0 + tl.arange(0, BLOCK_S)
-            jm = j < S
-            wj = tl.load(weight_indices_ptr + j, mask=jm, other=-1)
-            lj = tl.load(seg_indptr_ptr + j + 1, mask=jm, other=0) - tl.load(
-                seg_indptr_ptr + j, mask=jm, other=0
-            )
+            _, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, BLOCK_S)
             count += tl.sum(tl.where(wj[None, :] == v[:, None], lj[None, :], 0), axis=1)
         padded = (count + ALIGN - 1) // ALIGN * ALIGN
         total += tl.sum(tl.where(v < v_end, padded, 0), axis=0)
@@ -80,12 +87,7 @@ def _layout_kernel(
     before = tl.sum(tl.zeros((BLOCK_S,), tl.int32), axis=0)
     after = before
     for j0 in range(0, S, BLOCK_S):
-        j = j0 + tl.arange(0, BLOCK_S)
-        jm = j < S
-        wj = tl.load(weight_indices_ptr + j, mask=jm, other=-1)
-        lj = tl.load(seg_indptr_ptr + j + 1, mask=jm, other=0) - tl.load(
-            seg_indptr_ptr + j, mask=jm, other=0
-        )
+        j, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, BLOCK_S)
         before += tl.sum(tl.where((wj == w) & (j < s), lj, 0), axis=0)
         after += tl.sum(tl.where((wj == w) & (j > s), lj, 0), axis=0)
     base = _padded_rows_below(seg_indptr_ptr, weight_indices_ptr, S, w, ALIGN, BLOCK_S, BLOCK_L)
