@@ -11,28 +11,14 @@ set -u
 out=${1:?output folder}
 work=/tmp/final
 mkdir -p "$out" "$work"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+source benchmarks/device_common.sh
+device_setup "$work"
 n=$(nvidia-smi -L | wc -l)
-{ nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  date -u; } > "$work/env.txt" 2>&1
 suite="python3 -m pytest --pyargs conformance.suite --lora-backend triton --lora-profile thorough -q -p no:cacheprovider"
-bench_suite="python3 -m pytest --pyargs conformance.benchsuite -q -p no:cacheprovider"
-subset="llama3-8b and (qkv or shrink_qkv) and (decode64 or prefill) and 16"
 
 ( export CUDA_VISIBLE_DEVICES=0
   timeout 200 python3 -m pytest tests/gpu -q -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
-  store="$work/pb"
-  LORA_BENCH_PROVIDERS=triton timeout 90 $bench_suite -k "$subset" \
-    --benchmark-autosave --benchmark-storage="$store" > "$work/pb_save.log" 2>&1
-  echo "rc=$?" >> "$work/pb_save.log"
-  LORA_BENCH_PROVIDERS=triton timeout 90 $bench_suite -k "$subset" --benchmark-storage="$store" \
-    --benchmark-compare --benchmark-compare-fail=median:10% > "$work/pb_compare.log" 2>&1
-  echo "rc=$?" >> "$work/pb_compare.log"
-  LORA_BENCH_INJECT_SLEEP_MS=0.05 LORA_BENCH_PROVIDERS=triton timeout 90 $bench_suite -k "$subset" \
-    --benchmark-storage="$store" --benchmark-compare --benchmark-compare-fail=median:10% > "$work/pb_slowed.log" 2>&1
-  echo "rc=$?" >> "$work/pb_slowed.log"
+  bench_gate "$work" triton
   timeout -s INT "${PROPS_TIMEOUT:-200}" $suite -k "not test_matches_reference" \
     --lora-max-examples "${PROPS_EXAMPLES:-60}" --lora-failures-dir "$work/failures_props" \
     --lora-stats-file "$work/props_stats.jsonl" > "$work/props.log" 2>&1

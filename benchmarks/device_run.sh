@@ -7,17 +7,9 @@
 set -u
 out=${1:?output folder}
 mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+source benchmarks/device_common.sh
+device_setup "$out"
 n=$(nvidia-smi -L | wc -l)
-{ nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  date -u; } > "$out/env.txt" 2>&1
 CUDA_VISIBLE_DEVICES=0 timeout "${BENCH_TIMEOUT:-540}" python3 benchmarks/device_llama8b.py --out "$out" ${BENCH_ARGS:-} > "$out/bench.log" 2>&1 &
 campaign() {  # $1: GPUs, $2: seconds; SIGINT lets pytest print its summary when time is up
   local workers=$(( $(echo "$1" | tr ',' '\n' | wc -l) ))

@@ -14,30 +14,16 @@ set -u
 out=${1:?output folder}
 work=/tmp/validate
 mkdir -p "$out" "$work"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-{ nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-  date -u; } > "$work/env.txt" 2>&1
+source benchmarks/device_common.sh
+device_setup "$work"
 cli="python3 -m conformance.cli"
-bench_suite="python3 -m pytest --pyargs conformance.benchsuite -q -p no:cacheprovider"
-subset="llama3-8b and (qkv or shrink_qkv) and (decode64 or prefill) and 16"
 
 CUDA_VISIBLE_DEVICES=0 timeout "${BENCH_TIMEOUT:-480}" python3 benchmarks/device_llama8b.py \
   --out "$work/bench" $([ "${SWEEP:-0}" = 1 ] && echo --sweep) ${BENCH_ARGS:-} > "$work/bench.log" 2>&1 &
 
 ( export CUDA_VISIBLE_DEVICES=1
   timeout 240 python3 -m pytest tests/gpu -q -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
-  store="$work/pb"
-  LORA_BENCH_PROVIDERS=triton,torch,sglang-triton timeout 120 $bench_suite -k "$subset" \
-    --benchmark-autosave --benchmark-storage="$store" > "$work/pb_save.log" 2>&1
-  echo "rc=$?" >> "$work/pb_save.log"
-  LORA_BENCH_PROVIDERS=triton timeout 90 $bench_suite -k "$subset" --benchmark-storage="$store" \
-    --benchmark-compare --benchmark-compare-fail=median:10% > "$work/pb_compare.log" 2>&1
-  echo "rc=$?" >> "$work/pb_compare.log"
-  LORA_BENCH_INJECT_SLEEP_MS=1 LORA_BENCH_PROVIDERS=triton timeout 90 $bench_suite -k "$subset" \
-    --benchmark-storage="$store" --benchmark-compare --benchmark-compare-fail=median:10% > "$work/pb_slowed.log" 2>&1
-  echo "rc=$?" >> "$work/pb_slowed.log"
+  bench_gate "$work" triton,torch,sglang-triton
   timeout 150 $cli bench triton torch sglang-triton sglang-csgmv --ops qkv shrink_qkv \
     --layouts prefill decode256 --ranks 16 64 --out "$work/cli_bench" > "$work/cli_bench.log" 2>&1
   echo "rc=$?" >> "$work/cli_bench.log"

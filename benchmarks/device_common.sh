@@ -1,0 +1,36 @@
+# Shared by the device scripts (source it from the repository root on the device machine).
+
+# device_setup DIR: install the carried wheels (if any), set PYTHONPATH, write DIR/env.txt.
+device_setup() {
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD
+  else
+    export PYTHONPATH=$PWD
+  fi
+  export PYTHONUNBUFFERED=1
+  { nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
+    python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+    date -u; } > "$1/env.txt" 2>&1
+}
+
+# bench_gate DIR PROVIDERS: the pytest-benchmark gate on a subset of the grid.  Saves a baseline
+# with PROVIDERS, compares the triton provider against it (must pass), then again with a
+# device-side spin injected into each triton call (must fail).  Logs DIR/pb_{save,compare,slowed}.log,
+# each ending with the exit status.
+bench_gate() {
+  local dir=$1 providers=$2
+  local suite="python3 -m pytest --pyargs conformance.benchsuite -q -p no:cacheprovider"
+  local subset="llama3-8b and (qkv or shrink_qkv) and (decode64 or prefill) and 16"
+  local compare=(--benchmark-storage="$dir/pb" --benchmark-compare --benchmark-compare-fail=median:10%)
+  LORA_BENCH_PROVIDERS=$providers timeout 120 $suite -k "$subset" \
+    --benchmark-autosave --benchmark-storage="$dir/pb" > "$dir/pb_save.log" 2>&1
+  echo "rc=$?" >> "$dir/pb_save.log"
+  LORA_BENCH_PROVIDERS=triton timeout 90 $suite -k "$subset" "${compare[@]}" \
+    > "$dir/pb_compare.log" 2>&1
+  echo "rc=$?" >> "$dir/pb_compare.log"
+  LORA_BENCH_INJECT_SLEEP_MS=0.05 LORA_BENCH_PROVIDERS=triton timeout 90 $suite -k "$subset" \
+    "${compare[@]}" > "$dir/pb_slowed.log" 2>&1
+  echo "rc=$?" >> "$dir/pb_slowed.log"
+}
