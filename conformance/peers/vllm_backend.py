@@ -73,7 +73,13 @@ class VLLMBackend(BaseLoRABackend):
             for q in range(bounds[seg], bounds[seg + 1]):
                 mapping[perm[q] if perm else q] = w if ranks[w] > 0 else -1
         self._ranks = ranks
-        self._row_slot = torch.tensor(mapping, dtype=torch.long)
+        # (rank, physical rows on the device) of each slot that has rows with a LoRA
+        row_slot = torch.tensor(mapping, dtype=torch.long)
+        self._groups = [
+            (ranks[w], rows.to(info.device))
+            for w in sorted(set(mapping) - {-1})
+            if (rows := (row_slot == w).nonzero().flatten()).numel()
+        ]
         self._meta = LoRAKernelMeta.make(len(ranks), max(T, 1), info.device)
         if T:
             self._meta.prepare_tensors(torch.tensor(mapping, dtype=torch.int32, device=info.device))
@@ -130,11 +136,7 @@ class VLLMBackend(BaseLoRABackend):
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
         buffer = self._shrink(x, weights, stack_num)
         out = torch.zeros(x.shape[0], weights.shape[1], dtype=x.dtype, device=x.device)
-        slots = self._row_slot
-        for w, r in enumerate(self._ranks):
-            rows = (slots == w).nonzero().flatten().to(x.device)
-            if r == 0 or rows.numel() == 0:
-                continue
+        for r, rows in self._groups:
             for j in range(stack_num):
                 out[rows, j * r : (j + 1) * r] = buffer[j, rows, :r].to(x.dtype)
         return out
@@ -143,8 +145,8 @@ class VLLMBackend(BaseLoRABackend):
         T, R = x.shape[0], weights.shape[2]
         buffer = torch.zeros(1, T, R, dtype=torch.float32, device=x.device)
         buffer[0, :, : x.shape[1]] = x[:, :R].float()
-        for w, r in enumerate(self._ranks):
-            buffer[0, (self._row_slot == w).nonzero().flatten().to(x.device), r:] = 0
+        for r, rows in self._groups:
+            buffer[0, rows, r:] = 0  # columns >= r of x are unspecified
         return self._expand(buffer, weights, [0, weights.shape[1]], base_output)
 
     def run_qkv_lora(
