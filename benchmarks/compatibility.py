@@ -17,12 +17,14 @@ def rows(report: dict) -> list[str]:
     for g in report["groups"]:
         if g["skipped"]:
             verdict = f"unsupported ({g['skipped']})"
-        elif g["error"]:
-            verdict = f"error: {g['error']}"
+        elif g["error"] and not g["failed"]:
+            verdict = f"error: {g['error'].splitlines()[0][:140]}"
         elif g["failed"]:
             replay = (g["failure"] or {}).get("replay") or "-"
             first = ((g["failure"] or {}).get("failures") or ["?"])[0]
             verdict = f"**fail**: {first[:140]} (replay `{Path(replay).name}`)"
+            if g["error"] and g["error"].startswith("FlakyFailure"):
+                verdict += "; flaky: the same input failed, then passed"
         else:
             verdict = f"pass ({g['passed']} examples, worst err/tol {g['worst_ratio']:.3f})"
         out.append(

@@ -1,14 +1,17 @@
 # Shared by the device scripts (source it from the repository root on the device machine).
 
-# device_setup DIR: install the carried wheels (if any), set PYTHONPATH, write DIR/env.txt.
+# device_setup DIR: install the carried wheels (.whl/ and .peers/, if any) and unpack the carried
+# site trees (.peers/*.tar.xz) into /tmp/site, set PYTHONPATH, write DIR/env.txt.
 device_setup() {
-  if ls .whl/*.whl >/dev/null 2>&1; then
+  mkdir -p /tmp/site
+  local wheels
+  wheels=$(ls .whl/*.whl .peers/*.whl 2>/dev/null)
+  if [ -n "$wheels" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD
-  else
-    export PYTHONPATH=$PWD
+      --target /tmp/site $wheels
   fi
+  for t in .peers/*.tar.xz; do [ -e "$t" ] && tar -C /tmp/site -xJf "$t"; done
+  export PYTHONPATH=/tmp/site:$PWD
   export PYTHONUNBUFFERED=1
   { nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
     python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"

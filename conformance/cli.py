@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
         "providers",
         nargs="*",
         default=["triton", "torch"],
-        help="backend names, 'torch' (one-adapter floor), 'sglang-triton', 'sglang-csgmv'",
+        help="backend names ('triton', 'sglang-triton', 'sglang-csgmv', 'vllm', 'flashinfer', ...) "
+        "and 'torch' (the one-adapter floor)",
     )
     bench.add_argument("--models", nargs="+", choices=list(MODELS), default=["llama3-8b"])
     bench.add_argument(

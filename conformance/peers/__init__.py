@@ -1,5 +1,67 @@
 """Third-party LoRA kernels, loaded at run time when their package is installed."""
 
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+import torch
+
+from lora_ref import BaseLoRABackend, LoRABatchInfo
+
+P = TypeVar("P")
+
 
 class PeerNotInstalledError(ImportError):
     """The peer's package is missing; the message names the pip extra that installs it."""
+
+
+class PreparedWeights:
+    """Weights re-laid out for a peer's kernel, rebuilt only when their source changes.
+
+    A peer that needs its own weight layout (zero-padded ranks, scaling folded in) would rebuild
+    it on every call, and a benchmark would time that copy instead of the peer's kernel.  A
+    server converts an adapter once, when it loads it; this cache does the same.  An entry is
+    reused only while its source is the same live tensor object at the same in-place version
+    (``Tensor._version``), so a freed tensor whose memory is reused, or a weight refilled in
+    place, is never served stale.  ``clear()`` drops everything (call it when the batch's ranks
+    or scalings change).  A host copy of a small device tensor (``output_offset.tolist``) is
+    kept the same way, so repeated calls, and a CUDA-graph capture of them, need no sync.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[weakref.ref, int, Any]] = {}
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(self, source: torch.Tensor, key: Hashable, build: Callable[[], P]) -> P:
+        """What ``build()`` made of ``source`` under ``key``; built again when stale or missing."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0]() is source and entry[1] == source._version:
+            return entry[2]
+        prepared = build()
+        self._entries[key] = (weakref.ref(source), source._version, prepared)
+        return prepared
+
+
+class PeerBackend(BaseLoRABackend):
+    """Base of the adapters that drive a peer's kernels: reports the peer's installed version and
+    keeps the weights it converted (:class:`PreparedWeights`, cleared by ``set_batch_info``)."""
+
+    distribution: str = ""  # the peer's pip distribution, e.g. ``vllm``
+
+    def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
+        self._weights = PreparedWeights()
+        super().__init__(name, batch_info)
+
+    @property
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"{self.distribution} {version(self.distribution)}"
+
+    def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
+        super().set_batch_info(batch_info)
+        self._weights.clear()  # converted weights hold the last batch's ranks and scalings

@@ -14,6 +14,9 @@ vLLM's data model differs from SGLang's, and the adapter maps ours onto it the w
 * each adapter's scaling folded into its ``B`` weights in the weight dtype (vLLM merges
   ``alpha / r`` into ``lora_b`` when it loads an adapter), and the shrink kept in a float32 buffer
   ``(c, T, R)``, which the expand reads directly in the fused ops.
+* the per-slice weights are built once per weight tensor and batch, and kept while the weights
+  are unchanged (:class:`~conformance.peers.PreparedWeights`), as vLLM converts an adapter when
+  it loads it: a benchmark times vLLM's kernels, not the conversion.
 
 Arguments reach vLLM's ops unvalidated, so the suite sees what vLLM itself does with bad input.
 The metadata is prepared on the host per batch (vLLM does so before each graph replay), so an
@@ -26,11 +29,12 @@ import itertools
 
 import torch
 
-from conformance.peers import PeerNotInstalledError
-from lora_ref import BaseLoRABackend, Capabilities, LoRABatchInfo
+from conformance.peers import PeerBackend, PeerNotInstalledError
+from lora_ref import Capabilities, LoRABatchInfo
 
 try:
     from vllm.lora.ops.triton_ops import LoRAKernelMeta, lora_expand, lora_shrink
+    from vllm.lora.ops.triton_ops import utils as _vllm_lora_utils
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise PeerNotInstalledError(
         f"vLLM's LoRA ops are not importable ({exc}); install them with "
@@ -38,10 +42,23 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 
-class VLLMBackend(BaseLoRABackend):
+def _forget_weight_tables() -> None:
+    """Drop vLLM's per-weight pointer tables (``_LORA_A_PTR_DICT``, ``_LORA_B_PTR_DICT``).
+
+    vLLM keys them by the weights' ``data_ptr()`` alone and keeps each entry's strides, slice
+    offsets and sizes for good: it allocates its weight buffers once.  New weights at a reused
+    address would inherit another shape's entry (``benchmarks/vllm_lut_repro.py``), so the
+    adapter forgets the tables whenever it lays out new weights, as a fresh vLLM process would.
+    """
+    for name in ("_LORA_A_PTR_DICT", "_LORA_B_PTR_DICT"):
+        getattr(_vllm_lora_utils, name).clear()
+
+
+class VLLMBackend(PeerBackend):
     """vLLM's ``lora_shrink`` / ``lora_expand`` Triton ops, driven by a token-to-adapter map."""
 
     name = "vllm"
+    distribution = "vllm"
     capabilities = Capabilities(
         # lora_shrink takes float16/bfloat16 only.  CUDA only: without an active GPU driver
         # vLLM swaps Triton for a stub, and its metadata uses pinned memory.
@@ -55,12 +72,6 @@ class VLLMBackend(BaseLoRABackend):
         self._meta: LoRAKernelMeta | None = None
         super().__init__(name, batch_info)
 
-    @property
-    def version(self) -> str:
-        from importlib.metadata import version
-
-        return f"vllm {version('vllm')}"
-
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
         super().set_batch_info(batch_info)
         info = batch_info
@@ -73,13 +84,11 @@ class VLLMBackend(BaseLoRABackend):
             for q in range(bounds[seg], bounds[seg + 1]):
                 mapping[perm[q] if perm else q] = w if ranks[w] > 0 else -1
         self._ranks = ranks
-        # (rank, physical rows on the device) of each slot that has rows with a LoRA
-        row_slot = torch.tensor(mapping, dtype=torch.long)
-        self._groups = [
-            (ranks[w], rows.to(info.device))
-            for w in sorted(set(mapping) - {-1})
-            if (rows := (row_slot == w).nonzero().flatten()).numel()
-        ]
+        # the rank of each physical row's adapter (0 without one): it masks expand inputs and
+        # repacks shrink outputs
+        self._row_rank = torch.tensor(
+            [ranks[w] if w >= 0 else 0 for w in mapping], dtype=torch.long, device=info.device
+        )
         self._meta = LoRAKernelMeta.make(len(ranks), max(T, 1), info.device)
         if T:
             self._meta.prepare_tensors(torch.tensor(mapping, dtype=torch.int32, device=info.device))
@@ -92,23 +101,46 @@ class VLLMBackend(BaseLoRABackend):
 
     def _a_slices(self, A: torch.Tensor, c: int) -> list[torch.Tensor]:
         """``(L, c*R, K)`` packed at each rank -> ``c`` zero-padded ``(L, R, K)``."""
-        R = A.shape[1] // c
-        out = [A.new_zeros(A.shape[0], R, A.shape[2]) for _ in range(c)]
-        for w, r in enumerate(self._ranks[: A.shape[0]]):
-            for j in range(c):
-                out[j][w, :r] = A[w, j * r : (j + 1) * r]
-        return out
+
+        def build() -> list[torch.Tensor]:
+            R = A.shape[1] // c
+            out = [A.new_zeros(A.shape[0], R, A.shape[2]) for _ in range(c)]
+            for w, r in enumerate(self._ranks[: A.shape[0]]):
+                for j in range(c):
+                    out[j][w, :r] = A[w, j * r : (j + 1) * r]
+            _forget_weight_tables()
+            return out
+
+        return self._weights.get(A, ("A", c), build)
 
     def _b_slices(self, B: torch.Tensor, bounds: list[int]) -> list[torch.Tensor]:
         """``(L, N, R)`` -> one ``(L, n_j, R)`` per slice, columns ``>= r`` zeroed, scaled."""
-        scalings = self.batch_info.scalings.tolist()
-        out = []
-        for lo, hi in itertools.pairwise(bounds):
-            part = B.new_zeros(B.shape[0], hi - lo, B.shape[2])
-            for w, r in enumerate(self._ranks[: B.shape[0]]):
-                part[w, :, :r] = B[w, lo:hi, :r] * scalings[w]
-            out.append(part)
-        return out
+
+        def build() -> list[torch.Tensor]:
+            scalings = self.batch_info.scalings.tolist()
+            out = []
+            for lo, hi in itertools.pairwise(bounds):
+                part = B.new_zeros(B.shape[0], hi - lo, B.shape[2])
+                for w, r in enumerate(self._ranks[: B.shape[0]]):
+                    part[w, :, :r] = B[w, lo:hi, :r] * scalings[w]
+                out.append(part)
+            _forget_weight_tables()
+            return out
+
+        return self._weights.get(B, ("B", tuple(bounds)), build)
+
+    def _packing(self, width: int, c: int) -> tuple[torch.Tensor, ...]:
+        """Where column ``k`` of a row's packed shrink output lives in vLLM's ``(c, T, R)`` buffer:
+        slice ``k // r``, column ``k % r`` of the row's own rank ``r``; valid for ``k < c*r``.
+        One gather then repacks every row (kept per batch, like the prepared weights)."""
+
+        def build() -> tuple[torch.Tensor, ...]:
+            k = torch.arange(width, device=self._row_rank.device)
+            r = self._row_rank[:, None].clamp(min=1)
+            t = torch.arange(self._row_rank.shape[0], device=k.device)[:, None]
+            return (k // r).clamp(max=c - 1), t, k % r, k < c * self._row_rank[:, None]
+
+        return self._weights.get(self._row_rank, ("packing", width, c), build)
 
     def _shrink(self, x: torch.Tensor, A: torch.Tensor, c: int) -> torch.Tensor:
         """vLLM's float32 shrink buffer ``(c, T, R)``."""
@@ -135,24 +167,22 @@ class VLLMBackend(BaseLoRABackend):
 
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
         buffer = self._shrink(x, weights, stack_num)
-        out = torch.zeros(x.shape[0], weights.shape[1], dtype=x.dtype, device=x.device)
-        for r, rows in self._groups:
-            for j in range(stack_num):
-                out[rows, j * r : (j + 1) * r] = buffer[j, rows, :r].to(x.dtype)
-        return out
+        j, t, i, valid = self._packing(weights.shape[1], stack_num)
+        return torch.where(valid, buffer[j, t, i].to(x.dtype), 0)
 
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         T, R = x.shape[0], weights.shape[2]
+        cols = min(R, x.shape[1])
+        keep = torch.arange(cols, device=x.device) < self._row_rank[:, None]
         buffer = torch.zeros(1, T, R, dtype=torch.float32, device=x.device)
-        buffer[0, :, : x.shape[1]] = x[:, :R].float()
-        for r, rows in self._groups:
-            buffer[0, rows, r:] = 0  # columns >= r of x are unspecified
+        # columns >= r of x are unspecified; a mask (not a per-rank loop) keeps this capturable
+        buffer[0, :, :cols] = torch.where(keep, x[:, :cols].float(), 0.0)
         return self._expand(buffer, weights, [0, weights.shape[1]], base_output)
 
     def run_qkv_lora(
         self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
     ):
-        bounds = output_offset.tolist()
+        bounds = self._weights.get(output_offset, "offsets", output_offset.tolist)  # no sync
         return self._expand(self._shrink(x, qkv_lora_a, 3), qkv_lora_b, bounds, base_output)
 
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build .peers/ (git-ignored), what benchmarks/device_peers.sh carries to the GPU machine, from PyPI:
+#   flashinfer_site.tar.xz  flashinfer-python 0.7.2.post1, less the csrc/ subfolders (kernels other
+#                           than segment GEMM): 13 MB;
+#   vllm_site.tar.xz        vLLM 0.33.0's Python package, less its compiled extensions, vendored
+#                           kernels and web assets (all but vllm/third_party/pynvml.py): 6.5 MB;
+#   *.whl                   the Python 3.12 packages both import that the GPU image lacks;
+#   vllm_C_undefined.txt    the torch symbols vllm/_C_stable_libtorch.abi3.so imports.
+# Usage (repository root, network access):  bash benchmarks/make_peers_bundle.sh
+set -eu
+out=$PWD/.peers tmp=$(mktemp -d)
+mkdir -p "$out"
+[ ! -d .git ] || grep -qx "/.peers/" .git/info/exclude || echo "/.peers/" >> .git/info/exclude
+get() {  # get DIR SPEC...: Python 3.12 manylinux wheels, no dependencies
+  local dir=$1; shift
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 -d "$dir" "$@"
+}
+get "$tmp" flashinfer-python==0.7.2.post1 vllm==0.33.0
+get "$out" apache-tvm-ffi==0.1.15.post2 dill pyzmq msgspec pydantic pydantic-core annotated-types \
+  typing-inspection cachetools cbor2 blake3
+
+mkdir "$tmp/fi" "$tmp/vl"
+(cd "$tmp/fi" && unzip -q "$tmp"/flashinfer_python-*.whl && find flashinfer/data/csrc -mindepth 1 -maxdepth 1 -type d -exec rm -r {} +)
+tar -C "$tmp/fi" -cJf "$out/flashinfer_site.tar.xz" --exclude=__pycache__ flashinfer flashinfer_python-0.7.2.post1.dist-info
+
+(cd "$tmp/vl" && unzip -q "$tmp"/vllm-0.33.0-*.whl -x 'vllm/vllm_flash_attn/*' 'vllm/vllm-rs' \
+   'vllm/entrypoints/serve/instrumentator/static/*' && \
+ nm -D --undefined-only vllm/_C_stable_libtorch.abi3.so | awk '{print $2}' | grep -E '^(aoti_torch|torch_)' | sort -u > "$out/vllm_C_undefined.txt" && \
+ find vllm -name '*.so' -delete && find vllm/third_party -mindepth 1 ! -name pynvml.py ! -name __init__.py -prune -exec rm -r {} + )
+tar -C "$tmp/vl" -cJf "$out/vllm_site.tar.xz" --exclude=__pycache__ vllm vllm-0.33.0.dist-info
+rm -r "$tmp"
+du -sh "$out"
