@@ -65,3 +65,12 @@ class PeerBackend(BaseLoRABackend):
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
         super().set_batch_info(batch_info)
         self._weights.clear()  # converted weights hold the last batch's ranks and scalings
+
+    def _logical_row_slots(self) -> torch.Tensor:
+        """``(T,)`` int64: the slot of each logical row (segment order), on the batch's device.
+        Peers that index by token need this where the contract gives segments."""
+        info, summary = self._batch()
+        lens = info.seg_indptr.diff().long()
+        return torch.repeat_interleave(
+            info.weight_indices.long(), lens, output_size=summary.num_tokens
+        )

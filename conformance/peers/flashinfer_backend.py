@@ -77,10 +77,7 @@ class FlashInferBackend(PeerBackend):
         super().set_batch_info(batch_info)
         info, summary = self._batch()
         device = info.device
-        lens = info.seg_indptr.diff().long()
-        slot = torch.repeat_interleave(
-            info.weight_indices.long(), lens, output_size=summary.num_tokens
-        )  # (T,) the slot of each logical row
+        slot = self._logical_row_slots()
         self._bs = int(info.weight_indices.shape[0])
         self._indptr = info.seg_indptr.to(device, torch.int64)
         self._slots = info.weight_indices.to(device, torch.int64)

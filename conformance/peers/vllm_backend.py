@@ -75,23 +75,21 @@ class VLLMBackend(PeerBackend):
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
         super().set_batch_info(batch_info)
         info = batch_info
-        ranks = info.lora_ranks.tolist()
-        T = int(info.seg_indptr[-1])
-        mapping = [-1] * T
-        perm = info.permutation.tolist() if info.permutation is not None else None
-        bounds = info.seg_indptr.tolist()
-        for seg, w in enumerate(info.weight_indices.tolist()):
-            for q in range(bounds[seg], bounds[seg + 1]):
-                mapping[perm[q] if perm else q] = w if ranks[w] > 0 else -1
-        self._ranks = ranks
-        # the rank of each physical row's adapter (0 without one): it masks expand inputs and
-        # repacks shrink outputs
-        self._row_rank = torch.tensor(
-            [ranks[w] if w >= 0 else 0 for w in mapping], dtype=torch.long, device=info.device
-        )
-        self._meta = LoRAKernelMeta.make(len(ranks), max(T, 1), info.device)
+        T = self._batch()[1].num_tokens
+        self._ranks = info.lora_ranks.tolist()
+        # the token-to-slot map by physical row, -1 where the slot has rank 0 (no LoRA), and
+        # each physical row's rank (0 without a LoRA): it masks expand inputs and repacks
+        # shrink outputs
+        slot = self._logical_row_slots()
+        rank = info.lora_ranks.long()[slot]
+        mapping = torch.where(rank > 0, slot, -1).to(torch.int32)
+        if info.permutation is not None:  # logical row t is physical row perm[t]
+            perm = info.permutation.long()
+            mapping[perm], rank[perm] = mapping.clone(), rank.clone()
+        self._row_rank = rank
+        self._meta = LoRAKernelMeta.make(len(self._ranks), max(T, 1), info.device)
         if T:
-            self._meta.prepare_tensors(torch.tensor(mapping, dtype=torch.int32, device=info.device))
+            self._meta.prepare_tensors(mapping)
 
     # -- weight and activation layouts ---------------------------------------------------------
 
