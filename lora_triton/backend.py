@@ -22,6 +22,7 @@ from lora_ref.validation import (
     FLOAT_DTYPES,
     GateUpB,
     QkvB,
+    ShrinkDims,
     check_expand,
     check_fused,
     check_output_offset,
@@ -115,20 +116,8 @@ class TritonLoRABackend(BaseLoRABackend):
         dims, N = check_fused(summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names)
         offsets = self._check_offset_values(output_offset, max_qkv_out_dim, N)
         aligned = offsets is not None and all(o % 16 == 0 for o in offsets)
-        positions = self._positions(dims.T)  # one layout for both stages
-        inter = self._shrink_for(x, qkv_lora_a, dims.c, dims.R, dims.K, positions)
-        return self._expand(
-            inter,
-            lora_b,
-            base_output,
-            dims.T,
-            N,
-            dims.R,
-            3,
-            max_qkv_out_dim,
-            output_offset,
-            aligned,
-            positions,
+        return self._fused(
+            x, qkv_lora_a, lora_b, base_output, dims, N, max_qkv_out_dim, output_offset, aligned
         )
 
     def run_gate_up_lora(
@@ -144,21 +133,30 @@ class TritonLoRABackend(BaseLoRABackend):
         dims, N = check_fused(
             summary, info.device, x, gate_up_lora_a, lora_b, base_output, 2, names
         )
-        positions = self._positions(dims.T)  # one layout for both stages
-        inter = self._shrink_for(x, gate_up_lora_a, dims.c, dims.R, dims.K, positions)
-        return self._expand(
-            inter,
-            lora_b,
-            base_output,
-            dims.T,
-            N,
-            dims.R,
-            2,
-            N // 2,
-            None,
-            (N // 2) % 16 == 0,
-            positions,
+        half = N // 2
+        return self._fused(
+            x, gate_up_lora_a, lora_b, base_output, dims, N, half, None, half % 16 == 0
         )
+
+    def _fused(
+        self,
+        x: torch.Tensor,
+        lora_a: torch.Tensor,
+        lora_b: torch.Tensor,
+        base_output: torch.Tensor | None,
+        dims: ShrinkDims,
+        N: int,
+        slice_width: int,
+        offsets: torch.Tensor | None,
+        aligned: bool,
+    ) -> torch.Tensor:
+        """Shrink then expand ``dims.c`` slices, on one row layout shared by both stages."""
+        positions = self._positions(dims.T)
+        inter = self._shrink_for(x, lora_a, dims.c, dims.R, dims.K, positions)
+        return self._expand(
+            inter, lora_b, base_output, dims.T, N, dims.R, dims.c, slice_width, offsets, aligned,
+            positions,
+        )  # fmt: skip
 
     def _shrink_for(
         self,
