@@ -64,6 +64,7 @@ class PeerBackend(BaseLoRABackend):
 
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
         super().set_batch_info(batch_info)
+        self._ranks: list[int] = batch_info.lora_ranks.tolist()  # what weight conversions mask by
         self._weights.clear()  # converted weights hold the last batch's ranks and scalings
 
     def _logical_row_slots(self) -> torch.Tensor:

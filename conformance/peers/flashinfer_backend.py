@@ -90,7 +90,6 @@ class FlashInferBackend(PeerBackend):
         same = T > 0 and bool((self._row_rank == self._row_rank[0]).all())
         self._uniform_rank = int(self._row_rank[0]) if same else None
         self._every_row = self._perm is None and self._lora_rows.numel() == T
-        self._ranks = info.lora_ranks.tolist()
         if device not in _workspaces:
             _workspaces[device] = torch.empty(WORKSPACE_BYTES, dtype=torch.int8, device=device)
         self._gemm = SegmentGEMMWrapper(_workspaces[device])
@@ -103,9 +102,9 @@ class FlashInferBackend(PeerBackend):
             x, W, self._bs, True, seg_indptr=self._indptr, weight_indices=self._slots
         )
 
-    def _logical(self, x: torch.Tensor, cols: int) -> torch.Tensor:
-        """Physical rows of ``x`` in segment order, zero-padded to ``cols`` columns."""
-        return _padded(x[self._perm] if self._perm is not None else x, cols)
+    def _in_segment_order(self, x: torch.Tensor) -> torch.Tensor:
+        """Physical rows of ``x`` gathered into segment order."""
+        return x[self._perm] if self._perm is not None else x
 
     def _prepared_a(self, A: torch.Tensor, c: int) -> torch.Tensor:
         """``(L, c*R, K)`` -> aligned ``(L, c*R, K)`` with rows ``>= c*r`` zeroed."""
@@ -181,7 +180,7 @@ class FlashInferBackend(PeerBackend):
         Ap = self._prepared_a(A, c)
         if x.shape[0] == 0:
             return x.new_zeros(0, Ap.shape[1])
-        return self._segment_mm(self._logical(x, Ap.shape[2]), Ap)
+        return self._segment_mm(_padded(self._in_segment_order(x), Ap.shape[2]), Ap)
 
     # -- the contract --------------------------------------------------------------------------
 
@@ -194,7 +193,7 @@ class FlashInferBackend(PeerBackend):
         return out
 
     def run_lora_b_sgemm(self, x, weights, base_output=None):
-        h = x[self._perm] if self._perm is not None else x
+        h = self._in_segment_order(x)
         parts = [(weights, weights)]
         return self._expand_slices(h, parts, [0, weights.shape[1]], base_output)
 

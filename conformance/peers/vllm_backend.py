@@ -76,7 +76,6 @@ class VLLMBackend(PeerBackend):
         super().set_batch_info(batch_info)
         info = batch_info
         T = self._batch()[1].num_tokens
-        self._ranks = info.lora_ranks.tolist()
         # the token-to-slot map by physical row, -1 where the slot has rank 0 (no LoRA), and
         # each physical row's rank (0 without a LoRA): it masks expand inputs and repacks
         # shrink outputs
