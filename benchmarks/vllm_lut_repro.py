@@ -69,7 +69,8 @@ def determinism() -> None:
 
 
 def graph_capture() -> None:
-    from conformance.case import Case, build_inputs
+    from conformance.case import Case
+from conformance.inputs import build_inputs
     from lora_ref import get_backend_from_name
 
     case = Case(

@@ -1,13 +1,25 @@
 """Hypothesis-driven differential conformance testing of multi-LoRA backends.
 
-Without CUDA, Triton kernels can only run in Triton's interpreter, and Triton reads
-``TRITON_INTERPRET`` when its own modules are first imported.  The suite (and its pytest plugin,
-loaded at start-up) therefore sets it here, before anything imports Triton, unless it is set.
+``conformance.check(backend, profile=..., ops=..., dtypes=..., device=...)`` runs the suite and
+returns a :class:`~conformance.report.Report`; ``lora-conformance check`` is the same from the
+shell, and ``pytest --pyargs conformance.suite --lora-backend NAME`` the same under pytest.
+Importing this package loads neither torch nor any backend.
 """
 
-import os
+from __future__ import annotations
 
-import torch
+from typing import Any
 
-if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
+__all__ = ["Report", "UsageError", "check"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("check", "UsageError"):
+        from conformance import api
+
+        return getattr(api, name)
+    if name == "Report":
+        from conformance.report import Report
+
+        return Report
+    raise AttributeError(f"module 'conformance' has no attribute {name!r}")

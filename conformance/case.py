@@ -1,8 +1,10 @@
-"""A conformance case: the structure of one call, and the tensors it expands to.
+"""A conformance case: the structure of one call, as a small JSON document.
 
-Hypothesis draws a :class:`Case` (segment layout, adapters, shapes, dtype, flags and a seed);
-:func:`build_inputs` turns it into tensors with a seeded generator, so a case is a small JSON
-document that reproduces the same call on any machine.
+Hypothesis draws a :class:`Case` (segment layout, adapters, shapes, dtype, data mode, memory
+layout and a seed); :mod:`conformance.inputs` turns it into tensors with a seeded generator, so
+a case reproduces the same call on any machine.  :meth:`Case.from_json` validates a document
+field by field (types, ranges, sizes), so a replay file can never make the harness crash or
+allocate without bound.
 
 Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``r`` one adapter's rank,
 ``c`` stack count, ``N`` output dim (``Nq``/``Nkv`` for qkv).
@@ -11,34 +13,35 @@ Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``r`` one 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
+from conformance.ops import DTYPE_NAMES, METHODS, OPS, STACKS, stack_count
 
-from lora_ref import LoRABatchInfo, make_batch_info
+POISONS = ("nan", "huge")
+DATA_MODES = ("gaussian", "same_sign", "dynamic", "overflow")
+STRIDES = ("contiguous", "col_slice", "row_stride")
 
-OPS = ("shrink", "expand", "qkv", "gate_up")
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-OP_METHODS = {
-    "shrink": "run_lora_a_sgemm",
-    "expand": "run_lora_b_sgemm",
-    "qkv": "run_qkv_lora",
-    "gate_up": "run_gate_up_lora",
-}
-POISONS = {"nan": float("nan"), "huge": 3.0e4}
+# replay files are capped at this many elements per tensor unless the user raises it
+DEFAULT_MAX_ELEMENTS = 1 << 26
+
+
+class CaseError(ValueError):
+    """A case document that is not a valid case; the message names the field."""
 
 
 @dataclass(frozen=True)
 class Case:
-    """The structure of one call; tensors come from ``seed``.
+    """The structure of one call; tensor values come from ``seed``.
 
     Attributes:
         op: ``shrink``, ``expand``, ``qkv`` or ``gate_up``.
         dtype: ``float16``, ``bfloat16`` or ``float32``.
-        seg_lens: tokens per segment (``bs`` entries, zeros allowed).
+        seg_lens: tokens per segment (``bs`` entries, zeros allowed, ``bs = 0`` allowed).
         weight_indices: slot of each segment.
         lora_ranks: rank of each of the ``L`` slots (0: no adapter).
         scalings: scaling of each slot.
@@ -46,13 +49,22 @@ class Case:
         K: input dim (shrink, qkv, gate_up).
         N: output dim: expand ``N``, gate_up half width, qkv ``Nq``.
         n_kv: qkv ``Nkv`` (0 for other ops).
-        stack: shrink ``stack_num`` (1 for expand; 3 qkv; 2 gate_up).
+        stack: ``c``: shrink's ``stack_num``; 1 expand, 3 qkv, 2 gate_up.
         permute: use a random ``permutation``.
         has_base: pass a ``base_output``.
         poison: what fills the garbage regions beyond each adapter's rank (``nan`` or ``huge``).
         seed: seed of every tensor value.
         layout: the layout family's label (for reports only).
-        split_b: pass the fused expand weights in SPEC.md's split layout (qkv, gate_up).
+        split_b: pass the fused expand weights in the split layout (qkv, gate_up).
+        data: value distribution: ``gaussian``; ``same_sign`` (every product positive, so
+            rounding errors add up instead of cancelling); ``dynamic`` (rows and columns scaled
+            by powers of two over a wide range); ``overflow`` (results beyond the dtype's range).
+        strides: memory layout of ``x`` and ``base_output``: ``contiguous``, ``col_slice`` (a
+            column slice of a wider buffer) or ``row_stride`` (every other row of a buffer).
+        extra_cols: expand only: the input has ``R + extra_cols`` columns (a pool rank
+            ``R' > R``), the ones past each row's rank holding garbage.
+        poison_unused: the weights of slots no segment uses are garbage through and through.
+        name: the corner a hand-built case exists for ("" for a drawn one).
     """
 
     op: str
@@ -72,6 +84,11 @@ class Case:
     seed: int = 0
     layout: str = "random"
     split_b: bool = False
+    data: str = "gaussian"
+    strides: str = "contiguous"
+    extra_cols: int = 0
+    poison_unused: bool = False
+    name: str = ""
 
     @property
     def T(self) -> int:
@@ -82,8 +99,8 @@ class Case:
         return len(self.lora_ranks)
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+    def bs(self) -> int:
+        return len(self.seg_lens)
 
     @property
     def out_dim(self) -> int:
@@ -96,6 +113,11 @@ class Case:
         }[self.op]
 
     @property
+    def in_dim(self) -> int:
+        """Columns of ``x``: ``K``, or ``R + extra_cols`` for expand."""
+        return self.R + self.extra_cols if self.op == "expand" else self.K
+
+    @property
     def slices(self) -> list[tuple[int, int]]:
         """Column ranges of the expand slices (one for expand, two for gate_up, three for qkv)."""
         if self.op == "qkv":
@@ -105,31 +127,34 @@ class Case:
             return [(0, self.N), (self.N, 2 * self.N)]
         return [(0, self.N)]
 
+    @property
+    def used_slots(self) -> set[int]:
+        return {w for n, w in zip(self.seg_lens, self.weight_indices, strict=True) if n > 0}
+
+    def digest(self) -> str:
+        """A short stable hash of the case (names failure files)."""
+        return hashlib.sha256(self.dumps().encode()).hexdigest()[:10]
+
     def describe(self) -> str:
         """A short call signature for failure messages."""
         shape = f"K={self.K}, N={self.N}" + (f", Nkv={self.n_kv}" if self.op == "qkv" else "")
+        extras = [
+            f"{k}={v}"
+            for k, v in (
+                ("data", self.data),
+                ("strides", self.strides),
+                ("extra_cols", self.extra_cols),
+                ("poison_unused", self.poison_unused),
+                ("split_b", self.split_b),
+            )
+            if v != _DEFAULTS[k]
+        ]
         return (
-            f"{OP_METHODS[self.op]}({self.dtype}, seg_lens={list(self.seg_lens)}, "
+            f"{METHODS[self.op]}({self.dtype}, seg_lens={list(self.seg_lens)}, "
             f"weight_indices={list(self.weight_indices)}, lora_ranks={list(self.lora_ranks)}, "
             f"scalings={list(self.scalings)}, R={self.R}, {shape}, stack={self.stack}, "
-            f"permute={self.permute}, base={self.has_base}, poison={self.poison}, seed={self.seed})"
-        )
-
-    def batch_info(
-        self,
-        device: torch.device | str,
-        permutation: list[int] | None = None,
-        capacity: int | None = None,
-    ) -> LoRABatchInfo:
-        """This case's segments and adapters as a batch info on ``device``."""
-        return make_batch_info(
-            self.seg_lens,
-            self.weight_indices,
-            self.lora_ranks,
-            self.scalings,
-            permutation=permutation,
-            device=device,
-            capacity=capacity,
+            f"permute={self.permute}, base={self.has_base}, poison={self.poison}, "
+            f"seed={self.seed}{''.join(', ' + e for e in extras)})"
         )
 
     def replace(self, **changes: Any) -> Case:
@@ -138,118 +163,146 @@ class Case:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Case:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown:
-            raise ValueError(f"case: unknown fields {sorted(unknown)}")
-        tuples = {"seg_lens", "weight_indices", "lora_ranks", "scalings"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
-
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
 
+    def largest_tensor(self) -> int:
+        """Elements of the largest tensor the case allocates (the replay size cap reads it)."""
+        c = self.stack
+        pad = 2 if self.strides != "contiguous" else 1
+        return max(
+            self.T * max(self.in_dim, 1) * pad + 64,
+            self.L * c * self.R * self.K,
+            self.L * self.out_dim * self.R,
+            self.T * max(self.out_dim, 1) * pad + 128,
+        )
 
-class Inputs(NamedTuple):
-    """The tensors of one call.  ``args`` are the operation's positional arguments after ``x``."""
+    @classmethod
+    def from_json(cls, data: object, max_elements: int = DEFAULT_MAX_ELEMENTS) -> Case:
+        """Validate ``data`` field by field and build the case.
 
-    batch_info: LoRABatchInfo
-    x: torch.Tensor
-    args: tuple[Any, ...]
-    base: torch.Tensor | None
-
-
-def _values(gen: torch.Generator, shape: tuple[int, ...], scale: float) -> torch.Tensor:
-    return torch.randn(shape, generator=gen, dtype=torch.float64) * scale
-
-
-def _poison_rows(t: torch.Tensor, valid: int, value: float) -> None:
-    """Fill rows ``>= valid`` of a ``(rows, cols)`` slice with ``value``."""
-    t[valid:] = value
-
-
-def build_inputs(case: Case, device: torch.device | str) -> Inputs:
-    """Expand ``case`` into tensors on ``device``.  Same case, same tensors, on every machine.
-
-    Garbage regions (``A`` rows ``>= c*r``, ``B`` columns ``>= r``, and for the plain expand the
-    input columns ``>= r`` of each row) hold ``case.poison``; a backend that reads them fails.
-    """
-    gen = torch.Generator().manual_seed(case.seed)
-    dtype = case.torch_dtype
-    poison = POISONS[case.poison]
-    T, L, R = case.T, case.L, case.R
-    perm = torch.randperm(T, generator=gen).tolist() if case.permute else None
-    info = case.batch_info(device, permutation=perm)
-
-    def to_device(t: torch.Tensor) -> torch.Tensor:
-        return t.to(dtype).to(device)
-
-    c = {"shrink": case.stack, "expand": 1, "qkv": 3, "gate_up": 2}[case.op]
-    base = None
-    if case.has_base and case.op != "shrink":
-        base = to_device(_values(gen, (T, case.out_dim), 1.0))
-
-    if case.op == "expand":
-        # expand input: row t holds its adapter's r values, then garbage
-        x = _values(gen, (T, R), 1.0)
-        row_rank = [case.lora_ranks[w] for w in _physical_row_slots(case, perm)]
-        for t, r in enumerate(row_rank):
-            x[t, r:] = poison
-        B = _expand_weights(gen, case, R, poison)
-        return Inputs(info, to_device(x), (to_device(B),), base)
-
-    x = _values(gen, (T, case.K), 1.0)
-    A = _values(gen, (L, c * R, case.K), case.K**-0.5)
-    for w, r in enumerate(case.lora_ranks):
-        _poison_rows(A[w], c * r, poison)
-    if case.op == "shrink":
-        return Inputs(info, to_device(x), (to_device(A), case.stack), None)
-    B = to_device(_expand_weights(gen, case, R, poison))
-    if case.op == "gate_up":
-        lora_b = (B[:, : case.N], B[:, case.N :]) if case.split_b else B
-        return Inputs(info, to_device(x), (to_device(A), lora_b), base)
-    if case.split_b:
-        q, k = case.N, case.N + case.n_kv
-        B = (B[None, :, :q], torch.stack([B[:, q:k], B[:, k:]]))
-    offsets = torch.tensor(
-        [0, case.N, case.N + case.n_kv, case.N + 2 * case.n_kv], dtype=torch.int32, device=device
-    )
-    return Inputs(info, to_device(x), (to_device(A), B, offsets, max(case.N, case.n_kv)), base)
+        Raises :class:`CaseError` naming the first bad field: unknown or missing fields, wrong
+        types, values out of range, an inconsistent layout, or a tensor larger than
+        ``max_elements``.
+        """
+        if not isinstance(data, dict):
+            raise CaseError(f"case: expected a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise CaseError(f"case: unknown fields {unknown}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise CaseError(f"case: missing fields {missing}")
+        values = {n: data.get(n, _DEFAULTS.get(n)) for n in names}
+        for name, check in _FIELD_CHECKS.items():
+            problem = check(values[name])
+            if problem:
+                raise CaseError(f"case.{name}: expected {problem}, got {values[name]!r:.80}")
+        for key in ("seg_lens", "weight_indices", "lora_ranks", "scalings"):
+            values[key] = tuple(values[key])
+        case = cls(**values)
+        _check_consistent(case, max_elements)
+        return case
 
 
-def _expand_weights(gen: torch.Generator, case: Case, R: int, poison: float) -> torch.Tensor:
-    B = _values(gen, (case.L, case.out_dim, R), max(R, 1) ** -0.5)
-    for w, r in enumerate(case.lora_ranks):
-        B[w, :, r:] = poison
-    return B
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Case)}
+_BIG = 1 << 24  # any single dimension
 
 
-def _physical_row_slots(case: Case, perm: list[int] | None) -> list[int]:
-    """The adapter slot of each physical row (logical row ``t`` is physical ``perm[t]``)."""
-    slots = [0] * case.T
-    t = 0
-    for n, w in zip(case.seg_lens, case.weight_indices, strict=True):
-        for _ in range(n):
-            slots[perm[t] if perm is not None else t] = w
-            t += 1
-    return slots
+def _int(lo: int, hi: int = _BIG):
+    def check(v: object) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return f"an int in [{lo}, {hi}]"
+        return None
+
+    return check
 
 
-def physical_row_slots(case: Case, info: LoRABatchInfo) -> list[int]:
-    """The adapter slot of each physical row, as laid out by ``info``."""
-    perm = info.permutation.tolist() if info.permutation is not None else None
-    return _physical_row_slots(case, perm)
+def _ints(lo: int, hi: int = _BIG, max_len: int = 1 << 16):
+    item = _int(lo, hi)
+
+    def check(v: object) -> str | None:
+        if not isinstance(v, list | tuple) or len(v) > max_len or any(item(i) for i in v):
+            return f"a list of at most {max_len} ints in [{lo}, {hi}]"
+        return None
+
+    return check
 
 
-def physical_row_ranks(case: Case, info: LoRABatchInfo) -> list[int]:
-    """The rank of each physical row's adapter, as laid out by ``info``."""
-    return [case.lora_ranks[w] for w in physical_row_slots(case, info)]
+def _finite_floats(v: object) -> str | None:
+    if not isinstance(v, list | tuple) or len(v) > 1 << 16:
+        return "a list of finite numbers"
+    for f in v:
+        if isinstance(f, bool) or not isinstance(f, int | float) or not math.isfinite(f):
+            return "a list of finite numbers"
+    return None
 
 
-def call(backend: Any, case: Case, inputs: Inputs, base: torch.Tensor | None) -> torch.Tensor:
-    """Invoke ``case.op`` on ``backend`` with ``inputs`` and the given ``base_output``."""
-    method = getattr(backend, OP_METHODS[case.op])
-    if case.op == "shrink":
-        return method(inputs.x, *inputs.args)
-    return method(inputs.x, *inputs.args, base_output=base)
+def _choice(options: tuple[str, ...]):
+    return lambda v: None if isinstance(v, str) and v in options else f"one of {options}"
+
+
+def _bool(v: object) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _short_str(v: object) -> str | None:
+    return None if isinstance(v, str) and len(v) <= 200 else "a string of at most 200 characters"
+
+
+_FIELD_CHECKS = {
+    "op": _choice(OPS),
+    "dtype": _choice(DTYPE_NAMES),
+    "seg_lens": _ints(0),
+    "weight_indices": _ints(0),
+    "lora_ranks": _ints(0),
+    "scalings": _finite_floats,
+    "R": _int(0, 1 << 16),
+    "K": _int(0),
+    "N": _int(0),
+    "n_kv": _int(0),
+    "stack": _int(1, 3),
+    "permute": _bool,
+    "has_base": _bool,
+    "poison": _choice(POISONS),
+    "seed": _int(0, 2**63 - 1),
+    "layout": _short_str,
+    "split_b": _bool,
+    "data": _choice(DATA_MODES),
+    "strides": _choice(STRIDES),
+    "extra_cols": _int(0, 1 << 16),
+    "poison_unused": _bool,
+    "name": _short_str,
+}
+
+
+def _check_consistent(case: Case, max_elements: int) -> None:
+    def bad(field: str, expected: str, got: object) -> CaseError:
+        return CaseError(f"case.{field}: expected {expected}, got {got!r:.80}")
+
+    if len(case.weight_indices) != case.bs:
+        raise bad("weight_indices", f"{case.bs} entries (one per segment)", case.weight_indices)
+    if len(case.scalings) != case.L:
+        raise bad("scalings", f"{case.L} entries (one per slot)", case.scalings)
+    if any(w >= case.L for w in case.weight_indices):
+        raise bad("weight_indices", f"slots in [0, {case.L})", case.weight_indices)
+    if any(r > case.R for r in case.lora_ranks):
+        raise bad("lora_ranks", f"ranks <= R = {case.R}", case.lora_ranks)
+    if case.stack not in STACKS[case.op]:
+        raise bad("stack", f"one of {STACKS[case.op]} for {case.op}", case.stack)
+    if case.op != "qkv" and case.n_kv:
+        raise bad("n_kv", "0 (only qkv has Nkv)", case.n_kv)
+    if case.op != "expand" and case.extra_cols:
+        raise bad("extra_cols", "0 (only expand has a wider input)", case.extra_cols)
+    if case.split_b and case.op not in ("qkv", "gate_up"):
+        raise bad("split_b", "false (only qkv and gate_up have a split layout)", case.split_b)
+    if stack_count(case.op, case.stack) != case.stack:
+        raise bad("stack", f"{stack_count(case.op)} for {case.op}", case.stack)
+    size = case.largest_tensor()
+    if size > max_elements:
+        raise CaseError(
+            f"case: a tensor of {size} elements exceeds the limit of {max_elements} "
+            "(raise it with --max-elements)"
+        )

@@ -1,91 +1,46 @@
-"""``lora-conformance``: check a backend, replay a saved failure, benchmark.
+"""lora-conformance: check a multi-LoRA backend against the float64 reference, replay a saved
+failure, time backends on a GPU, list the known backends.
 
-Exit codes: 0 everything passed, 1 a check failed, 2 a usage error (such as an unknown backend).
+Exit codes (check and replay): 0 pass; 1 a conformance failure (replay: the failure
+reproduces); 2 a usage error (a bad option, an unknown backend, a corrupt replay file); 3 the
+backend crashed or tried to end the process, or the harness failed; 4 interrupted, or an example
+outlived its deadline.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import math
-import os
 import sys
+import traceback
 from pathlib import Path
 
 from conformance import profiles
-from conformance.case import DTYPES, OPS
-from conformance.runner import PROPERTIES as CHECKS
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
+from conformance.report import EXIT_CODES, EXIT_CRASH, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS
+from conformance.report import EXIT_USAGE, fmt_ratio
 
 
 class UsageError(Exception):
     """A bad command line: reported with exit code 2."""
 
 
-def _prepare_device(requested: str | None) -> None:
-    """``--device cpu`` (or no CUDA at all) means Triton kernels run in the interpreter.
+def _console():
+    from rich.console import Console
 
-    The variable must be set before any backend module defines its kernels.
-    """
-    import torch
-
-    if requested == "cpu" or (requested is None and not torch.cuda.is_available()):
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is visible")
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 132, highlight=False)
 
 
-def _load_backend(name: str):
-    from lora_ref import get_backend_from_name
-
-    try:
-        return get_backend_from_name(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-
-
-def _settings(profile: str, max_examples: int | None, seed: int | None, scale: float = 1.0):
-    from hypothesis import settings
-
-    base = settings.get_profile(profile)
-    n = max_examples if max_examples is not None else base.max_examples
-    n = max(1, math.ceil(n * scale))
-    if seed is not None:
-        return settings(base, max_examples=n, derandomize=False)
-    return settings(base, max_examples=n)
+# --- check ----------------------------------------------------------------------------------
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    _prepare_device(args.device)
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from conformance.plugin import pick_device
-    from conformance.replay import save_failure
-    from conformance.runner import Report, run_group
+    from conformance import api
 
-    backend_cls = _load_backend(args.backend)
-    device = pick_device(backend_cls, args.device)
-    limits = profiles.limits_for(args.profile)
-    ops = tuple(args.ops or OPS)
-    dtypes = tuple(args.dtypes or DTYPES)
-    checks = tuple(args.checks or CHECKS)
-    console = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
-    version = backend_cls().version
-    console.print(
-        f"[bold]lora-conformance check[/] backend [cyan]{args.backend}[/] = "
-        f"{backend_cls.__module__}:{backend_cls.__qualname__} ({version}) on {device}, "
-        f"profile {args.profile}"
-    )
-    report = Report(args.backend, version, str(device), args.profile)
-
-    plan = [("diff", op, dt) for op in ops for dt in dtypes if "diff" in checks]
-    for check in ("metamorphic", "bad_input", "cuda_graph"):
-        if check in checks:
-            plan += [(check, op, dtypes[0]) for op in ops]
-    scale = {"diff": 1.0, "metamorphic": 1.0, "bad_input": 0.25, "cuda_graph": 0.25}
+    console = _console()
+    shown = {"header": False}
 
     with Progress(
         TextColumn("{task.description}"),
@@ -93,155 +48,208 @@ def cmd_check(args: argparse.Namespace) -> int:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
-    ) as progress:
-        overall = progress.add_task("groups", total=len(plan))
-        for check, op, dtype in plan:
-            hs = _settings(args.profile, args.max_examples, args.seed, scale[check])
-            task = progress.add_task(f"{check:<11} {op:<8} {dtype:<9}", total=hs.max_examples)
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
 
-            def tick(_result, task=task):
-                progress.advance(task)
+        def on_progress(progress: dict, report: dict | None) -> None:
+            if report is not None and not shown["header"] and report.get("backend", {}).get(
+                "target"
+            ):
+                shown["header"] = True
+                console.print(_header(report))
+            plan = (report or {}).get("plan") or []
+            done = len((report or {}).get("groups") or [])
+            phase = progress.get("phase", "")
+            counts = f"{progress.get('examples', 0)} examples"
+            if phase == "shrinking":
+                counts += f", shrinking: {progress.get('shrink_steps', 0)} steps"
+            bar.update(
+                task,
+                description=f"{progress.get('group', '')} ({counts})",
+                total=len(plan) or None,
+                completed=done,
+            )
 
-            stats = run_group(
-                backend_cls,
-                check,
-                op,
-                dtype,
-                device,
-                limits,
-                hs,
-                on_example=tick,
+        try:
+            report = api.check(
+                args.backend,
+                profile=args.profile,
+                ops=args.ops,
+                dtypes=args.dtypes,
+                checks=args.checks,
+                device=args.device,
+                max_examples=args.max_examples,
                 seed=args.seed,
+                deadline=args.deadline,
+                isolate=args.isolate,
+                jobs=args.jobs,
+                failures_dir=args.failures_dir,
+                report_json=args.report_json,
+                junit_xml=args.junit_xml,
+                markdown=args.markdown,
+                pytest_args=args.pytest_args,
+                on_progress=on_progress,
             )
-            progress.update(task, completed=hs.max_examples)
-            progress.advance(overall)
-            if stats.failure is not None:
-                name = (
-                    f"{args.backend.replace(':', '_').replace('.', '_')}-{check}-{op}-{dtype}.json"
-                )
-                path = save_failure(Path(args.failures_dir) / name, stats.failure, args.backend)
-                stats.failure.params = {**stats.failure.params, "saved_to": str(path)}
-            report.groups.append(stats)
+        except api.UsageError as exc:
+            raise UsageError(str(exc)) from exc
+    doc = report.data
+    if not shown["header"] and doc.get("backend", {}).get("target"):
+        console.print(_header(doc))
+    if doc.get("status") in ("usage_error", "backend_error"):
+        console.print(f"[red]lora-conformance: error:[/] {doc.get('error')}")
+        if args.verbose and doc.get("traceback"):
+            console.print(doc["traceback"], markup=False)
+        return report.exit_code
+    _print_table(doc, console)
+    if args.verbose and doc.get("log_tail"):
+        console.print(doc["log_tail"], markup=False)
+    for path, what in ((args.report_json, "JSON report"), (args.junit_xml, "JUnit XML"),
+                       (args.markdown, "Markdown summary")):  # fmt: skip
+        if path:
+            console.print(f"{what} written to {path}")
+    return report.exit_code
 
-    _print_table(report, console)
-    if args.report_json:
-        Path(args.report_json).write_text(json.dumps(_report_json(report), indent=2) + "\n")
-        console.print(f"report written to {args.report_json}")
-    return EXIT_OK if report.ok else EXIT_FAIL
 
-
-def _ratio(value: float) -> str:
-    return "-" if value == 0 else f"{value:.3f}"
-
-
-def _print_table(report, console) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{report.backend} on {report.device} (profile {report.profile})")
-    for col in ("check", "op", "dtype", "examples", "passed", "failed", "worst err/tol", "verdict"):
-        table.add_column(
-            col,
-            justify="right" if col in ("examples", "passed", "failed", "worst err/tol") else "left",
-        )
-    for g in report.groups:
-        if g.skipped:
-            verdict = f"[yellow]skipped[/]: {g.skipped}"
-        elif g.error:
-            verdict = f"[red]error[/]: {g.error}"
-        elif g.failed:
-            verdict = "[red]FAIL[/]"
-        else:
-            verdict = "[green]pass[/]"
-        table.add_row(
-            g.prop,
-            g.op,
-            g.dtype,
-            str(g.examples),
-            str(g.passed),
-            str(g.failed),
-            _ratio(g.worst_ratio),
-            verdict,
-        )
-    console.print(table)
-    for g in report.groups:
-        if g.failure is not None:
-            console.print(
-                f"[red]FAIL[/] {g.prop} {g.op} {g.dtype}: minimal case {g.failure.case.describe()}"
-            )
-            for line in g.failure.failures:
-                console.print(f"    {line}")
-            console.print(f"    replay: lora-conformance replay {g.failure.params.get('saved_to')}")
-    passed = sum(g.passed for g in report.groups)
-    verdict = "[green]PASS[/]" if report.ok else "[red]FAIL[/]"
-    console.print(
-        f"{verdict}: {passed} examples passed; worst error/tolerance {report.worst_ratio:.3f}"
+def _header(doc: dict) -> str:
+    b, env, s = doc["backend"], doc.get("environment", {}), doc.get("settings", {})
+    gpu = f" ({env['gpu']})" if env.get("gpu") else ""
+    return (
+        f"[bold]lora-conformance check[/] backend [cyan]{b['name']}[/] = {b['target']} "
+        f"({b.get('version')}) on {env.get('device')}{gpu}; profile {s.get('profile')}, "
+        f"seed {s.get('seed')}"
     )
 
 
-def _report_json(report) -> dict:
-    import torch
-    import triton
+def _print_table(doc: dict, console) -> None:
+    from rich.table import Table
 
-    return {
-        "backend": report.backend,
-        "version": report.version,
-        "device": report.device,
-        "profile": report.profile,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "ok": report.ok,
-        "worst_ratio": report.worst_ratio,
-        "groups": [
-            {
-                "check": g.prop,
-                "op": g.op,
-                "dtype": g.dtype,
-                "examples": g.examples,
-                "passed": g.passed,
-                "failed": g.failed,
-                "worst_ratio": g.worst_ratio,
-                "skipped": g.skipped,
-                "error": g.error,
-                "failure": None
-                if g.failure is None
-                else {
-                    "case": g.failure.case.to_json(),
-                    "failures": g.failure.failures,
-                    "replay": g.failure.params.get("saved_to"),
-                },
-            }
-            for g in report.groups
-        ],
-    }
+    b, env = doc.get("backend", {}), doc.get("environment", {})
+    table = Table(title=f"{b.get('name')} on {env.get('device')} (profile "
+                  f"{doc.get('settings', {}).get('profile')})")  # fmt: skip
+    right = ("examples", "shrink steps", "worst err/tol", "seconds")
+    for col in ("check", "op", "dtype", *right, "verdict"):
+        table.add_column(col, justify="right" if col in right else "left")
+    colors = {"pass": "green", "skip": "yellow"}
+    for g in doc.get("groups", []):
+        outcome = g["outcome"]
+        text = outcome if outcome != "fail" else "FAIL"
+        if g.get("skip_reason"):
+            text += f": {g['skip_reason']}"
+        elif (g.get("failure") or {}).get("flaky"):
+            text += " (flaky)"
+        color = colors.get(outcome, "red")
+        table.add_row(
+            g.get("check", ""), g.get("op", ""), g.get("dtype", ""), str(g.get("examples", 0)),
+            str(g.get("shrink_steps", 0)), fmt_ratio(g.get("worst_ratio")),
+            f"{g.get('seconds', 0):.1f}", f"[{color}]{text}[/]",
+        )  # fmt: skip
+    console.print(table)
+    for g in doc.get("groups", []):
+        f = g.get("failure")
+        if not f:
+            continue
+        console.print(f"[red]{g['outcome'].upper()}[/] {g['id']}:")
+        for line in f.get("messages", [])[:6]:
+            console.print(f"    {line}", markup=False)
+        if f.get("case"):
+            from conformance.case import Case, CaseError
+
+            try:
+                console.print(f"    case: {Case.from_json(f['case']).describe()}", markup=False)
+            except CaseError:
+                pass
+        if f.get("file"):
+            console.print(f"    replay: lora-conformance replay {f['file']}", markup=False)
+    missed = {op: e["missed"] for op, e in doc.get("coverage", {}).items() if e.get("missed")}
+    for op, names in missed.items():
+        console.print(f"[yellow]corner classes not reached[/] in {op}: {', '.join(names)}")
+    totals = doc.get("totals", {})
+    code = doc.get("exit_code")
+    color = "green" if code == EXIT_PASS else "red"
+    console.print(
+        f"[{color}]{doc.get('verdict')}[/]: {totals.get('examples', 0)} examples, "
+        f"{totals.get('shrink_steps', 0)} shrink steps, worst error/tolerance "
+        f"{fmt_ratio(doc.get('worst_ratio'))} (exit {code}: {EXIT_CODES.get(code, '')})"
+    )
+    if doc.get("error"):
+        console.print(f"[red]{doc['error']}[/]", markup=True)
+
+
+# --- replay ---------------------------------------------------------------------------------
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from conformance.replay import load_failure, replay
+    from conformance.failures import ReplayFileError, file_backend_is_safe, load_failure
 
     try:
-        doc = load_failure(args.file)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
-    _prepare_device(args.device)
-    from conformance.plugin import pick_device
-
+        doc = load_failure(args.file, args.max_elements)
+    except ReplayFileError as exc:
+        raise UsageError(f"{args.file}: {exc}") from exc
     name = args.backend or doc["backend"]
-    backend_cls = _load_backend(name)
-    device = pick_device(backend_cls, args.device)
-    result = replay(doc, backend_cls, device)
-    print(f"replay {args.file}: backend {name} on {device}, check {doc['check']}")
+    if not args.backend and not args.trust and not file_backend_is_safe(name):
+        raise UsageError(
+            f"{args.file} names the backend {name!r}, which is neither a built-in nor an "
+            "installed entry point: replaying it would import code the file names.  Name the "
+            "backend with --backend NAME, or pass --trust"
+        )
+    if args.emit_script:
+        return _emit(args, doc, name)
+    from conformance.checks import Example
+    from conformance.isolate import IsolatedBackend, WorkerStartError
+
+    worker = IsolatedBackend(name, args.device or "auto", args.deadline or None)
+    try:
+        worker.start()
+    except WorkerStartError as exc:
+        print(f"lora-conformance: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if exc.status == "usage_error" else EXIT_CRASH
+    try:
+        result = worker.run(doc["check"], Example(doc["case"], doc["params"]))
+    finally:
+        worker.close()
+    print(f"replay {args.file}: backend {name} ({worker.version}) on {worker.resolved_device}, "
+          f"check {doc['check']}")  # fmt: skip
     print(f"case: {doc['case'].describe()}")
     if result.ok:
-        print(
-            f"PASS (worst error/tolerance {result.worst_ratio:.3f}): "
-            "the saved failure no longer reproduces"
-        )
-        return EXIT_OK
+        print(f"PASS (worst error/tolerance {fmt_ratio(result.worst_ratio)}): "
+              "the saved failure no longer reproduces")  # fmt: skip
+        return EXIT_PASS
     for line in result.failures:
-        print(f"FAIL: {line}")
-    return EXIT_FAIL
+        print(f"{result.kind.upper()}: {line}")
+    if result.kind == "fail" or result.kind == doc["kind"]:
+        return EXIT_FAIL
+    return EXIT_INTERRUPTED if result.kind == "timeout" else EXIT_CRASH
+
+
+def _emit(args: argparse.Namespace, doc: dict, name: str) -> int:
+    from conformance.repro import emit_script
+    from lora_ref.registry import BUILTIN_BACKENDS, _entry_points
+
+    if name in BUILTIN_BACKENDS:
+        target = BUILTIN_BACKENDS[name]
+    elif ":" in name:
+        target = name
+    elif name in _entry_points():
+        target = _entry_points()[name].value
+    else:
+        raise UsageError(f"--emit-script: backend {name!r} is not a known name or module:Class")
+    try:
+        text = emit_script(doc, target, args.device or doc["case"].to_json().get("device", "cpu"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    from conformance.failures import write_atomic
+
+    path = Path(args.emit_script)
+    try:
+        write_atomic(path, text)
+    except OSError as exc:
+        raise UsageError(f"--emit-script: cannot write {path}: {exc}") from exc
+    print(f"wrote {path}: python {path} [cpu|cuda] reproduces the failure without the harness")
+    return EXIT_PASS
+
+
+# --- bench ----------------------------------------------------------------------------------
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -252,20 +260,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         raise UsageError(
             "bench times device work and needs a CUDA device; on a CPU the benchmark suite runs in "
-            "smoke mode: pytest --pyargs conformance.benchsuite"
+            "smoke mode (pytest --pyargs conformance.benchsuite), whose timings mean nothing"
         )
-    from rich.console import Console
     from rich.table import Table
 
+    from conformance.bench.providers import get_provider
     from conformance.bench.runner import machine_info, roofline_plot, run_grid
     from conformance.bench.workloads import Workload
 
     for name in args.providers:
-        _load_provider(name)
+        try:
+            get_provider(name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
     device = torch.device("cuda")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=True)
+    console = _console()
     machine = machine_info(device)
     console.print(f"{machine.gpu}: copy bandwidth {machine.copy_bw_gbs:.0f} GB/s (measured now)")
     grid = itertools.product(args.models, args.ops, args.layouts, args.ranks)
@@ -287,92 +298,160 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console.print(table)
     roofline_plot(out / "roofline.png", rows, machine)
     console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'roofline.png'}")
-    return EXIT_OK
+    return EXIT_PASS
 
 
-def _load_provider(name: str) -> None:
-    from conformance.bench.providers import get_provider
-
-    try:
-        get_provider(name)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+# --- list -----------------------------------------------------------------------------------
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
-    """Summarise a ``--lora-stats-file``: examples, failures and worst err/tol per test."""
-    groups: dict[str, list[float]] = {}
-    try:
-        lines = Path(args.file).read_text().splitlines()
-    except OSError as exc:
-        raise UsageError(f"stats file {args.file}: {exc}") from exc
-    for line in lines:
-        entry = json.loads(line)
-        g = groups.setdefault(entry["test"], [0, 0, 0.0])
-        g[0] += 1
-        g[1] += 0 if entry["ok"] else 1
-        g[2] = max(g[2], entry["ratio"])
-    for test, (n, failed, worst) in sorted(groups.items()):
-        print(
-            f"{test:<60} {int(n):>7} examples {int(failed):>4} failed   worst err/tol {worst:.3f}"
-        )
-    total = sum(int(g[0]) for g in groups.values())
-    failed = sum(int(g[1]) for g in groups.values())
-    worst = max((g[2] for g in groups.values()), default=0.0)
-    print(f"{'all':<60} {total:>7} examples {failed:>4} failed   worst err/tol {worst:.3f}")
-    return EXIT_OK if failed == 0 else EXIT_FAIL
-
-
-def cmd_list(_args: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     from lora_ref import known_backend_names
 
-    for name in known_backend_names():
-        print(name)
-    return EXIT_OK
+    rows = [_describe_backend(name) for name in known_backend_names()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_PASS
+    for r in rows:
+        if r["installed"]:
+            caps = r["capabilities"]
+            print(
+                f"{r['name']:<14} {r['target']:<52} {r['version']}\n"
+                f"{'':<14} dtypes {','.join(caps['dtypes'])}; devices {','.join(caps['devices'])}; "
+                f"permutation {caps['permutation']}; split layouts {caps['split_layouts']}; "
+                f"CUDA graphs {caps['cuda_graph']}"
+            )
+        else:
+            print(f"{r['name']:<14} not installed: {r['error']}")
+    return EXIT_PASS
+
+
+def _describe_backend(name: str) -> dict:
+    from conformance.checks.harness import backend_call
+    from conformance.ops import dtype_name
+    from lora_ref import get_backend_from_name
+
+    cls, problem = backend_call(lambda: get_backend_from_name(name))
+    if problem is not None:
+        text = str(problem.exc).splitlines()[0] if str(problem.exc) else type(problem.exc).__name__
+        return {"name": name, "installed": False, "error": text[:200]}
+    version, problem = backend_call(lambda: str(cls().version))
+    caps = cls.capabilities
+    return {
+        "name": name,
+        "installed": True,
+        "target": f"{cls.__module__}:{cls.__qualname__}",
+        "version": version if problem is None else f"version raised {problem.describe()}",
+        "capabilities": {
+            "dtypes": sorted(dtype_name(d) for d in caps.dtypes),
+            "devices": sorted(caps.devices),
+            "permutation": caps.permutation,
+            "split_layouts": caps.split_layouts,
+            "cuda_graph": caps.cuda_graph,
+        },
+    }
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Help texts with their defaults, where a default says something."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lora-conformance")
+    except PackageNotFoundError:
+        return "source tree"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lora-conformance", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="lora-conformance", description=__doc__, formatter_class=_Formatter
+    )
+    parser.add_argument("--version", action="version", version=f"lora-conformance {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = sub.add_parser("check", help="run the conformance suite on a backend")
+    check = sub.add_parser(
+        "check",
+        help="run the conformance suite on a backend",
+        description="Run the conformance suite on a backend (pytest and the conformance "
+        "plugin, in a supervised child process). Arguments after -- go to pytest.",
+        formatter_class=_Formatter,
+    )
     check.add_argument("backend", help="built-in name, package.module:Class, or entry-point name")
-    check.add_argument("--profile", choices=profiles.PROFILES, default=profiles.default_profile())
     check.add_argument(
-        "--max-examples", type=int, default=None, help="examples per (check, op, dtype)"
+        "--profile", choices=profiles.NAMES, default=profiles.default_name(),
+        help=f"example counts and size caps (env {profiles.PROFILE_ENV})",
+    )  # fmt: skip
+    check.add_argument("--ops", nargs="+", choices=OPS, default=None, help="ops (default: all)")
+    check.add_argument(
+        "--dtypes", nargs="+", choices=DTYPE_NAMES, default=None, help="dtypes (default: all)"
     )
     check.add_argument(
-        "--seed", type=int, default=None, help="random seed (turns derandomization off)"
+        "--checks", nargs="+", choices=CHECK_NAMES, default=None, help="checks (default: all)"
     )
-    check.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    check.add_argument("--report-json", default=None, help="write the results as JSON here")
-    check.add_argument(
-        "--failures-dir", default="conformance-failures", help="where minimal failing cases go"
-    )
-    check.add_argument("--ops", nargs="+", choices=OPS, default=None)
-    check.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=None)
-    check.add_argument("--checks", nargs="+", choices=CHECKS, default=None)
+    check.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                       help="default: cuda when present and declared, else cpu")  # fmt: skip
+    check.add_argument("--max-examples", type=int, default=None,
+                       help="drawn examples per diff group (default: the profile's)")  # fmt: skip
+    check.add_argument("--seed", type=int, default=None,
+                       help="run seed (default: 0 for ci, random otherwise; reported)")  # fmt: skip
+    check.add_argument("--deadline", type=float, default=300.0,
+                       help="seconds one example may take (0: no limit)")  # fmt: skip
+    check.add_argument("--isolate", action="store_true",
+                       help="run the backend in a worker process")  # fmt: skip
+    check.add_argument("--jobs", "-j", type=int, default=None,
+                       help="run groups in this many processes (needs pytest-xdist)")  # fmt: skip
+    check.add_argument("--failures-dir", default="conformance-failures",
+                       help="where minimal failing cases are saved")  # fmt: skip
+    check.add_argument("--report-json", default=None, help="write the JSON report here")
+    check.add_argument("--junit-xml", default=None, help="write JUnit XML here")
+    check.add_argument("--markdown", default=None, help="write a Markdown summary here")
+    check.add_argument("-v", "--verbose", action="store_true",
+                       help="print tracebacks and the pytest log")  # fmt: skip
+    check.add_argument("pytest_args", nargs="*", default=[], help="after --: extra pytest args")
     check.set_defaults(func=cmd_check)
 
-    rep = sub.add_parser("replay", help="re-run a saved minimal failing case")
+    rep = sub.add_parser(
+        "replay",
+        help="re-run a saved minimal failing case",
+        description="Re-run a saved failing case in a worker process. Exit 1 when it still "
+        "fails, 0 when it no longer does, 2 for a corrupt file.",
+        formatter_class=_Formatter,
+    )
     rep.add_argument("file")
-    rep.add_argument("--backend", default=None, help="replay on another backend than the one saved")
+    rep.add_argument("--backend", default=None,
+                     help="the backend to replay on (default: the one the file names)")  # fmt: skip
+    rep.add_argument("--trust", action="store_true",
+                     help="import the module:Class the file names")  # fmt: skip
     rep.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    rep.add_argument("--deadline", type=float, default=300.0, help="seconds (0: no limit)")
+    rep.add_argument("--max-elements", type=int, default=1 << 26,
+                     help="largest tensor a file may ask for, in elements")  # fmt: skip
+    rep.add_argument("--emit-script", default=None, metavar="PATH",
+                     help="write a standalone repro script (torch + the backend) instead")  # fmt: skip
     rep.set_defaults(func=cmd_replay)
 
-    from conformance.bench.workloads import LAYOUTS, MODELS
-    from conformance.bench.workloads import OPS as BENCH_OPS
+    from conformance.bench.grid import BENCH_OPS, LAYOUTS, MODELS
 
     bench = sub.add_parser(
-        "bench", help="time backends side by side on a GPU (table, JSON, roofline PNG)"
+        "bench",
+        help="time backends side by side on a GPU (table, JSON, roofline PNG)",
+        formatter_class=_Formatter,
     )
     bench.add_argument(
-        "providers",
-        nargs="*",
-        default=["triton", "torch"],
-        help="backend names ('triton', 'sglang-triton', 'sglang-csgmv', 'vllm', 'flashinfer', ...) "
-        "and 'torch' (the one-adapter floor)",
-    )
+        "providers", nargs="*", default=["triton", "torch"],
+        help="backend names and 'torch' (one adapter's torch.mm: the floor) or 'grouped_mm'",
+    )  # fmt: skip
     bench.add_argument("--models", nargs="+", choices=list(MODELS), default=["llama3-8b"])
     bench.add_argument(
         "--ops", nargs="+", choices=BENCH_OPS, default=["shrink_qkv", "expand", "qkv", "gate_up"]
@@ -381,16 +460,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--layouts", nargs="+", choices=list(LAYOUTS), default=["prefill", "mixed", "decode64"]
     )
     bench.add_argument("--ranks", nargs="+", type=int, default=[16, 64])
-    bench.add_argument(
-        "--out", default="bench-results", help="folder for bench.json, bench.md, roofline.png"
-    )
+    bench.add_argument("--out", default="bench-results",
+                       help="folder for bench.json, bench.md, roofline.png")  # fmt: skip
     bench.set_defaults(func=cmd_bench)
 
-    stats = sub.add_parser("stats", help="summarise a pytest --lora-stats-file")
-    stats.add_argument("file")
-    stats.set_defaults(func=cmd_stats)
-
-    lst = sub.add_parser("list", help="list the known backend names")
+    lst = sub.add_parser(
+        "list", help="list the known backends: installed, version, capabilities",
+        formatter_class=_Formatter,
+    )  # fmt: skip
+    lst.add_argument("--json", action="store_true", help="as JSON")
     lst.set_defaults(func=cmd_list)
     return parser
 
@@ -399,16 +477,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors already
+    except SystemExit as exc:  # argparse exits 2 on usage errors already, 0 for --help
         return int(exc.code or 0)
-    if getattr(args, "max_examples", None) is not None and args.max_examples < 1:
-        print("lora-conformance: error: --max-examples: expected >= 1", file=sys.stderr)
-        return EXIT_USAGE
     try:
         return args.func(args)
     except UsageError as exc:
         print(f"lora-conformance: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("lora-conformance: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a failure of the harness itself
+        print(f"lora-conformance: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if getattr(args, "verbose", False):
+            traceback.print_exc()
+        return EXIT_CRASH
+
+
+__all__ = ["EXIT_FAIL", "main"]
 
 
 if __name__ == "__main__":

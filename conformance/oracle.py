@@ -25,6 +25,10 @@ magnitude.  With ``u`` the unit roundoff of the input dtype (2^-11 float16, 2^-8
 * ``floor``: two subnormal spacings of the dtype, for results that underflow.
 * ``ALPHA = 2`` absorbs what the bound leaves out (an accumulator that rounds at each tile).
 
+Overflow: where the exact value lies beyond the dtype's range (``|ref| + tol`` reaches the
+overflow threshold, the maximum plus half an ulp), an infinity of the exact value's sign is
+also accepted, since that is what correct rounding gives.  NaN is never accepted.
+
 Products of two float16 or bfloat16 values are exact in float32, so no operand term enters there.
 Rows whose adapter has rank 0 are held to bit-exactness instead: they must equal ``base``.
 
@@ -34,11 +38,14 @@ error-to-tolerance ratio seen is reported by every run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from conformance.case import Case, Inputs, call, physical_row_ranks
+from conformance.case import Case
+from conformance.inputs import Inputs, call, overflow_threshold, physical_row_slots
+from conformance.ops import torch_dtype
 from lora_ref import LoRABatchInfo, ReferenceLoRABackend
 
 ALPHA = 2.0
@@ -101,7 +108,7 @@ def _abs_inputs(inputs: Inputs) -> Inputs:
 
 def chain_roundoff(case: Case, float32_matmul: str, device: torch.device) -> float:
     """The relative error accumulated before the final rounding (see the module docstring)."""
-    dtype = case.torch_dtype
+    dtype = getattr(torch, case.dtype)
     tf32 = (
         2 * TF32
         if dtype == torch.float32 and float32_matmul == "tf32" and device.type == "cuda"
@@ -114,10 +121,25 @@ def chain_roundoff(case: Case, float32_matmul: str, device: torch.device) -> flo
     return (case.K + case.R) * U32 + 2 * tf32 + UNIT_ROUNDOFF[dtype] + U32
 
 
+def tolerance(
+    case: Case,
+    magnitude: torch.Tensor,
+    base: torch.Tensor | None,
+    float32_matmul: str,
+    device: torch.device,
+) -> torch.Tensor:
+    """Each element's bound from the magnitude ``M`` and ``|base|`` (the module docstring)."""
+    dtype = getattr(torch, case.dtype)
+    u = UNIT_ROUNDOFF[dtype]
+    chain = chain_roundoff(case, float32_matmul, device)
+    base_mag = base.double().abs() if base is not None else torch.zeros_like(magnitude)
+    return ALPHA * (chain * magnitude + u * (base_mag + magnitude)) + 2 * SUBNORMAL_SPACING[dtype]
+
+
 def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectation:
     """Compute the reference result and the tolerance of every element of ``case``."""
     device = inputs.x.device
-    dtype = case.torch_dtype
+    dtype = torch_dtype(case.dtype)
     ref_backend = ReferenceLoRABackend(batch_info=inputs.batch_info)
     with ref_backend.exact():
         ref = call(ref_backend, case, inputs, inputs.base)
@@ -125,16 +147,17 @@ def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectat
         ref_backend.set_batch_info(abs_in.batch_info)
         magnitude = call(ref_backend, case, abs_in, None)
 
-    u = UNIT_ROUNDOFF[dtype]
-    chain = chain_roundoff(case, float32_matmul, device)
-    base_mag = (
-        inputs.base.double().abs() if inputs.base is not None else torch.zeros_like(magnitude)
-    )
-    tol = ALPHA * (chain * magnitude + u * (base_mag + magnitude)) + 2 * SUBNORMAL_SPACING[dtype]
+    tol = tolerance(case, magnitude, inputs.base, float32_matmul, device)
     if bool((tol < 0).any()):
         raise AssertionError("oracle: a negative tolerance; the magnitude run saw a signed input")
 
-    row_ranks = torch.tensor(physical_row_ranks(case, inputs.batch_info), device=device)
+    info = inputs.batch_info
+    perm = info.permutation.tolist() if info.permutation is not None else None
+    row_ranks = torch.tensor(
+        [case.lora_ranks[w] for w in physical_row_slots(case, perm)],
+        dtype=torch.int64,
+        device=device,
+    )
     cols = torch.arange(case.out_dim, device=device)
     if case.op == "shrink":
         specified = cols[None, :] < (case.stack * row_ranks)[:, None]
@@ -148,7 +171,11 @@ def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectat
 
 @dataclass
 class Verdict:
-    """The outcome of comparing one result with its expectation."""
+    """The outcome of comparing one result with its expectation.
+
+    ``worst_ratio`` is the largest error/tolerance over the specified elements: ``nan`` when
+    the result holds a NaN there, ``inf`` for a wrong shape, dtype or bit pattern.
+    """
 
     ok: bool
     worst_ratio: float
@@ -159,21 +186,28 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
+def _overflow_ok(got: torch.Tensor, exp: Expectation, dtype: torch.dtype) -> torch.Tensor:
+    """Infinities of the exact value's sign where the exact value may lie past the range."""
+    beyond = exp.ref.abs() + exp.tol >= overflow_threshold(dtype)
+    same_sign = torch.sign(got) == torch.sign(exp.ref)
+    return torch.isinf(got) & beyond & same_sign
+
+
 def compare(case: Case, out: object, exp: Expectation) -> Verdict:
     """Check ``out`` against ``exp``: shape, dtype, exact rank-0 rows, tolerance everywhere else."""
     T, D = case.T, case.out_dim
+    dtype = torch_dtype(case.dtype)
     if not isinstance(out, torch.Tensor):
-        return Verdict(False, float("inf"), f"returned {type(out).__name__}, expected a tensor")
-    if tuple(out.shape) != (T, D) or out.dtype != case.torch_dtype:
+        return Verdict(False, math.inf, f"returned {type(out).__name__}, expected a tensor")
+    if tuple(out.shape) != (T, D) or out.dtype != dtype:
         return Verdict(
             False,
-            float("inf"),
-            f"returned shape {tuple(out.shape)} {out.dtype}, "
-            f"expected ({T}, {D}) {case.torch_dtype}",
+            math.inf,
+            f"returned shape {tuple(out.shape)} {out.dtype}, expected ({T}, {D}) {dtype}",
         )
     if out.device != exp.ref.device:
         return Verdict(
-            False, float("inf"), f"returned a tensor on {out.device}, expected {exp.ref.device}"
+            False, math.inf, f"returned a tensor on {out.device}, expected {exp.ref.device}"
         )
 
     if exp.exact_rows.any():
@@ -186,17 +220,21 @@ def compare(case: Case, out: object, exp: Expectation) -> Verdict:
             t = rows[i].item()
             return Verdict(
                 False,
-                float("inf"),
+                math.inf,
                 f"out[{t}, {j}]={_fmt(got[i, j].item())}, "
                 "but a rank-0 row must equal base bit for bit: "
                 f"{_fmt(want[i, j].item())}",
             )
 
     got = out.double()
-    err = torch.where(exp.specified, (got - exp.ref).abs(), torch.zeros_like(got))
-    bad = exp.specified & ~(err <= exp.tol)  # NaN counts as bad
-    ratio_t = torch.where(exp.specified & (exp.tol > 0), err / exp.tol, torch.zeros_like(err))
-    worst = float(ratio_t.nan_to_num(nan=float("inf")).max()) if ratio_t.numel() else 0.0
+    zeros = torch.zeros_like(got)
+    err = torch.where(exp.specified, (got - exp.ref).abs(), zeros)
+    inf_ok = _overflow_ok(got, exp, dtype)
+    within = err <= exp.tol  # NaN compares false: never within
+    bad = exp.specified & ~(within | inf_ok)
+    measured = exp.specified & (exp.tol > 0) & ~inf_ok
+    ratio = torch.where(measured, err / exp.tol, zeros)
+    worst = _worst(ratio, exp.specified & torch.isnan(got))
     if bad.any():
         t, j = bad.nonzero()[0].tolist()
         count = int(bad.sum())
@@ -207,6 +245,13 @@ def compare(case: Case, out: object, exp: Expectation) -> Verdict:
             f"± {_fmt(exp.tol[t, j].item())} ({count} of {int(exp.specified.sum())} elements off)",
         )
     return Verdict(True, worst)
+
+
+def _worst(ratio: torch.Tensor, nan_mask: torch.Tensor) -> float:
+    """The largest ratio, ``nan`` if any specified element is NaN (shown as such, not clamped)."""
+    if bool(nan_mask.any()):
+        return math.nan
+    return float(ratio.max()) if ratio.numel() else 0.0
 
 
 def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

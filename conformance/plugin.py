@@ -1,31 +1,52 @@
-"""The pytest plugin (entry point ``pytest11``) that points the conformance suite at a backend.
+"""The pytest plugin (entry point ``pytest11``): points the conformance suite at a backend and
+reports what the run found.
 
 Run the suite on a backend::
 
     pytest --pyargs conformance.suite --lora-backend triton
-    LORA_CONFORMANCE_BACKEND=mypkg.lora:MyBackend pytest --pyargs conformance.suite
+    LORA_CONFORMANCE_BACKEND=mypkg.lora:MyBackend pytest --pyargs conformance.suite \\
+        --hypothesis-profile dev --hypothesis-seed 7 --junitxml out.xml -n 4
 
-The plugin is inert for test runs that do not collect ``conformance.suite``: it only adds
-options, a header line when a backend is named, and the ``--skips-file``/``--xfails-file``
-handling.
+The suite is one test, ``test_conformance[<check>-<op>-<dtype>]``, per group of the plan
+(:mod:`conformance.plan`); ``lora-conformance check`` runs exactly this.  For test runs that do
+not name a backend the plugin is inert: it adds options, registers the profiles ``ci``, ``dev``
+and ``thorough`` with Hypothesis, and handles ``--skips-file``/``--xfails-file``.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
+import secrets
+import time
+import traceback
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
-import torch
-from hypothesis import settings
 
 from conformance import profiles
-from conformance.replay import save_failure
-from lora_ref import BaseLoRABackend, get_backend_from_name
+from conformance.checks import NAMES as CHECK_NAMES
+from conformance.failures import write_atomic
+from conformance.ops import DTYPE_NAMES, OPS
+from conformance.report import SCHEMA, fmt_ratio, now, ratio_to_json, write_report
 
 BACKEND_ENV = "LORA_CONFORMANCE_BACKEND"
+DEFAULT_DEADLINE = 300.0
+
+
+def _csv(choices: tuple[str, ...]):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(t.strip() for t in text.split(",") if t.strip())
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise ValueError(f"expected a comma-separated subset of {', '.join(choices)}")
+        return items
+
+    return parse
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,42 +54,55 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lora-backend",
         default=None,
-        help="backend under test: a built-in, package.module:Class, or an entry point "
+        help=f"backend under test: a built-in, package.module:Class or an entry point "
         f"(env {BACKEND_ENV})",
     )
     group.addoption(
         "--lora-device",
         default=None,
         choices=("cpu", "cuda"),
-        help="device to test on (default: cuda when available and supported, else cpu)",
+        help="device to test on (default: cuda when available and declared, else cpu)",
+    )
+    group.addoption("--lora-ops", type=_csv(OPS), default=OPS, help="ops, comma-separated")
+    group.addoption(
+        "--lora-dtypes", type=_csv(DTYPE_NAMES), default=DTYPE_NAMES, help="dtypes, comma-separated"
     )
     group.addoption(
-        "--lora-profile",
-        default=None,
-        choices=profiles.PROFILES,
-        help="size caps and Hypothesis profile: ci, dev or thorough (env LORA_CONFORMANCE_PROFILE)",
+        "--lora-checks", type=_csv(CHECK_NAMES), default=CHECK_NAMES, help="checks, comma-separated"
     )
     group.addoption(
         "--lora-max-examples",
         type=int,
         default=None,
-        help="override the profile's examples per test",
+        help="drawn examples per diff group, the other checks taking their share (Hypothesis "
+        "has no command-line option for it; default: the profile's)",
     )
     group.addoption(
-        "--lora-stats-file",
-        default=None,
-        help="append one JSON line per example (test, passed, err/tol): survives an interrupted "
-        "campaign; summarise with `lora-conformance stats FILE`",
+        "--lora-deadline",
+        type=float,
+        default=DEFAULT_DEADLINE,
+        help=f"seconds one example may take before it is reported as a hang; 0: no limit "
+        f"(default {DEFAULT_DEADLINE:g})",
     )
     group.addoption(
-        "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
+        "--lora-isolate",
+        action="store_true",
+        default=False,
+        help="run the backend in a subprocess: a crash or an exit is reported with its case",
     )
-    group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
     group.addoption(
         "--lora-failures-dir",
         default="conformance-failures",
         help="where minimal failing cases are saved for `lora-conformance replay`",
     )
+    group.addoption(
+        "--lora-report", default=None, help="write the JSON report here, updated after each group"
+    )
+    group.addoption("--lora-progress", default=None, help="(internal) the CLI's progress file")
+    group.addoption(
+        "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
+    )
+    group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
 
 
 def _backend_name(config: pytest.Config) -> str | None:
@@ -76,67 +110,298 @@ def _backend_name(config: pytest.Config) -> str | None:
 
 
 def _profile(config: pytest.Config) -> str:
-    return config.getoption("--lora-profile") or profiles.default_profile()
-
-
-def pick_device(backend_cls: type[BaseLoRABackend], requested: str | None) -> torch.device:
-    """The requested device, else CUDA when present and supported, else the CPU.
-
-    Under pytest-xdist each worker takes its own GPU (``gw3`` takes ``cuda:3 % count``), so a
-    campaign with ``-n <number of GPUs>`` runs one worker per visible GPU.
-    """
-    wants_cuda = requested == "cuda" or (
-        requested is None
-        and torch.cuda.is_available()
-        and "cuda" in backend_cls.capabilities.devices
-    )
-    if not wants_cuda:
-        return torch.device(requested or "cpu")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if worker.startswith("gw") and torch.cuda.device_count() > 1:
-        index = int(worker[2:]) % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cuda")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "lora_conformance: a test of the conformance suite")
-    if _backend_name(config) or config.getoption("--lora-profile"):
-        settings.load_profile(_profile(config))
-    n = config.getoption("--lora-max-examples")
-    if n:
-        settings.register_profile(
-            "lora-custom", settings.get_profile(_profile(config)), max_examples=n
-        )
-        settings.load_profile("lora-custom")
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    name = _backend_name(config)
-    if not name:
-        return []
-    import triton
-
+    """The run's profile: ``--hypothesis-profile``, else ``LORA_CONFORMANCE_PROFILE``, else ci."""
     try:
-        cls = get_backend_from_name(name)
+        name = config.getoption("hypothesis_profile", None) or profiles.profile_from_env()
     except ValueError as exc:
-        return [f"lora-conformance: backend {name!r} NOT LOADED: {exc}"]
-    device = pick_device(cls, config.getoption("--lora-device"))
-    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    return [
-        f"lora-conformance: backend {name} = {cls.__module__}:{cls.__qualname__}, "
-        f"version {cls().version}",
-        f"lora-conformance: device {device}{gpu}, torch {torch.__version__}, "
-        f"triton {triton.__version__}, "
-        f"profile {_profile(config)}",
-    ]
+        raise pytest.UsageError(str(exc)) from exc
+    if name not in profiles.PROFILES:
+        raise pytest.UsageError(
+            f"--hypothesis-profile: the conformance suite runs under one of "
+            f"{', '.join(profiles.NAMES)}, got {name!r}"
+        )
+    return name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the profiles before Hypothesis' own plugin loads ``--hypothesis-profile``; with
+    a backend named and no profile asked for, load ``LORA_CONFORMANCE_PROFILE`` (or ``ci``)."""
+    config.addinivalue_line("markers", "lora_conformance: a test of the conformance suite")
+    profiles.register()
+    if not _backend_name(config):
+        return
+    from hypothesis import settings
+
+    from conformance.checks.harness import watch_interrupts
+    from lora_ref.runtime import use_interpreter_without_gpu
+
+    profile = _profile(config)
+    if not config.getoption("hypothesis_profile", None):
+        settings.load_profile(profile)
+    use_interpreter_without_gpu(config.getoption("--lora-device"))
+    watch_interrupts()
+    seed = config.getoption("hypothesis_seed", None)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "lora_seed" in workerinput:
+        seed = workerinput["lora_seed"]
+    if seed is None:
+        seed = 0 if profile == "ci" else secrets.randbelow(2**32)
+    try:
+        seed = int(str(seed), 0)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--hypothesis-seed: expected an int, got {seed!r}") from exc
+    run = _Run(config, seed, profile)
+    config._lora = run  # type: ignore[attr-defined]
+    config.pluginmanager.register(run, "lora-conformance-run")
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without xdist
+def pytest_configure_node(node) -> None:
+    run = getattr(node.config, "_lora", None)
+    if run is not None:
+        node.workerinput["lora_seed"] = run.seed
+
+
+def _empty_record(group, outcome: str, reason: str | None) -> dict[str, Any]:
+    return {
+        "id": group.id, "check": group.check, "op": group.op, "dtype": group.dtype,
+        "outcome": outcome, "examples": 0, "shrink_steps": 0, "seconds": 0.0,
+        "worst_ratio": None, "corners": {}, "skip_reason": reason, "error": None,
+        "failure": None,
+    }  # fmt: skip
+
+
+def record_json(rec) -> str:
+    data = asdict(rec)
+    data["worst_ratio"] = ratio_to_json(rec.worst_ratio)
+    return json.dumps(data)
+
+
+class _Run:
+    """One run: the backend, device, plan and options, and the report being written.  It is
+    registered as a plugin, so its ``pytest_*`` methods are hooks."""
+
+    def __init__(self, config: pytest.Config, seed: int, profile: str) -> None:
+        self.config = config
+        self.seed = seed
+        self.profile = profile
+        self.name = _backend_name(config)
+        self.report_path = config.getoption("--lora-report")
+        self.progress_path = config.getoption("--lora-progress")
+        self.is_worker = hasattr(config, "workerinput")
+        self.doc: dict[str, Any] = {
+            "schema": SCHEMA,
+            "status": "running",
+            "started": now(),
+            "finished": None,
+            "harness": None,
+            "backend": {"name": self.name},
+            "environment": {},
+            "settings": {},
+            "groups": [],
+            "error": None,
+        }
+        self.loaded = False
+        self.backend_cls: Any = None
+        self.device: Any = None
+        self.plan: list = []
+        self.plan_all: list = []
+        self.records: dict[str, dict[str, Any]] = {}
+        self.runner = None
+
+    def load(self) -> None:
+        """Resolve the backend and build the plan (once, at collection)."""
+        if self.loaded:
+            return
+        self.loaded = True
+        from conformance.checks import CHECKS
+        from conformance.ops import dtype_name
+        from conformance.plan import build_plan
+        from conformance.runtime import environment, harness_version, pick_device
+        from lora_ref import get_backend_from_name
+        from lora_ref.registry import BackendLoadError, BackendNotFoundError
+
+        config = self.config
+        self.doc["harness"] = harness_version()
+        try:
+            cls = get_backend_from_name(self.name)
+        except BackendNotFoundError as exc:
+            self._stop("usage_error", str(exc), exc)
+        except BackendLoadError as exc:
+            self._stop("backend_error", str(exc), exc)
+        caps = cls.capabilities
+        try:
+            version = str(cls().version)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            self._stop(
+                "backend_error",
+                f"backend {self.name!r}: its constructor or version raised "
+                f"{type(exc).__name__}: {str(exc).strip()[:300]}",
+                exc,
+            )
+        self.backend_cls = cls
+        self.device = pick_device(cls, config.getoption("--lora-device"))
+        self.plan = self.plan_all = build_plan(
+            caps,
+            self.device.type,
+            config.getoption("--lora-ops"),
+            config.getoption("--lora-dtypes"),
+            config.getoption("--lora-checks"),
+        )
+        p = profiles.get(self.profile)
+        n = config.getoption("--lora-max-examples") or p.examples
+        self.doc.update(
+            backend={
+                "name": self.name,
+                "target": f"{cls.__module__}:{cls.__qualname__}",
+                "version": version,
+                "capabilities": {
+                    "dtypes": sorted(dtype_name(d) for d in caps.dtypes),
+                    "devices": sorted(caps.devices),
+                    "permutation": caps.permutation,
+                    "split_layouts": caps.split_layouts,
+                    "cuda_graph": caps.cuda_graph,
+                    "float32_matmul": caps.float32_matmul,
+                },
+            },
+            environment=environment(self.device),
+            settings={
+                "profile": self.profile,
+                "seed": self.seed,
+                "max_examples": {k: max(1, math.ceil(n * c.scale)) for k, c in CHECKS.items()},
+                "limits": vars(p.limits),
+                "deadline": config.getoption("--lora-deadline") or None,
+                "isolate": config.getoption("--lora-isolate"),
+                "ops": list(config.getoption("--lora-ops")),
+                "dtypes": list(config.getoption("--lora-dtypes")),
+                "checks": list(config.getoption("--lora-checks")),
+            },
+        )
+        self.write()
+
+    def _stop(self, status: str, message: str, exc: BaseException) -> None:
+        self.doc.update(status=status, error=message, finished=now())
+        self.doc["traceback"] = "".join(traceback.format_exception(exc))
+        self.write()
+        raise pytest.UsageError(message) from None
+
+    def write(self) -> None:
+        if self.report_path and not self.is_worker:
+            self.doc["plan"] = [g.id for g in self.plan]
+            self.doc["groups"] = [self.records[g.id] for g in self.plan if g.id in self.records]
+            write_report(self.report_path, self.doc)
+
+    def progress(self, rec, phase: str, example) -> None:
+        """The CLI's view of the example in flight (its case is saved if the process dies)."""
+        if not self.progress_path:
+            return
+        doc = {
+            "group": rec.id,
+            "phase": phase,
+            "examples": rec.examples,
+            "shrink_steps": rec.shrink_steps,
+            "time": time.time(),
+            "pid": os.getpid(),
+            "check": rec.check,
+            "op": rec.op,
+            "dtype": rec.dtype,
+            "case": example.case.to_json() if example is not None else None,
+            "params": example.params if example is not None else None,
+        }
+        write_atomic(Path(self.progress_path), json.dumps(doc))
+
+    def op_dtypes(self) -> dict[str, list[str]]:
+        from conformance.plan import op_dtypes
+
+        dtypes = self.config.getoption("--lora-dtypes")
+        return op_dtypes(self.plan_all, self.backend_cls.capabilities, dtypes)
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not self.loaded:
+            return
+        kept = {item.callspec.id for item in session.items if hasattr(item, "callspec")}
+        self.plan = [g for g in self.plan_all if g.id in kept]
+        self.write()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Collect each group's record (from workers too, under xdist) into the report."""
+        for key, value in report.user_properties:
+            if key == "lora_group":
+                rec = json.loads(value)
+                self.records[rec["id"]] = rec
+                self.write()
+                return
+        if report.skipped and report.when == "setup" and report.nodeid.endswith("]"):
+            gid = report.nodeid.rsplit("[", 1)[1][:-1]
+            group = next((g for g in self.plan_all if g.id == gid), None)
+            if group is not None:
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else "skipped"
+                self.records[gid] = _empty_record(group, "skip", str(reason))
+                self.write()
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.runner is not None:
+            self.runner.close()
+        if self.is_worker or not self.loaded or self.doc["status"] != "running":
+            return
+        for g in self.plan:
+            if g.id not in self.records:
+                self.records[g.id] = _empty_record(g, "skip" if g.skip else "not run", g.skip)
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        self.doc["status"] = "interrupted" if interrupted else "complete"
+        self.doc["finished"] = now()
+        self.write()
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.records:
+            return
+        tr = terminalreporter
+        tr.section("lora-conformance")
+        for g in self.plan:
+            r = self.records.get(g.id)
+            if r is None:
+                continue
+            outcome = r["outcome"] + (f": {r['skip_reason']}" if r.get("skip_reason") else "")
+            tr.write_line(
+                f"{g.id:<32} {outcome:<36.36} {r['examples']:>6} examples "
+                f"{r['shrink_steps']:>5} shrink steps  worst err/tol {fmt_ratio(r['worst_ratio'])}"
+            )
+        total = sum(r["examples"] for r in self.records.values())
+        tr.write_line(
+            f"profile {self.profile}, seed {self.seed} (--hypothesis-seed {self.seed} repeats "
+            f"this run); {total} examples in all"
+        )
+
+
+def _run_of(config: pytest.Config) -> _Run:
+    run = getattr(config, "_lora", None)
+    if run is None:
+        raise pytest.UsageError(
+            f"conformance suite: name the backend with --lora-backend NAME or {BACKEND_ENV}"
+        )
+    return run
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lora_group" not in metafunc.fixturenames:
+        return
+    run = _run_of(metafunc.config)
+    run.load()
+    metafunc.parametrize("lora_group", run.plan_all, ids=[g.id for g in run.plan_all])
 
 
 def _read_ids(path: str | None) -> list[str]:
     if not path:
         return []
-    lines = Path(path).read_text().splitlines()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise pytest.UsageError(f"{path}: cannot read it: {exc}") from exc
     return [ln.split("#", 1)[0].strip() for ln in lines if ln.split("#", 1)[0].strip()]
 
 
@@ -156,151 +421,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(reason="listed in --xfails-file", strict=False))
 
 
-@pytest.fixture(scope="session")
-def lora_backend(pytestconfig: pytest.Config) -> type[BaseLoRABackend]:
-    """The backend class under test; the suite errors loudly when none is named."""
-    name = _backend_name(pytestconfig)
-    if not name:
-        raise pytest.UsageError(
-            f"conformance suite: name the backend with --lora-backend NAME or {BACKEND_ENV}"
-        )
-    try:
-        return get_backend_from_name(name)
-    except ValueError as exc:
-        raise pytest.UsageError(str(exc)) from exc
-
-
-@pytest.fixture(scope="session")
-def lora_device(pytestconfig: pytest.Config, lora_backend: type[BaseLoRABackend]) -> torch.device:
-    return pick_device(lora_backend, pytestconfig.getoption("--lora-device"))
-
-
-@pytest.fixture(scope="session")
-def lora_limits(pytestconfig: pytest.Config):
-    return profiles.limits_for(_profile(pytestconfig))
-
-
-STATS_KEY = "lora_conformance_stats"
-
-
-def _stats(config: pytest.Config) -> dict[str, list[float]]:
-    if not hasattr(config, "_lora_stats"):
-        config._lora_stats = {}  # type: ignore[attr-defined]
-    return config._lora_stats  # type: ignore[attr-defined]
-
-
-def _merge(stats: dict[str, list[float]], key: str, examples: float, worst: float) -> None:
-    entry = stats.setdefault(key, [0, 0.0])
-    entry[0] += examples
-    entry[1] = max(entry[1], worst)
-
-
 @pytest.fixture
-def lora_stats(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
-    """Call with a CaseResult to count it in the session's per-(op, dtype) summary."""
-    key = request.node.name
-    stats_file = pytestconfig.getoption("--lora-stats-file")
+def lora_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
+    """Run one group of the plan through the engine; returns its record."""
+    from conformance.engine import RunOptions, run_group
 
-    def record(result) -> None:
-        worst = result.worst_ratio if result.worst_ratio != float("inf") else 0.0
-        _merge(_stats(pytestconfig), key, 1, worst)
-        if stats_file:
-            line = json.dumps({"test": key, "ok": result.ok, "ratio": worst})
-            with open(stats_file, "a") as f:  # one short write per line: safe across xdist workers
-                f.write(line + "\n")
+    run = _run_of(pytestconfig)
+    run.load()
 
-    return record
+    def go(group):
+        if pytestconfig.getoption("--lora-isolate") and run.runner is None:
+            from conformance.isolate import IsolatedBackend
 
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    workeroutput = getattr(session.config, "workeroutput", None)
-    if workeroutput is not None:
-        workeroutput[STATS_KEY] = json.dumps(_stats(session.config))
-
-
-@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without xdist
-def pytest_testnodedown(node, error) -> None:
-    data = getattr(node, "workeroutput", {}).get(STATS_KEY)
-    if data:
-        for key, (examples, worst) in json.loads(data).items():
-            _merge(_stats(node.config), key, examples, worst)
-
-
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    stats = _stats(config)
-    if not stats:
-        return
-    tr = terminalreporter
-    tr.section("lora-conformance: examples and worst error/tolerance")
-    for key in sorted(stats):
-        examples, worst = stats[key]
-        tr.write_line(f"{key:<60} {int(examples):>7} examples   worst err/tol {worst:.3f}")
-    total = sum(int(v[0]) for v in stats.values())
-    tr.write_line(
-        f"{'all':<60} {total:>7} examples   worst err/tol {max(v[1] for v in stats.values()):.3f}"
-    )
-
-
-@pytest.fixture
-def lora_report(request: pytest.FixtureRequest, pytestconfig: pytest.Config):
-    """Call with a failing CaseResult: saves the case and returns the assertion message."""
-
-    backend_name = _backend_name(pytestconfig) or "?"
-
-    def report(result) -> str:
-        folder = Path(pytestconfig.getoption("--lora-failures-dir"))
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request.node.name)
-        path = save_failure(folder / f"{safe}.json", result, backend_name)
-        lines = [
-            *result.failures,
-            f"case: {result.case.describe()}",
-            f"replay: lora-conformance replay {path}",
-        ]
-        return "\n".join(lines)
-
-    return report
-
-
-# --- pytest-benchmark -----------------------------------------------------------------------
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_benchmark_update_machine_info(config, machine_info):
-    """Record the GPU (or its absence), driver, CUDA, torch and Triton with every benchmark run."""
-    from importlib.metadata import version
-
-    machine_info["torch"] = torch.__version__
-    machine_info["triton"] = version("triton")
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        machine_info["gpu"] = props.name
-        machine_info["gpu_sms"] = props.multi_processor_count
-        machine_info["cuda"] = torch.version.cuda
-        try:
-            import subprocess
-
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                check=False,
+            run.runner = IsolatedBackend(
+                run.name, str(run.device), pytestconfig.getoption("--lora-deadline") or None
             )
-            machine_info["driver"] = out.stdout.split("\n")[0].strip()
-        except OSError:
-            machine_info["driver"] = "?"
-    else:
-        machine_info["gpu"] = "none (CPU smoke mode)"
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_benchmark_compare_machine_info(
-    config, benchmarksession, machine_info, compared_benchmark
-):
-    """Timings from different GPUs say nothing about a regression: refuse to compare them."""
-    theirs = compared_benchmark.get("machine_info", {}).get("gpu")
-    ours = machine_info.get("gpu")
-    if theirs is not None and theirs != ours:
-        raise pytest.UsageError(
-            f"--benchmark-compare: the baseline was taken on {theirs!r}, this run is on {ours!r}; "
-            "keep one baseline folder per card (--benchmark-storage=.benchmarks/<card>)"
+        options = RunOptions(
+            backend_name=run.name,
+            profile=run.profile,
+            run_seed=run.seed,
+            max_examples=pytestconfig.getoption("--lora-max-examples"),
+            deadline=pytestconfig.getoption("--lora-deadline") or None,
+            failures_dir=Path(pytestconfig.getoption("--lora-failures-dir")),
+            op_dtypes=run.op_dtypes(),
+            runner=run.runner.run if run.runner is not None else None,
+            progress=run.progress,
         )
+        rec = run_group(group, run.backend_cls, run.device, options)
+        request.node.user_properties.append(("lora_group", record_json(rec)))
+        return rec
+
+    return go

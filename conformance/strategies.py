@@ -1,43 +1,51 @@
-"""Hypothesis strategies: every conformance case is drawn here.
+"""Hypothesis strategies: every randomly drawn conformance case comes from here.
 
-Hypothesis draws the *structure* (layout, adapters, shapes, flags); tensor values come from a
-drawn seed (see :mod:`conformance.case`), so examples are cheap and shrink well.  Sizes are capped
-by one :class:`Limits` per profile.
+Hypothesis draws the *structure* (layout, adapters, shapes, data mode, memory layout, flags);
+tensor values come from a drawn seed (:mod:`conformance.inputs`), so examples are cheap and
+shrink well.  Sizes are capped by the profile's :class:`~conformance.profiles.Limits`, and every
+size is drawn *around the boundaries real kernels have* as often as uniformly: row counts near
+16, 32, 64, 128 (and 256), ranks near 16, 32 and 64, dims with ragged tails.  Hand-built cases
+that reach the large corners whatever the caps live in :mod:`conformance.corners`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hypothesis import strategies as st
 
 from conformance.case import Case
+from conformance.ops import STACKS
+from conformance.profiles import Limits
 
 LAYOUTS = ("identical", "distinct", "uniform", "skewed", "random", "one_long", "decode")
+# scalings are alpha / r: drawn log-uniformly over [2^-20, 2^6] with either sign, plus 0 and a
+# few exact values.  Smaller ones push results into the float32 subnormal range, where the
+# Triton interpreter's float32 -> bfloat16 conversion is wrong (a dev-profile run drew 1.7e-44
+# and got -2^-128 back for -7.6e-45).
+MIN_SCALING_EXP, MAX_SCALING_EXP = -20, 6
 SPECIAL_SCALINGS = (0.0, 1.0, 0.5, -1.0, -2.75, 40.0, -24.0, 0.0625)
-# scalings are alpha / r: zero, or at least 2^-20 in size.  Smaller ones push results into the
-# float32 subnormal range, where the Triton interpreter's float32 -> bfloat16 conversion is wrong
-# (a dev-profile run drew 1.7e-44 and got -2^-128 back for -7.6e-45).
-MIN_SCALING = 2.0**-20
+RANK_BOUNDARIES = (16, 32, 64)
+DATA_WEIGHTS = (("gaussian", 4), ("same_sign", 2), ("dynamic", 2), ("overflow", 1))
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Size caps of generated cases."""
-
-    tokens: int
-    segments: int
-    K: int
-    N: int
-    R: int
-    slots: int
+def near(boundaries: tuple[int, ...], lo: int, hi: int) -> st.SearchStrategy[int]:
+    """An int in ``[lo, hi]``: half the time just below, at or above a boundary, else uniform."""
+    close = sorted({b + d for b in boundaries for d in (-1, 0, 1) if lo <= b + d <= hi})
+    uniform = st.integers(lo, hi)
+    return st.one_of(st.sampled_from(close), uniform) if close else uniform
 
 
-LIMITS = {
-    "ci": Limits(tokens=40, segments=10, K=72, N=72, R=12, slots=5),
-    "dev": Limits(tokens=160, segments=24, K=200, N=160, R=32, slots=8),
-    "thorough": Limits(tokens=768, segments=64, K=1536, N=1536, R=128, slots=16),
-}
+def _f32(v: float) -> float:
+    import struct
+
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
+def scalings() -> st.SearchStrategy[float]:
+    """One slot's scaling: 0, a special value, or ``±2^e`` with ``e`` uniform in [-20, 6]."""
+    log_uniform = st.tuples(
+        st.booleans(), st.floats(MIN_SCALING_EXP, MAX_SCALING_EXP, allow_nan=False)
+    ).map(lambda se: _f32((-1.0 if se[0] else 1.0) * 2.0 ** se[1]))
+    return st.one_of(st.sampled_from(SPECIAL_SCALINGS), log_uniform)
 
 
 def _zipf_slot(draw: st.DrawFn, L: int) -> int:
@@ -53,22 +61,24 @@ def _zipf_slot(draw: st.DrawFn, L: int) -> int:
 
 @st.composite
 def layouts(
-    draw: st.DrawFn, L: int, limits: Limits
+    draw: st.DrawFn, L: int, limits: Limits, row_boundaries: tuple[int, ...]
 ) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
     """A segment layout from the serving-workload taxonomy: (label, seg_lens, weight_indices)."""
     kind = draw(st.sampled_from(LAYOUTS), label="layout")
     max_seg = limits.segments
     if kind == "one_long":
-        lens = [draw(st.integers(1, limits.tokens), label="long_len")]
+        lens = [draw(near(row_boundaries, 1, limits.tokens), label="long_len")]
     elif kind in ("distinct", "decode"):
-        lens = [1] * draw(st.integers(1, min(max_seg, limits.tokens)), label="decode_bs")
+        bs = draw(near((16, 32), 1, min(max_seg, limits.tokens)), label="decode_bs")
+        lens = [1] * bs
     else:
-        bs = draw(st.integers(1, max_seg), label="bs")
+        bs = draw(near((16, 32), 1, max_seg), label="bs")
         low = 0 if kind == "random" else 1
         budget = limits.tokens
         lens = []
         for _ in range(bs):
-            n = draw(st.integers(low, max(low, min(budget, limits.tokens // 2))), label="seg_len")
+            cap = max(low, min(budget, limits.tokens // 2))
+            n = draw(near(row_boundaries, low, cap), label="seg_len")
             if n > budget:
                 break
             budget -= n
@@ -90,17 +100,20 @@ def layouts(
 
 @st.composite
 def ranks_and_pool(draw: st.DrawFn, limits: Limits) -> tuple[int, tuple[int, ...]]:
-    """The pool rank ``R`` (1 and non powers of two included) and ``L`` slot ranks in ``[0, R]``."""
-    R = draw(st.one_of(st.sampled_from([1, limits.R]), st.integers(1, limits.R)), label="R")
-    L = draw(st.integers(1, limits.slots), label="L")
-    rank = st.one_of(st.sampled_from([0, 1, R]), st.integers(0, R))
+    """The pool rank ``R`` and ``L`` slot ranks in ``[0, R]``: 1, ``R`` and the ranks around 16,
+    32 and 64 come up often, as do pools with more than 8 and 16 slots."""
+    R = draw(
+        st.one_of(st.sampled_from([1, limits.R]), near(RANK_BOUNDARIES, 1, limits.R)), label="R"
+    )
+    L = draw(near((8, 16), 1, limits.slots), label="L")
+    rank = st.one_of(st.sampled_from([0, 1, R]), near(RANK_BOUNDARIES, 0, R))
     ranks = draw(st.lists(rank, min_size=L, max_size=L), label="ranks")
     return R, tuple(ranks)
 
 
 def _dim(limit: int) -> st.SearchStrategy[int]:
-    # odd and tiny dims first: every tail must be masked
-    return st.one_of(st.sampled_from([1, 3, 17, limit]), st.integers(1, limit)).map(
+    # odd and tiny dims first: every tail must be masked; ragged tails past 64 and 128
+    return st.one_of(st.sampled_from([1, 3, 17, limit]), near((64, 128, 256), 1, limit)).map(
         lambda v: min(v, limit)
     )
 
@@ -111,6 +124,7 @@ def cases(
     op: str,
     dtype: str,
     limits: Limits,
+    row_boundaries: tuple[int, ...] = (16, 32, 64, 128),
     permutation: bool = True,
     split_layouts: bool = False,
 ) -> Case:
@@ -119,38 +133,31 @@ def cases(
     ``permutation`` and ``split_layouts``: whether the backend declares them, so they may be drawn.
     """
     R, ranks = draw(ranks_and_pool(limits), label="pool")
-    layout, lens, slots = draw(layouts(len(ranks), limits), label="layout")
-    scalings = tuple(
-        draw(
-            st.lists(
-                st.one_of(
-                    st.sampled_from(SPECIAL_SCALINGS),
-                    st.floats(-4, 4, width=32).filter(lambda v: v == 0 or abs(v) >= MIN_SCALING),
-                ),
-                min_size=len(ranks),
-                max_size=len(ranks),
-            ),
-            label="scalings",
-        )
+    layout, lens, slots = draw(layouts(len(ranks), limits, row_boundaries), label="layout")
+    data = draw(
+        st.sampled_from([name for name, weight in DATA_WEIGHTS for _ in range(weight)]),
+        label="data",
     )
+    scaling = scalings()
+    if data == "overflow":
+        # products past the range: |s| >= 1 keeps "the float32 accumulator overflowed" and
+        # "the exact result lies past the range" the same thing
+        scaling = st.sampled_from([1.0, -1.0, 2.0, 40.0, -24.0, 64.0])
+    scal = draw(st.lists(scaling, min_size=len(ranks), max_size=len(ranks)), label="scalings")
     K = draw(_dim(limits.K), label="K")
     N = draw(_dim(limits.N), label="N")
     n_kv = draw(st.integers(1, N), label="n_kv") if op == "qkv" else 0
-    stack = (
-        draw(st.sampled_from([1, 2, 3]), label="stack")
-        if op == "shrink"
-        else {"expand": 1, "qkv": 3, "gate_up": 2}[op]
-    )
+    stack = draw(st.sampled_from(STACKS[op]), label="stack")
     return Case(
         op=op,
         dtype=dtype,
         seg_lens=lens,
         weight_indices=slots,
         lora_ranks=ranks,
-        scalings=scalings,
+        scalings=tuple(scal),
         R=R,
-        K=K,
-        N=N,
+        K=K if op != "expand" else 0,
+        N=N if op != "shrink" else 0,
         n_kv=n_kv,
         stack=stack,
         permute=draw(st.booleans(), label="permute") if permutation else False,
@@ -161,4 +168,11 @@ def cases(
         split_b=draw(st.booleans(), label="split_b")
         if split_layouts and op in ("qkv", "gate_up")
         else False,
+        data=data,
+        strides=draw(
+            st.sampled_from(["contiguous", "contiguous", "col_slice", "row_stride"]),
+            label="strides",
+        ),
+        extra_cols=draw(st.sampled_from([0, 0, 1, 5]), label="extra_cols") if op == "expand" else 0,
+        poison_unused=draw(st.booleans(), label="poison_unused"),
     )

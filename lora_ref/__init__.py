@@ -1,10 +1,11 @@
-"""The multi-LoRA backend contract (SPEC.md) and its float64 reference backend."""
+"""The multi-LoRA backend contract (docs/contract.md) and its float64 reference backend."""
 
 from lora_ref.backend import BaseLoRABackend, Capabilities
 from lora_ref.batch_info import BatchSummary, LoRABatchInfo, make_batch_info, refill_batch_info
 from lora_ref.reference import ReferenceLoRABackend
 from lora_ref.registry import (
     ENTRY_POINT_GROUP,
+    BackendLoadError,
     BackendNotFoundError,
     get_backend_from_name,
     known_backend_names,
@@ -12,6 +13,7 @@ from lora_ref.registry import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "BackendLoadError",
     "BackendNotFoundError",
     "BaseLoRABackend",
     "BatchSummary",

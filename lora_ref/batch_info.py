@@ -259,17 +259,39 @@ def make_batch_info(
 def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
     """Copy ``source`` into ``target``'s preallocated buffers in place (CUDA-graph refill).
 
-    ``source`` must fit: at most as many segments as ``target``'s buffers hold, the same number
-    of slots, and a permutation exactly when ``target`` has one.  Padding segments become empty.
+    Everything is checked on the host before the first byte is written, so a refill either
+    succeeds whole or raises (``ValueError``/``TypeError``) and leaves ``target`` as it was:
+
+    * ``source`` passes :meth:`LoRABatchInfo.validate` (slots in ``[0, L)``, lengths ``>= 0``,
+      ``seg_indptr`` consistent, a true permutation, ...);
+    * ``target`` is a graph buffer (``use_cuda_graph=True``) on the same device;
+    * it fits: at most as many segments as the buffers hold, the same number of slots, the same
+      token count ``T`` (a captured graph's inputs have a fixed number of rows), and a
+      permutation exactly when ``target`` has one.
+
+    Padding segments become empty.  Kernels must still bound every index they read from these
+    buffers: a caller can write them without this helper.
     """
-    capacity = target.seg_lens.numel()
+    if not isinstance(target, LoRABatchInfo):
+        fail("target", "a LoRABatchInfo", type(target).__name__, error=TypeError)
+    if not isinstance(source, LoRABatchInfo):
+        fail("source", "a LoRABatchInfo", type(source).__name__, error=TypeError)
+    if not target.use_cuda_graph:
+        fail("target.use_cuda_graph", "True (preallocated graph buffers)", "False")
+    src = source.validate()
+    dst = target.validate()
+    if source.device != target.device:
+        fail("source", f"tensors on {target.device} like the target", f"tensors on {source.device}")
+    capacity = dst.num_segments
     if source.bs > capacity:
         fail("source.bs", f"<= the buffer capacity {capacity}", f"{source.bs}")
-    if source.lora_ranks.numel() != target.lora_ranks.numel():
+    if src.num_slots != dst.num_slots:
+        fail("source.lora_ranks", f"{dst.num_slots} slots", f"{src.num_slots}")
+    if src.num_tokens != dst.num_tokens:
         fail(
-            "source.lora_ranks",
-            f"{target.lora_ranks.numel()} slots",
-            f"{source.lora_ranks.numel()}",
+            "source",
+            f"T = {dst.num_tokens} tokens, the rows the graph was captured with",
+            f"T = {src.num_tokens}",
         )
     if (source.permutation is None) != (target.permutation is None):
         fail("source.permutation", "present exactly when the target has one", "a mismatch")
@@ -284,12 +306,6 @@ def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
     target.lora_ranks.copy_(source.lora_ranks)
     target.scalings.copy_(source.scalings)
     if target.permutation is not None and source.permutation is not None:
-        if target.permutation.numel() != source.permutation.numel():
-            fail(
-                "source.permutation",
-                f"{target.permutation.numel()} rows",
-                f"{source.permutation.numel()}",
-            )
         target.permutation.copy_(source.permutation)
     target.bs = n
     target.max_len = max(target.max_len, source.max_len)

@@ -120,7 +120,8 @@ class ReferenceLoRABackend(BaseLoRABackend):
         info, _ = self._batch()
         lora_b = stack_qkv_b(qkv_lora_b)
         check_output_offset(output_offset, max_qkv_out_dim, info.device)
-        (T, _, _, _), N = self._check_fused(x, qkv_lora_a, lora_b, base_output, 3, "qkv")
+        operands = {"qkv_lora_b": qkv_lora_b, "output_offset": output_offset}
+        (T, _, _, _), N = self._check_fused(x, qkv_lora_a, lora_b, base_output, 3, "qkv", operands)
         offsets = check_output_offset_values(output_offset, max_qkv_out_dim, N)
         return self._fused(x, qkv_lora_a, lora_b, base_output, T, N, offsets)
 
@@ -132,14 +133,19 @@ class ReferenceLoRABackend(BaseLoRABackend):
         base_output: torch.Tensor | None = None,
     ) -> torch.Tensor:
         lora_b = stack_gate_up_b(gate_up_lora_b)
-        (T, _, _, _), N = self._check_fused(x, gate_up_lora_a, lora_b, base_output, 2, "gate_up")
+        operands = {"gate_up_lora_b": gate_up_lora_b}
+        (T, _, _, _), N = self._check_fused(
+            x, gate_up_lora_a, lora_b, base_output, 2, "gate_up", operands
+        )
         half = N // 2
         return self._fused(x, gate_up_lora_a, lora_b, base_output, T, N, [0, half, N])
 
-    def _check_fused(self, x, lora_a, lora_b, base_output, c, prefix):
+    def _check_fused(self, x, lora_a, lora_b, base_output, c, prefix, operands):
         info, summary = self._batch()
         names = (f"{prefix}_lora_a", f"{prefix}_lora_b")
-        return check_fused(summary, info.device, x, lora_a, lora_b, base_output, c, names)
+        return check_fused(
+            summary, info.device, x, lora_a, lora_b, base_output, c, names, operands
+        )
 
     def _fused(
         self,

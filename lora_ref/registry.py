@@ -25,7 +25,22 @@ BUILTIN_BACKENDS: dict[str, str] = {
 
 
 class BackendNotFoundError(ValueError):
-    """No backend of that name; the message lists the known names."""
+    """No backend of that name, or its module or a dependency is not installed; the message
+    lists the known names or names what is missing."""
+
+
+class BackendLoadError(RuntimeError):
+    """The backend's own code raised while it was imported: its module is broken, not missing.
+
+    The message is one line naming the backend and the exception; the original exception is
+    chained (``__cause__``) for a traceback.
+    """
+
+
+def _raised(name: str, what: str, exc: BaseException) -> BackendLoadError:
+    text = str(exc).strip().splitlines()
+    detail = f": {text[0]}" if text else ""
+    return BackendLoadError(f"backend {name!r}: {what} raised {type(exc).__name__}{detail}")
 
 
 def _entry_points() -> dict[str, object]:
@@ -49,6 +64,10 @@ def _load_target(target: str, name: str) -> type[BaseLoRABackend]:
         raise BackendNotFoundError(
             f"backend {name!r}: cannot import module {module_name!r}: {exc}"
         ) from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit too: a module must not end the process
+        raise _raised(name, f"importing module {module_name!r}", exc) from exc
     obj = module
     for part in attr.split("."):
         try:
@@ -78,6 +97,8 @@ def get_backend_from_name(name: str) -> type[BaseLoRABackend]:
     Raises:
         BackendNotFoundError: (a ``ValueError``) for an unknown name, listing the known ones, or
             for a target that cannot be imported or is not a backend class.
+        BackendLoadError: (a ``RuntimeError``) when importing the backend's module raised
+            anything but ``ImportError``.
     """
     if not isinstance(name, str) or not name:
         raise BackendNotFoundError(f"backend name: expected a non-empty str, got {name!r}")
@@ -93,6 +114,10 @@ def get_backend_from_name(name: str) -> type[BaseLoRABackend]:
             raise BackendNotFoundError(
                 f"backend {name!r}: its entry point failed to import: {exc}"
             ) from exc
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            raise _raised(name, f"entry point {eps[name].value!r}", exc) from exc
         return _as_backend(obj, name)
     raise BackendNotFoundError(
         f"unknown backend {name!r}; known: {', '.join(known_backend_names())} "

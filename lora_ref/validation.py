@@ -11,6 +11,7 @@ Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``c`` stac
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import torch
@@ -79,8 +80,53 @@ def _rows(arg: str, t: torch.Tensor, summary: BatchSummary) -> int:
     return t.shape[0]
 
 
-def check_base_output(base_output: torch.Tensor | None, x: torch.Tensor, T: int, N: int) -> None:
-    """``base_output``: None or ``(T, N)`` with ``x``'s dtype and device."""
+def _address_range(t: torch.Tensor) -> tuple[int, int] | None:
+    """``[first, last + 1)`` byte addresses spanned by ``t``'s elements (None when empty)."""
+    if t.numel() == 0:
+        return None
+    last = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True))
+    start = t.data_ptr()
+    return start, start + (last + 1) * t.element_size()
+
+
+def overlaps_itself(t: torch.Tensor) -> bool:
+    """True when two indices of ``t`` may name one element (an ``expand``-ed view, say).
+
+    The test is the sufficient condition for a one-to-one layout: sorted by stride, each stride
+    reaches past everything the smaller ones span.  A rare legal layout that fails it is
+    reported as overlapping; a conservative answer is the safe one for an output.
+    """
+    if t.numel() == 0:
+        return False
+    span = 1
+    for stride, size in sorted((abs(s), n) for n, s in zip(t.shape, t.stride(), strict=True)):
+        if size <= 1:
+            continue
+        if stride < span:
+            return True
+        span += stride * (size - 1)
+    return False
+
+
+def _tensors(operands: Mapping[str, object]) -> list[tuple[str, torch.Tensor]]:
+    out: list[tuple[str, torch.Tensor]] = []
+    for name, value in operands.items():
+        if isinstance(value, torch.Tensor):
+            out.append((name, value))
+        elif isinstance(value, tuple):
+            out += [(f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, torch.Tensor)]
+    return out
+
+
+def check_base_output(
+    base_output: torch.Tensor | None,
+    x: torch.Tensor,
+    T: int,
+    N: int,
+    operands: Mapping[str, object] | None = None,
+) -> None:
+    """``base_output``: None or ``(T, N)`` with ``x``'s dtype and device, overlapping neither
+    itself nor any of ``operands`` (name -> tensor, or tuple of tensors), ``x`` included."""
     if base_output is None:
         return
     _tensor("base_output", base_output, 2)
@@ -88,6 +134,19 @@ def check_base_output(base_output: torch.Tensor | None, x: torch.Tensor, T: int,
     _same_device("base_output", base_output, x.device)
     if tuple(base_output.shape) != (T, N):
         fail("base_output", f"shape ({T}, {N})", f"shape {tuple(base_output.shape)}")
+    if overlaps_itself(base_output):
+        fail(
+            "base_output",
+            "a tensor whose elements do not overlap (not an expanded or self-aliasing view)",
+            f"shape {tuple(base_output.shape)} with strides {tuple(base_output.stride())}",
+        )
+    out_range = _address_range(base_output)
+    if out_range is None:
+        return
+    for name, t in _tensors({"x": x, **(operands or {})}):
+        in_range = _address_range(t)
+        if in_range is not None and in_range[0] < out_range[1] and out_range[0] < in_range[1]:
+            fail("base_output", f"memory of its own, not shared with {name}", f"overlap with {name}")
 
 
 def check_shrink(
@@ -128,7 +187,7 @@ def check_expand(
     _slots_and_rank("weights", L, R, summary)
     if x.shape[1] < summary.max_rank:
         fail("x", f">= max(lora_ranks) = {summary.max_rank} columns", f"{x.shape[1]}")
-    check_base_output(base_output, x, T, N)
+    check_base_output(base_output, x, T, N, {"weights": weights})
     return ExpandDims(T, R, N)
 
 
@@ -187,10 +246,13 @@ def check_fused(
     base_output: torch.Tensor | None,
     stack_num: int,
     names: tuple[str, str],
+    operands: Mapping[str, object] | None = None,
 ) -> tuple[ShrinkDims, int]:
     """Checks of the fused qkv (``c=3``) and gate_up (``c=2``) paths; returns the dims and ``N``.
 
     ``lora_a (L, c*R, K)`` and the stacked ``lora_b (L, N_total, R)`` share ``L`` and ``R``.
+    ``operands``: further inputs ``base_output`` must not overlap (the caller's own ``lora_b``
+    when it was a split tuple, ``output_offset``).
     """
     a_name, b_name = names
     _operand("x", x, 2, None, device)
@@ -209,14 +271,15 @@ def check_fused(
     N = lora_b.shape[1]
     if stack_num == 2 and N % 2:
         fail(b_name, "an even dim 1 (2N: gate then up)", f"{N}")
-    check_base_output(base_output, x, T, N)
+    inputs = {a_name: lora_a, b_name: lora_b, **(operands or {})}
+    check_base_output(base_output, x, T, N, inputs)
     return ShrinkDims(T, K, R, stack_num), N
 
 
 def check_output_offset(
     output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device
 ) -> None:
-    """``output_offset``: int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an int > 0.
+    """``output_offset``: int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an int >= 0.
 
     Shape, dtype and device only: the values live on the device and reading them would sync.
     """
@@ -232,9 +295,9 @@ def check_output_offset(
     if (
         not isinstance(max_qkv_out_dim, int)
         or isinstance(max_qkv_out_dim, bool)
-        or max_qkv_out_dim <= 0
+        or max_qkv_out_dim < 0
     ):
-        fail("max_qkv_out_dim", "a positive int, max(Nq, Nkv)", repr(max_qkv_out_dim))
+        fail("max_qkv_out_dim", "a non-negative int, max(Nq, Nkv)", repr(max_qkv_out_dim))
 
 
 def check_output_offset_values(
@@ -242,8 +305,13 @@ def check_output_offset_values(
 ) -> list[int]:
     """Value checks of ``output_offset`` (a device sync: eager use only); returns the values."""
     offsets = output_offset.tolist()
-    if offsets[0] != 0 or offsets[3] != N or any(b < a for a, b in itertools.pairwise(offsets)):
-        fail("output_offset", f"non-decreasing [0, Nq, Nq+Nkv, {N}]", f"{offsets}")
+    if (
+        offsets[0] != 0
+        or offsets[3] != N
+        or any(b < a for a, b in itertools.pairwise(offsets))
+        or offsets[3] - offsets[2] != offsets[2] - offsets[1]
+    ):
+        fail("output_offset", f"[0, Nq, Nq+Nkv, Nq+2*Nkv] with Nq+2*Nkv = {N}", f"{offsets}")
     widest = max(b - a for a, b in itertools.pairwise(offsets))
     if widest > max_qkv_out_dim:
         fail("max_qkv_out_dim", f">= the widest slice {widest}", f"{max_qkv_out_dim}")

@@ -1,17 +1,13 @@
 """The Triton multi-LoRA backend.
 
-On a machine without CUDA, Triton can only run through its interpreter, so importing this
-package sets ``TRITON_INTERPRET=1`` unless the variable is already set.  It must happen before
-the kernels are defined, which is why it sits here.
+Without CUDA, Triton can only run through its interpreter; ``lora_ref.runtime`` selects it
+before the kernels are defined (importing the backend does).
 """
 
-import os
+from lora_ref.runtime import use_interpreter_without_gpu
 
-import torch
+use_interpreter_without_gpu()
 
-if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"
-
-from lora_triton.backend import TritonLoRABackend
+from lora_triton.backend import TritonLoRABackend  # noqa: E402
 
 __all__ = ["TritonLoRABackend"]

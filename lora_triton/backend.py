@@ -1,13 +1,23 @@
-"""``TritonLoRABackend``: SPEC.md's four operations as Triton kernels (the fast path).
+"""``TritonLoRABackend``: the contract's four operations as Triton kernels (the fast path).
 
 Letters: ``T`` tokens, ``K`` input dim, ``L`` slots, ``R`` pool rank, ``c`` stack count,
 ``N`` output dim.
 
-The ``run_*`` methods do no host sync and no host-to-device copy, and size every grid from
-host shapes only (``T``, ``N``, ``R``, buffer lengths), never from ``bs`` or ``max_len``: a CUDA
-graph captured on one batch is right for any batch refilled into the same buffers.  The
-adapter-grouped row layout (``kernels/layout.py``) is built on the device at each call in graph
-mode, once per ``set_batch_info`` otherwise.
+The ``run_*`` methods do no host-to-device copy and size every grid from host shapes only
+(``T``, ``N``, ``R``, buffer lengths), never from ``bs`` or ``max_len``: a CUDA graph captured
+on one batch is right for any batch refilled into the same buffers.  The adapter-grouped row
+layout (``kernels/layout.py``) is built on the device at each call in graph mode, once per
+``set_batch_info`` otherwise.
+
+Host syncs: ``set_batch_info`` validates the batch on the host.  ``run_qkv_lora`` reads the four
+``output_offset`` values on every eager call to validate them (a 16-byte copy); while a CUDA
+graph is being captured it cannot, and the kernel clamps the device values instead.
+
+Bad metadata inside a CUDA graph (buffers written without ``refill_batch_info``'s host checks):
+the kernels clamp, they never read or write outside their tensors.  Segments whose slot lies
+outside ``[0, L)`` and rows whose permutation entry lies outside ``[0, T)`` are skipped,
+``seg_indptr`` is clamped to ``[0, T]``, ranks to ``[0, R]`` and qkv offsets to ``[0, N]``.
+The rows concerned get unspecified (but finite-memory) results; nothing else changes.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import triton
 from lora_ref.backend import BaseLoRABackend, Capabilities
 from lora_ref.batch_info import LoRABatchInfo
 from lora_ref.errors import fail
+from lora_ref.runtime import interpreting, use_interpreter_without_gpu
 from lora_ref.validation import (
     FLOAT_DTYPES,
     GateUpB,
@@ -29,10 +40,12 @@ from lora_ref.validation import (
     check_output_offset_values,
     check_shrink,
 )
-from lora_triton.config import INTERPRET, expand_config, row_align, shrink_config
-from lora_triton.kernels.expand import expand
+from lora_triton.config import expand_config, row_align, shrink_config
+from lora_triton.kernels.expand import ExpandPlan, expand
 from lora_triton.kernels.layout import group_rows
-from lora_triton.kernels.shrink import shrink
+from lora_triton.kernels.shrink import RowLayout, shrink
+
+use_interpreter_without_gpu()
 
 
 def _capturing() -> bool:
@@ -45,41 +58,44 @@ class TritonLoRABackend(BaseLoRABackend):
     name = "triton"
     capabilities = Capabilities(
         dtypes=frozenset(FLOAT_DTYPES),
-        devices=frozenset({"cpu"}) if INTERPRET else frozenset({"cuda"}),
+        devices=frozenset({"cpu"}) if interpreting() else frozenset({"cuda"}),
         permutation=True,
         split_layouts=False,
-        cuda_graph=not INTERPRET,
+        cuda_graph=not interpreting(),
         float32_matmul="tf32",
     )
 
     def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
-        self._layout: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._checked_offsets: dict[tuple[int, int, int, int], list[int]] = {}
+        self._layout: RowLayout | None = None
         super().__init__(name, batch_info)
 
     @property
     def version(self) -> str:
-        mode = "interpreter" if INTERPRET else "compiled"
-        return f"triton {triton.__version__} ({mode})"
+        from lora_ref.reference import ReferenceLoRABackend
+
+        mode = "interpreter" if interpreting() else "compiled"
+        return f"lora-conformance {ReferenceLoRABackend().version} (Triton {triton.__version__}, {mode})"
 
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
         super().set_batch_info(batch_info)
         self._layout = None
 
-    def _positions(self, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Adapter slot ``(P,)`` and physical row ``(P,)`` of each position (``layout.py``).
+    def _positions(self, T: int) -> RowLayout:
+        """The batch's adapter-grouped positions (``layout.py``).
 
         Built at each call in graph mode (the batch may have been refilled), so a fused op
         builds it once and hands it to both of its stages."""
         info, _ = self._batch()
         if info.use_cuda_graph or self._layout is None:
-            layout = group_rows(
-                info.seg_indptr,
-                info.weight_indices,
-                info.permutation,
-                T,
-                info.lora_ranks.numel(),
-                row_align(T),
+            layout = RowLayout(
+                *group_rows(
+                    info.seg_indptr,
+                    info.weight_indices,
+                    info.permutation,
+                    T,
+                    info.lora_ranks.numel(),
+                    row_align(T),
+                )
             )
             if info.use_cuda_graph:
                 return layout
@@ -91,14 +107,17 @@ class TritonLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         info, summary = self._batch()
         _, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
-        return self._shrink_for(x, weights, c, R, K)
+        return self._shrink(x, weights, c, R, K, self._positions(x.shape[0]))
 
     def run_lora_b_sgemm(
         self, x: torch.Tensor, weights: torch.Tensor, base_output: torch.Tensor | None = None
     ) -> torch.Tensor:
         info, summary = self._batch()
         T, R, N = check_expand(summary, info.device, x, weights, base_output)
-        return self._expand(x, weights, base_output, T, N, R, 1, N, None, N % 16 == 0)
+        out = self._output(base_output, T, N, x)
+        plan = self._plan(T, R, 1, N, None, base_output is not None, N % 16 == 0)
+        expand(x, weights, out, plan)
+        return out
 
     def run_qkv_lora(
         self,
@@ -113,9 +132,14 @@ class TritonLoRABackend(BaseLoRABackend):
         lora_b = self._stacked("qkv_lora_b", qkv_lora_b)
         check_output_offset(output_offset, max_qkv_out_dim, info.device)
         names = ("qkv_lora_a", "qkv_lora_b")
-        dims, N = check_fused(summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names)
-        offsets = self._check_offset_values(output_offset, max_qkv_out_dim, N)
-        aligned = offsets is not None and all(o % 16 == 0 for o in offsets)
+        dims, N = check_fused(
+            summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names,
+            {"output_offset": output_offset},
+        )  # fmt: skip
+        aligned = False
+        if not _capturing():
+            offsets = check_output_offset_values(output_offset, max_qkv_out_dim, N)
+            aligned = all(o % 16 == 0 for o in offsets)
         return self._fused(
             x, qkv_lora_a, lora_b, base_output, dims, N, max_qkv_out_dim, output_offset, aligned
         )
@@ -151,64 +175,55 @@ class TritonLoRABackend(BaseLoRABackend):
         aligned: bool,
     ) -> torch.Tensor:
         """Shrink then expand ``dims.c`` slices, on one row layout shared by both stages."""
-        positions = self._positions(dims.T)
-        inter = self._shrink_for(x, lora_a, dims.c, dims.R, dims.K, positions)
-        return self._expand(
-            inter, lora_b, base_output, dims.T, N, dims.R, dims.c, slice_width, offsets, aligned,
-            positions,
-        )  # fmt: skip
+        layout = self._positions(dims.T)
+        inter = self._shrink(x, lora_a, dims.c, dims.R, dims.K, layout)
+        out = self._output(base_output, dims.T, N, x)
+        plan = self._plan(
+            dims.T, dims.R, dims.c, slice_width, offsets, base_output is not None, aligned, layout
+        )
+        expand(inter, lora_b, out, plan)
+        return out
 
-    def _shrink_for(
-        self,
-        x: torch.Tensor,
-        lora_a: torch.Tensor,
-        c: int,
-        R: int,
-        K: int,
-        positions: tuple[torch.Tensor, torch.Tensor] | None = None,
+    def _shrink(
+        self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int, layout: RowLayout
     ) -> torch.Tensor:
         info, summary = self._batch()
-        slots, rows = positions or self._positions(x.shape[0])
         config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters)
-        return shrink(x, lora_a, c, slots, rows, info.lora_ranks, config)
+        return shrink(
+            x, lora_a, stack_num=c, layout=layout, lora_ranks=info.lora_ranks, config=config
+        )
 
-    def _expand(
+    def _plan(
         self,
-        x: torch.Tensor,
-        weights: torch.Tensor,
-        base_output: torch.Tensor | None,
         T: int,
-        N: int,
         R: int,
         num_slices: int,
         slice_width: int,
         offsets: torch.Tensor | None,
+        has_base: bool,
         aligned: bool,
-        positions: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+        layout: RowLayout | None = None,
+    ) -> ExpandPlan:
         info, _ = self._batch()
-        slots, rows = positions or self._positions(T)
-        out = (
-            base_output
-            if base_output is not None
-            else torch.zeros(T, N, dtype=x.dtype, device=x.device)
+        return ExpandPlan(
+            layout=layout or self._positions(T),
+            lora_ranks=info.lora_ranks,
+            scalings=info.scalings,
+            num_slices=num_slices,
+            slice_width=slice_width,
+            offsets=offsets,
+            has_base=has_base,
+            aligned=aligned,
+            config=expand_config(T, R, slice_width),
         )
-        config = expand_config(T, R)
-        return expand(
-            x,
-            weights,
-            out,
-            base_output is not None,
-            slots,
-            rows,
-            info.lora_ranks,
-            info.scalings,
-            num_slices,
-            slice_width,
-            offsets,
-            config,
-            aligned,
-        )
+
+    @staticmethod
+    def _output(
+        base_output: torch.Tensor | None, T: int, N: int, x: torch.Tensor
+    ) -> torch.Tensor:
+        if base_output is not None:
+            return base_output
+        return torch.zeros(T, N, dtype=x.dtype, device=x.device)
 
     @staticmethod
     def _stacked(arg: str, lora_b: object) -> torch.Tensor:
@@ -219,15 +234,3 @@ class TritonLoRABackend(BaseLoRABackend):
                 "a tuple",
             )
         return lora_b  # type: ignore[return-value]
-
-    def _check_offset_values(
-        self, output_offset: torch.Tensor, max_dim: int, N: int
-    ) -> list[int] | None:
-        """Read ``output_offset`` once per tensor version (a sync), never while graph-capturing.
-
-        Returns the values when known on the host (None while capturing an unseen tensor).
-        """
-        key = (output_offset.data_ptr(), output_offset._version, max_dim, N)
-        if key not in self._checked_offsets and not _capturing():
-            self._checked_offsets[key] = check_output_offset_values(output_offset, max_dim, N)
-        return self._checked_offsets.get(key)

@@ -1,25 +1,25 @@
 """Launch configurations: fixed heuristics of the problem shape, never run-time autotuning.
 
 Autotuning benchmarks inside the first call, which breaks CUDA-graph capture and fails on
-GPU-less hosts, so configurations are picked by rule.  Under the Triton interpreter one small
-configuration is pinned (with split-K kept on for short batches, so CPU runs cover that path).
-``LORA_TRITON_PIN=1`` pins the interpreter configurations on a GPU too.
+GPU-less hosts, so configurations are picked by rule.  Under the Triton interpreter the rule is
+a small one of its own ("pinned"): 16-row tiles for small batches, so CPU runs cover multi-tile
+and split-K paths, and larger tiles for large shapes, since the interpreter's cost grows with
+the number of programs and loop trips.  ``LORA_TRITON_PIN=1`` selects the pinned rule on a GPU
+too.  Benchmarks sweep configurations with :func:`override`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import triton
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-PINNED = INTERPRET or os.environ.get("LORA_TRITON_PIN", "0") == "1"
-
-# Benchmarks set these to sweep configurations; None means the heuristics below.
-OVERRIDES: dict[str, object] = {"shrink": None, "expand": None}
+from lora_ref.runtime import interpreting
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,34 @@ class ExpandConfig:
     num_stages: int = 2
 
 
+@dataclass(frozen=True)
+class _Overrides:
+    shrink: ShrinkConfig | None = None
+    expand: ExpandConfig | None = None
+
+
+_override = _Overrides()
+
+
+@contextlib.contextmanager
+def override(
+    shrink: ShrinkConfig | None = None, expand: ExpandConfig | None = None
+) -> Iterator[None]:
+    """Within this block, every launch uses the given configurations (benchmark sweeps)."""
+    global _override
+    saved = _override
+    _override = _Overrides(shrink, expand)
+    try:
+        yield
+    finally:
+        _override = saved
+
+
+def pinned() -> bool:
+    """The interpreter's small launch rule is in force (interpreter, or ``LORA_TRITON_PIN=1``)."""
+    return interpreting() or os.environ.get("LORA_TRITON_PIN", "0") == "1"
+
+
 @functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
@@ -57,12 +85,14 @@ def _tiles(n: int, block: int) -> int:
 
 
 DECODE_ROWS = 256  # batches of at most this many rows get the decode launch rules
+PINNED_SMALL = 16  # pinned rule: batches and widths up to this use 16-wide tiles
 
 
 def row_align(T: int) -> int:
     """Row tile that adapter groups start on (``kernels/layout.py``): the tallest ``block_m``
-    the heuristics below pick for a batch of ``T`` rows, so no tile straddles two adapters."""
-    return 16 if PINNED or T <= DECODE_ROWS else 64
+    the heuristics below pick for a batch of ``T`` rows, so no tile straddles two adapters
+    (the pinned rule's taller tiles for large batches do straddle: that path stays covered)."""
+    return 16 if pinned() or T <= DECODE_ROWS else 64
 
 
 def shrink_config(
@@ -72,10 +102,17 @@ def shrink_config(
 
     ``num_adapters``: distinct adapters of the batch; each adds at most one partly filled tile.
     """
-    if OVERRIDES["shrink"] is not None:
-        return OVERRIDES["shrink"]  # type: ignore[return-value]
-    if PINNED:
-        return ShrinkConfig(16, 16, 32, split_k=2 if T <= 16 and K >= 64 else 1, num_stages=1)
+    if _override.shrink is not None:
+        return _override.shrink
+    if pinned():
+        small_t = T <= PINNED_SMALL
+        return ShrinkConfig(
+            16 if small_t else 64,
+            16 if cR <= PINNED_SMALL else (64 if cR <= 128 else 128),
+            32 if K <= 64 else 128,
+            split_k=2 if T <= 16 and K >= 64 else 1,
+            num_stages=1,
+        )
     # from the 2026-11-28 H200 sweeps (benchmarks/results/): long rows want tall tiles, short
     # batches want K split until the grid (busy tiles x splits) fills the chip
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
@@ -102,12 +139,16 @@ def shrink_config(
     )
 
 
-def expand_config(T: int, R: int) -> ExpandConfig:
+def expand_config(T: int, R: int, slice_width: int) -> ExpandConfig:
     """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles over adapter-grouped rows."""
-    if OVERRIDES["expand"] is not None:
-        return OVERRIDES["expand"]  # type: ignore[return-value]
-    if PINNED:
-        return ExpandConfig(16, 32, num_stages=1)
+    if _override.expand is not None:
+        return _override.expand
+    if pinned():
+        return ExpandConfig(
+            16 if T <= PINNED_SMALL else 64,
+            32 if slice_width <= 32 else 128,
+            num_stages=1,
+        )
     # from the 2026-11-28 H200 sweeps: 16-row tiles for decode, wider for larger ranks
     if T <= DECODE_ROWS:
         return ExpandConfig(16, 256, num_warps=8) if R > 32 else ExpandConfig(16, 128)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance.case import Case
-from conformance.checks import check_case
+from conformance.checks.diff import check_diff
 from lora_ref import get_backend_from_name, make_batch_info
 from lora_triton.config import INTERPRET
 
@@ -102,7 +102,7 @@ def test_triton_edge(op, edge, dtype):
     c = case(op, **{**extra, **EDGES[edge]}).replace(
         dtype=dtype, seed=zlib.crc32(f"{op}-{edge}".encode()) % 1000
     )
-    result = check_case(TRITON, c, CPU)
+    result = check_diff(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
 
@@ -171,7 +171,7 @@ def test_triton_tiles_holding_several_adapters(op, block_m, monkeypatch):
     )
     extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
     c = case(op, **{**extra, **decode}).replace(seed=block_m)
-    result = check_case(TRITON, c, CPU)
+    result = check_diff(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -28,10 +29,12 @@ class PreparedWeights:
     place, is never served stale.  ``clear()`` drops everything (call it when the batch's ranks
     or scalings change).  A host copy of a small device tensor (``output_offset.tolist``) is
     kept the same way, so repeated calls, and a CUDA-graph capture of them, need no sync.
+    At most ``capacity`` entries are kept (the least recently used goes first).
     """
 
-    def __init__(self) -> None:
-        self._entries: dict[Hashable, tuple[weakref.ref, int, Any]] = {}
+    def __init__(self, capacity: int = 64) -> None:
+        self._entries: OrderedDict[Hashable, tuple[weakref.ref, int, Any]] = OrderedDict()
+        self.capacity = capacity
 
     def clear(self) -> None:
         self._entries.clear()
@@ -40,9 +43,13 @@ class PreparedWeights:
         """What ``build()`` made of ``source`` under ``key``; built again when stale or missing."""
         entry = self._entries.get(key)
         if entry is not None and entry[0]() is source and entry[1] == source._version:
+            self._entries.move_to_end(key)
             return entry[2]
         prepared = build()
         self._entries[key] = (weakref.ref(source), source._version, prepared)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
         return prepared
 
 

@@ -15,7 +15,8 @@ import warnings
 
 import torch
 
-from conformance.case import Case, Inputs, physical_row_slots
+from conformance.case import Case
+from conformance.inputs import Inputs, physical_row_slots
 from conformance.peers import PeerNotInstalledError
 
 
@@ -79,7 +80,8 @@ def peft_fused(case: Case, inputs: Inputs) -> torch.Tensor:
     x = inputs.x.double().cpu()
     if peft_model is None:
         return torch.zeros(case.T, case.out_dim, dtype=torch.float64)
-    slots = physical_row_slots(case, inputs.batch_info)
+    perm = inputs.batch_info.permutation
+    slots = physical_row_slots(case, perm.tolist() if perm is not None else None)
     names = [f"slot{w}" if case.lora_ranks[w] else "__base__" for w in slots]
     peft_model.eval()
     with torch.no_grad():

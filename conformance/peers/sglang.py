@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from conformance.peers import PeerNotInstalledError
+from conformance.peers import PeerNotInstalledError, PreparedWeights
 from lora_ref import LoRABatchInfo
 
 DENSE = "sglang.kernels.ops.lora.dense"
@@ -135,7 +135,7 @@ class SGLangCsgmvKernels:
         self.b = load("chunked_sgmv_expand")
         self.info = csgmv_batch_info(info)
         self._offsets: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._host_offsets: dict[int, list[int]] = {}
+        self._host = PreparedWeights()
 
     def _slices(self, bounds: list[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         key = tuple(bounds)
@@ -158,11 +158,9 @@ class SGLangCsgmvKernels:
         return self._expand(xa, B, [0, B.shape[1]], base)
 
     def qkv(self, x, A, B, offsets, max_dim, base):
-        # host copy of the offsets, read once (SGLang keeps them on the host per layer)
-        key = offsets.data_ptr()
-        if key not in self._host_offsets:
-            self._host_offsets[key] = offsets.tolist()
-        return self._expand(self.shrink(x, A, 3), B, self._host_offsets[key], base)
+        # host copy of the offsets, read once per tensor (SGLang keeps them on the host per layer)
+        bounds = self._host.get(offsets, "offsets", offsets.tolist)
+        return self._expand(self.shrink(x, A, 3), B, bounds, base)
 
     def gate_up(self, x, A, B, base):
         n = B.shape[1] // 2

@@ -11,17 +11,17 @@ every backend's.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from conformance.peers import sglang
 from lora_ref import BaseLoRABackend, Capabilities, LoRABatchInfo
+from lora_ref.runtime import use_interpreter_without_gpu
 
 sglang.load("sgemm_lora_a")  # fail at import, with the pip extra named, when SGLang is missing
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# SGLang's kernels do not work around the interpreter's wrong bf16 dot (../shared/GPU.md):
+_INTERPRET = use_interpreter_without_gpu()
+# SGLang's kernels do not work around the Triton interpreter's wrong bf16 dot (it multiplies raw
+# bit patterns; README, "The Triton backend"):
 # bfloat16 is declared on a GPU only.
 _DTYPES = (
     frozenset({torch.float16, torch.float32})

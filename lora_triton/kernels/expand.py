@@ -14,6 +14,11 @@ Tensors (``p`` is a position in the batch's logical row order):
     scalings    fp32 (L,)       scaling of each slot, applied to the fp32 accumulator
     offsets     int32 (c+1,)    slice starts (qkv); absent: slices of ``SLICE_N`` columns
 
+Bounds: ranks read from device memory are clamped to ``[0, min(R, c*R' // c)]`` (so neither the
+weights nor the input are read past their columns), and qkv offsets to ``0 <= lo <= hi <= N``;
+positions come from ``layout.py``, which bounds slots and rows.  Whatever the metadata holds,
+no access leaves the tensors.
+
 Grid: (position tiles x column tiles of the widest slice, slices).  Column tiles past the end of
 a narrower slice exit at once.  A program takes the distinct adapters among its positions one
 after the other (one per 16-row tile in the grouped layout); each output element has exactly one
@@ -27,8 +32,12 @@ import torch
 import triton
 import triton.language as tl
 
-from lora_triton.config import INTERPRET, ExpandConfig, rank_block
-from lora_triton.kernels.layout import tile_positions
+from dataclasses import dataclass
+
+from lora_ref.runtime import interpreting
+from lora_triton.config import ExpandConfig, rank_block
+from lora_triton.kernels.layout import clamp_rank, tile_positions
+from lora_triton.kernels.shrink import RowLayout
 
 _NO_SLOT = 2**30
 
@@ -48,6 +57,7 @@ def _expand_kernel(
     P,
     N_TOTAL,
     R_POOL,
+    MAX_RANK,
     SLICE_N,
     N_TILES,
     # strides
@@ -73,8 +83,9 @@ def _expand_kernel(
     pid_n = pid % N_TILES
     j = tl.program_id(1)
     if HAS_OFFSETS:
-        n_lo = tl.load(offsets_ptr + j)
-        n_hi = tl.load(offsets_ptr + j + 1)
+        # device values: clamped to 0 <= n_lo <= n_hi <= N_TOTAL
+        n_lo = tl.minimum(tl.maximum(tl.load(offsets_ptr + j), 0), N_TOTAL)
+        n_hi = tl.minimum(tl.maximum(tl.load(offsets_ptr + j + 1), n_lo), N_TOTAL)
     else:
         n_lo = j * SLICE_N
         n_hi = n_lo + SLICE_N
@@ -85,10 +96,9 @@ def _expand_kernel(
     n_start = n_lo + pid_n * BLOCK_N
     if n_start < n_hi:
         offs_n = n_start + tl.arange(0, BLOCK_N)
-        # N_TOTAL bounds writes even if the device-side offsets are wrong
-        n_mask = (offs_n < n_hi) & (offs_n < N_TOTAL)
+        n_mask = (offs_n >= n_lo) & (offs_n < n_hi)
         slots, ranks, rows64 = tile_positions(
-            pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, BLOCK_M
+            pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, MAX_RANK, BLOCK_M
         )
         offs_r = tl.arange(0, BLOCK_R)
         remaining = tl.where(ranks > 0, slots, NO_SLOT)
@@ -99,7 +109,7 @@ def _expand_kernel(
             mask = sel[:, None] & n_mask[None, :]
             if HAS_BASE:
                 base = tl.load(out_ptrs, mask=mask, other=0.0)
-            r = tl.load(ranks_ptr + slot)
+            r = clamp_rank(tl.load(ranks_ptr + slot), MAX_RANK)
             scale = tl.load(scalings_ptr + slot)
             r_mask = offs_r < r
             xt = tl.load(
@@ -130,46 +140,56 @@ def _expand_kernel(
             slot = tl.min(remaining, axis=0)
 
 
-def expand(
-    x: torch.Tensor,
-    weights: torch.Tensor,
-    out: torch.Tensor,
-    has_base: bool,
-    pos_slot: torch.Tensor,
-    pos_row: torch.Tensor,
-    lora_ranks: torch.Tensor,
-    scalings: torch.Tensor,
-    num_slices: int,
-    slice_width: int,
-    offsets: torch.Tensor | None,
-    config: ExpandConfig,
-    aligned: bool = False,
-) -> torch.Tensor:
-    """Launch the expand into ``out`` (which holds ``base`` when ``has_base``; zeros otherwise).
+@dataclass(frozen=True)
+class ExpandPlan:
+    """Everything one expand launch needs besides its tensors.
 
-    ``slice_width`` is the width of every slice, or the widest one when ``offsets`` is given.
-    ``aligned``: every slice bound is known to be a multiple of 16.  Arguments are already
-    validated; returns ``out``.
+    Attributes:
+        layout: the batch's adapter-grouped positions.
+        lora_ranks: int32 ``(L,)``; scalings: fp32 ``(L,)``.
+        num_slices: ``c`` (1 expand, 2 gate_up, 3 qkv).
+        slice_width: the width of every slice, or the widest one when ``offsets`` is given.
+        offsets: int32 ``(c+1,)`` slice bounds on the device (qkv), or None.
+        has_base: ``out`` holds ``base_output`` (else zeros).
+        aligned: every slice bound is known, on the host, to be a multiple of 16.
+        config: tile sizes.
     """
+
+    layout: RowLayout
+    lora_ranks: torch.Tensor
+    scalings: torch.Tensor
+    num_slices: int
+    slice_width: int
+    offsets: torch.Tensor | None
+    has_base: bool
+    aligned: bool
+    config: ExpandConfig
+
+
+def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: ExpandPlan) -> None:
+    """Launch the expand into ``out`` (updated in place).  Arguments are already validated."""
     T = out.shape[0]
-    if T == 0 or slice_width == 0:
-        return out
-    n_tiles = triton.cdiv(slice_width, config.block_n)
-    P = pos_slot.numel()
-    grid = (triton.cdiv(P, config.block_m) * n_tiles, num_slices)
+    if T == 0 or plan.slice_width == 0 or out.shape[1] == 0:
+        return
+    config = plan.config
+    n_tiles = triton.cdiv(plan.slice_width, config.block_n)
+    P = plan.layout.pos_slot.numel()
+    grid = (triton.cdiv(P, config.block_m) * n_tiles, plan.num_slices)
+    R = weights.shape[2]
     _expand_kernel[grid](
         x,
         weights,
         out,
-        pos_slot,
-        pos_row,
-        lora_ranks,
-        scalings,
-        offsets if offsets is not None else pos_slot,
+        plan.layout.pos_slot,
+        plan.layout.pos_row,
+        plan.lora_ranks,
+        plan.scalings,
+        plan.offsets if plan.offsets is not None else plan.layout.pos_slot,
         P,
         out.shape[1],
-        weights.shape[2],
-        slice_width,
+        R,
+        min(R, x.shape[1] // plan.num_slices),
+        plan.slice_width,
         n_tiles,
         x.stride(0),
         x.stride(1),
@@ -178,15 +198,14 @@ def expand(
         weights.stride(2),
         out.stride(0),
         out.stride(1),
-        HAS_OFFSETS=offsets is not None,
-        ALIGNED=aligned,
-        HAS_BASE=has_base,
-        CAST_F32=INTERPRET and x.dtype == torch.bfloat16,
+        HAS_OFFSETS=plan.offsets is not None,
+        ALIGNED=plan.aligned,
+        HAS_BASE=plan.has_base,
+        CAST_F32=interpreting() and x.dtype == torch.bfloat16,
         NO_SLOT=_NO_SLOT,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
-        BLOCK_R=rank_block(weights.shape[2]),
+        BLOCK_R=rank_block(R),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
-    return out

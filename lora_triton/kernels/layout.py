@@ -13,12 +13,19 @@ Metadata (int32, on the device):
     weight_indices  (S,)    slot of each segment
     permutation     (T,)    physical row of each logical row (absent: the identity)
     pos_slot        (P,)    output: slot at each position, -1 for padding
-    pos_row         (P,)    output: physical row at each position (0 for padding)
+    pos_row         (P,)    output: physical row at each position (read only where slot >= 0)
 
 ``P = T + (align - 1) * min(S, L)`` comes from host shapes alone, so a CUDA graph captured on
 one batch stays right after the metadata is refilled in place.  One program per segment finds
-its rows' destination from the whole metadata (``O(S * L)`` work each, no atomics), writes them,
-and the last non-empty segment of each slot pads its group.  The result is deterministic.
+its rows' destination from the whole metadata (``O(S * L)`` work each, no atomics) and writes
+them; ``pos_slot`` is cleared to -1 first.  The result is deterministic.
+
+Bounds (the metadata is read from device memory and trusted for nothing): ``seg_indptr``
+entries are clamped to ``[0, T]`` and a segment's length to ``>= 0``; a segment whose slot lies
+outside ``[0, L)`` is skipped; a permutation entry outside ``[0, T)`` drops its row; positions
+past ``P`` are dropped.  So every ``pos_slot`` is -1 or a slot in ``[0, L)`` and every
+``pos_row`` read is in ``[0, T)``, whatever the buffers hold.  Metadata that validated
+(``LoRABatchInfo.validate``) is never clamped.
 """
 
 from __future__ import annotations
@@ -29,15 +36,16 @@ import triton.language as tl
 
 
 @triton.jit
-def _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, BLOCK_S: tl.constexpr):
-    """Segments ``j0 .. j0+BLOCK_S``: index, slot (-1 past ``S``) and length (0 past ``S``)."""
+def _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, T, L, BLOCK_S: tl.constexpr):
+    """Segments ``j0 .. j0+BLOCK_S``: index, slot (-1 when past ``S`` or outside ``[0, L)``) and
+    clamped length (0 for those)."""
     j = j0 + tl.arange(0, BLOCK_S)
     jm = j < S
+    lo = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + j, mask=jm, other=0), 0), T)
+    hi = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + j + 1, mask=jm, other=0), 0), T)
     wj = tl.load(weight_indices_ptr + j, mask=jm, other=-1)
-    lj = tl.load(seg_indptr_ptr + j + 1, mask=jm, other=0) - tl.load(
-        seg_indptr_ptr + j, mask=jm, other=0
-    )
-    return j, wj, lj
+    ok = jm & (wj >= 0) & (wj < L)
+    return j, tl.where(ok, wj, -1), tl.where(ok, tl.maximum(hi - lo, 0), 0)
 
 
 @triton.jit
@@ -45,6 +53,8 @@ def _padded_rows_below(
     seg_indptr_ptr,
     weight_indices_ptr,
     S,
+    T,
+    L,
     v_end,
     ALIGN: tl.constexpr,
     BLOCK_S: tl.constexpr,
@@ -56,7 +66,7 @@ def _padded_rows_below(
         v = v0 + tl.arange(0, BLOCK_L)
         count = tl.zeros((BLOCK_L,), tl.int32)
         for j0 in range(0, S, BLOCK_S):
-            _, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, BLOCK_S)
+            _, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, T, L, BLOCK_S)
             count += tl.sum(tl.where(wj[None, :] == v[:, None], lj[None, :], 0), axis=1)
         padded = (count + ALIGN - 1) // ALIGN * ALIGN
         total += tl.sum(tl.where(v < v_end, padded, 0), axis=0)
@@ -65,14 +75,18 @@ def _padded_rows_below(
 
 @triton.jit
 def _layout_kernel(
+    # pointers
     seg_indptr_ptr,
     weight_indices_ptr,
     perm_ptr,
     pos_slot_ptr,
     pos_row_ptr,
+    # sizes
     S,
+    T,
     L,
     P,
+    # meta-parameters
     HAS_PERM: tl.constexpr,
     ALIGN: tl.constexpr,
     BLOCK_S: tl.constexpr,
@@ -80,38 +94,30 @@ def _layout_kernel(
     BLOCK: tl.constexpr,
 ):
     s = tl.program_id(0)
-    start = tl.load(seg_indptr_ptr + s)
-    n = tl.load(seg_indptr_ptr + s + 1) - start
+    start = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + s), 0), T)
+    end = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + s + 1), 0), T)
     w = tl.load(weight_indices_ptr + s)
-    # rows of slot w in the segments before and after this one
-    before = tl.sum(tl.zeros((BLOCK_S,), tl.int32), axis=0)
-    after = before
-    for j0 in range(0, S, BLOCK_S):
-        j, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, BLOCK_S)
-        before += tl.sum(tl.where((wj == w) & (j < s), lj, 0), axis=0)
-        after += tl.sum(tl.where((wj == w) & (j > s), lj, 0), axis=0)
-    base = _padded_rows_below(seg_indptr_ptr, weight_indices_ptr, S, w, ALIGN, BLOCK_S, BLOCK_L)
-    dest = base + before
-    for m0 in range(0, n, BLOCK):
-        i = m0 + tl.arange(0, BLOCK)
-        im = i < n
-        row = tl.load(perm_ptr + start + i, mask=im, other=0) if HAS_PERM else start + i
-        tl.store(pos_slot_ptr + dest + i, tl.zeros((BLOCK,), tl.int32) + w, mask=im)
-        tl.store(pos_row_ptr + dest + i, row, mask=im)
-    if (n > 0) & (after == 0):
-        # the group's last rows: pad it up to the next multiple of ALIGN
-        lo = dest + n
-        hi = base + (before + n + ALIGN - 1) // ALIGN * ALIGN
-        i = lo + tl.arange(0, ALIGN)
-        tl.store(pos_slot_ptr + i, tl.full((ALIGN,), -1, tl.int32), mask=i < hi)
-        tl.store(pos_row_ptr + i, tl.zeros((ALIGN,), tl.int32), mask=i < hi)
-    if s == 0:
-        # everything past the last group is padding
-        end = _padded_rows_below(seg_indptr_ptr, weight_indices_ptr, S, L, ALIGN, BLOCK_S, BLOCK_L)
-        for p0 in range(end, P, BLOCK):
-            i = p0 + tl.arange(0, BLOCK)
-            tl.store(pos_slot_ptr + i, tl.full((BLOCK,), -1, tl.int32), mask=i < P)
-            tl.store(pos_row_ptr + i, tl.zeros((BLOCK,), tl.int32), mask=i < P)
+    n = tl.where((w >= 0) & (w < L), tl.maximum(end - start, 0), 0)
+    if n > 0:
+        # rows of slot w in the segments before this one
+        before = tl.sum(tl.zeros((BLOCK_S,), tl.int32), axis=0)
+        for j0 in range(0, S, BLOCK_S):
+            j, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, T, L, BLOCK_S)
+            before += tl.sum(tl.where((wj == w) & (j < s), lj, 0), axis=0)
+        base = _padded_rows_below(
+            seg_indptr_ptr, weight_indices_ptr, S, T, L, w, ALIGN, BLOCK_S, BLOCK_L
+        )
+        dest = base + before
+        for m0 in range(0, n, BLOCK):
+            i = m0 + tl.arange(0, BLOCK)
+            im = (i < n) & (dest + i < P)
+            if HAS_PERM:
+                row = tl.load(perm_ptr + start + i, mask=im, other=0)
+                im = im & (row >= 0) & (row < T)
+            else:
+                row = start + i
+            tl.store(pos_slot_ptr + dest + i, tl.zeros((BLOCK,), tl.int32) + w, mask=im)
+            tl.store(pos_row_ptr + dest + i, row, mask=im)
 
 
 def num_positions(num_tokens: int, num_segments: int, num_slots: int, align: int) -> int:
@@ -134,11 +140,9 @@ def group_rows(
     S = weight_indices.numel()
     P = num_positions(num_tokens, S, num_slots, align)
     device = seg_indptr.device
-    pos_slot = torch.empty(P, dtype=torch.int32, device=device)
+    pos_slot = torch.full((P,), -1, dtype=torch.int32, device=device)
     pos_row = torch.empty(P, dtype=torch.int32, device=device)
-    if S == 0:
-        pos_slot.fill_(-1)
-        pos_row.zero_()
+    if S == 0 or P == 0:
         return pos_slot, pos_row
     _layout_kernel[(S,)](
         seg_indptr,
@@ -147,6 +151,7 @@ def group_rows(
         pos_slot,
         pos_row,
         S,
+        num_tokens,
         num_slots,
         P,
         HAS_PERM=permutation is not None,
@@ -159,14 +164,24 @@ def group_rows(
 
 
 @triton.jit
-def tile_positions(pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, BLOCK_M: tl.constexpr):
+def tile_positions(
+    pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, MAX_RANK, BLOCK_M: tl.constexpr
+):
     """The ``BLOCK_M`` positions of row tile ``pid_m``: slot, rank and int64 physical row of
-    each (padding positions get slot -1 and rank 0)."""
+    each (padding positions get slot -1 and rank 0).  Ranks are read from device memory and
+    clamped to ``[0, MAX_RANK]``, so no rank can widen an access past its tensor."""
     offs_p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     p_mask = offs_p < P
     slots = tl.load(pos_slot_ptr + offs_p, mask=p_mask, other=-1)
     valid = slots >= 0
-    ranks = tl.load(ranks_ptr + slots, mask=valid, other=0)
+    # inlined, not clamp_rank(): each nested jit call costs the interpreter a re-patch
+    ranks = tl.minimum(tl.maximum(tl.load(ranks_ptr + slots, mask=valid, other=0), 0), MAX_RANK)
     rows = tl.load(pos_row_ptr + offs_p, mask=valid, other=0)
     # int64: rows * stride passes 2**31 when T*N does
     return slots, ranks, rows.to(tl.int64)
+
+
+@triton.jit
+def clamp_rank(r, MAX_RANK):
+    """A rank read from device memory, bounded to ``[0, MAX_RANK]``."""
+    return tl.minimum(tl.maximum(r, 0), MAX_RANK)

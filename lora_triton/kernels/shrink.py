@@ -8,6 +8,10 @@ Tensors (``p`` is a position in the batch's logical row order):
     pos_row    int32 (P,)      physical row of position ``p``
     lora_ranks int32 (L,)      rank of each slot
 
+Every rank read from device memory is clamped to ``[0, R]`` (``layout.clamp_rank``), and the
+positions come from ``layout.py``, which bounds slots and rows: no metadata can make this kernel
+read or write outside its tensors.
+
 Grid: (position tiles x column tiles, K splits).  A program owns ``BLOCK_M`` positions,
 ``BLOCK_N`` output columns and one K split, and makes one K sweep per distinct adapter among its
 positions, that adapter's rows masked in.  The grouped layout makes that one adapter per 16-row
@@ -21,8 +25,11 @@ import torch
 import triton
 import triton.language as tl
 
-from lora_triton.config import INTERPRET, ShrinkConfig
-from lora_triton.kernels.layout import tile_positions
+from dataclasses import dataclass
+
+from lora_ref.runtime import interpreting
+from lora_triton.config import ShrinkConfig
+from lora_triton.kernels.layout import clamp_rank, tile_positions
 
 _NO_SLOT = 2**30
 
@@ -40,6 +47,7 @@ def _shrink_kernel(
     P,
     K,
     STACK,
+    R_POOL,
     K_PER_SPLIT,
     N_TILES,
     # strides
@@ -63,7 +71,9 @@ def _shrink_kernel(
     pid_m = pid // N_TILES
     pid_n = pid % N_TILES
     pid_k = tl.program_id(1)
-    slots, ranks, rows64 = tile_positions(pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, BLOCK_M)
+    slots, ranks, rows64 = tile_positions(
+        pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, R_POOL, BLOCK_M
+    )
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     k_lo = pid_k * K_PER_SPLIT
 
@@ -73,7 +83,7 @@ def _shrink_kernel(
     slot = tl.min(remaining, axis=0)
     while slot < NO_SLOT:
         sel = remaining == slot
-        n_mask = offs_n < STACK * tl.load(ranks_ptr + slot)
+        n_mask = offs_n < STACK * clamp_rank(tl.load(ranks_ptr + slot), R_POOL)
         # int64: slot * stride_wl passes 2**31 on large pools
         w_base = w_ptr + slot.to(tl.int64) * stride_wl
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -114,26 +124,35 @@ def _split_k_sum_kernel(ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@dataclass(frozen=True)
+class RowLayout:
+    """The adapter-grouped positions of one batch (``layout.group_rows``): int32 ``pos_slot (P,)``
+    and ``pos_row (P,)``, shared by the shrink and expand of one call."""
+
+    pos_slot: torch.Tensor
+    pos_row: torch.Tensor
+
+
 def shrink(
     x: torch.Tensor,
     weights: torch.Tensor,
+    *,
     stack_num: int,
-    pos_slot: torch.Tensor,
-    pos_row: torch.Tensor,
+    layout: RowLayout,
     lora_ranks: torch.Tensor,
     config: ShrinkConfig,
-    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Launch the shrink.  Shapes as in the module docstring; arguments already validated.
 
-    Returns ``out`` (allocated ``(T, c*R)`` in ``x.dtype`` when None).
+    Returns a new ``(T, c*R)`` tensor in ``x.dtype``.
     """
     T, K = x.shape
     cR = weights.shape[1]
-    if out is None:
-        out = torch.empty(T, cR, dtype=x.dtype, device=x.device)
-    if T == 0:
+    out = torch.empty(T, cR, dtype=x.dtype, device=x.device)
+    if T == 0 or cR == 0:
         return out
+    if K == 0:
+        return out.zero_()  # an empty sum
     split = config.split_k
     k_per_split = triton.cdiv(triton.cdiv(K, split), config.block_k) * config.block_k
     split = triton.cdiv(K, k_per_split)
@@ -141,18 +160,19 @@ def shrink(
     target = out if split == 1 else torch.empty(split, T, cR, dtype=torch.float32, device=x.device)
     stride_os = 0 if split == 1 else target.stride(0)
     n_tiles = triton.cdiv(cR, config.block_n)
-    P = pos_slot.numel()
+    P = layout.pos_slot.numel()
     grid = (triton.cdiv(P, config.block_m) * n_tiles, split)
     _shrink_kernel[grid](
         x,
         weights,
         target,
-        pos_slot,
-        pos_row,
+        layout.pos_slot,
+        layout.pos_row,
         lora_ranks,
         P,
         K,
         stack_num,
+        cR // stack_num,
         k_per_split,
         n_tiles,
         x.stride(0),
@@ -163,7 +183,7 @@ def shrink(
         stride_os,
         target.stride(-2),
         target.stride(-1),
-        CAST_F32=INTERPRET and x.dtype == torch.bfloat16,
+        CAST_F32=interpreting() and x.dtype == torch.bfloat16,
         EVEN_K=even_k,
         NO_SLOT=_NO_SLOT,
         BLOCK_M=config.block_m,
@@ -173,8 +193,6 @@ def shrink(
         num_stages=config.num_stages,
     )
     if split > 1:
-        if not out.is_contiguous():
-            raise ValueError("out: expected a contiguous tensor when K is split")
         block = 1024
         _split_k_sum_kernel[(triton.cdiv(out.numel(), block),)](
             target, out, out.numel(), SPLIT_K=split, BLOCK=block

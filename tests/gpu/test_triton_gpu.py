@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance.case import Case
-from conformance.checks import check_case, check_cuda_graph
+from conformance.checks.cuda_graph import check_cuda_graph
+from conformance.checks.diff import check_diff
 from conformance.runner import case_strategy
 from conformance.strategies import LIMITS
 from lora_ref import get_backend_from_name, make_batch_info
@@ -39,7 +40,7 @@ def test_gpu_grid(op, dtype, triton_backend):
     @given(data=st.data())
     def run(data):
         case = data.draw(strategy)
-        result = check_case(triton_backend, case, CUDA)
+        result = check_diff(triton_backend, case, CUDA)
         assert result.ok, "\n".join([*result.failures, case.describe()])
 
     run()
@@ -66,7 +67,7 @@ def test_gpu_llama_shapes(op, dtype, triton_backend):
         has_base=True,
         seed=11,
     )
-    result = check_case(triton_backend, case, CUDA)
+    result = check_diff(triton_backend, case, CUDA)
     assert result.ok, "\n".join(result.failures)
 
 

@@ -18,8 +18,8 @@ import types
 import pytest
 import torch
 
-from conformance.case import OPS
-from conformance.checks import check_case
+from conformance.ops import OPS
+from conformance.checks.diff import check_diff
 from lora_ref import BackendNotFoundError, get_backend_from_name
 from tests.peers import adapter_on_cpu, first_failure
 from tests.peers.test_sglang import _case
@@ -72,7 +72,7 @@ def test_missing_flashinfer_names_the_extra():
 
 def test_adapter_passes_the_suite_on_the_documented_kernel(monkeypatch):
     found = first_failure(_adapter_on_cpu(monkeypatch, SegmentGEMMModel))
-    assert found is None, found and found.failure.failures
+    assert found is None, found and found.failure["messages"]
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -81,14 +81,14 @@ def test_adapter_fast_paths_on_the_documented_kernel(monkeypatch, op, dtype):
     # one rank of 16 on every row, no permutation: the slice inputs are plain column blocks
     backend = _adapter_on_cpu(monkeypatch, SegmentGEMMModel)
     for permute in (False, True):
-        result = check_case(backend, _case(op, dtype, permute=permute), torch.device("cpu"))
+        result = check_diff(backend, _case(op, dtype, permute=permute), torch.device("cpu"))
         assert result.ok, result.failures
 
 
 def test_suite_catches_a_kernel_that_ignores_weight_indices(monkeypatch):
     backend = _adapter_on_cpu(monkeypatch, OneWeightModel)
     found = first_failure(backend, ("expand",), ("float16",), ("diff",))
-    assert found is not None and "wrong result" in "; ".join(found.failure.failures)
+    assert found is not None and "wrong result" in "; ".join(found.failure["messages"])
 
 
 @pytest.mark.skipif(
@@ -96,5 +96,5 @@ def test_suite_catches_a_kernel_that_ignores_weight_indices(monkeypatch):
 )
 @pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
 def test_flashinfer_runs_a_plain_batch(op):
-    result = check_case(get_backend_from_name("flashinfer"), _case(op, "float16"), "cuda")
+    result = check_diff(get_backend_from_name("flashinfer"), _case(op, "float16"), "cuda")
     assert result.ok, result.failures

@@ -6,8 +6,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from conformance.case import build_inputs, call
-from conformance.strategies import LIMITS, cases
+from conformance.inputs import build_inputs, call
+from conformance.profiles import PROFILES
+from conformance.strategies import cases
 from lora_ref import ReferenceLoRABackend
 
 peft = pytest.importorskip(
@@ -21,7 +22,7 @@ from conformance.peers.peft_oracle import peft_fused  # noqa: E402
 def test_reference_agrees_with_peft(op):
     @settings(max_examples=25, derandomize=True, deadline=None, database=None)
     @given(
-        case=cases(op, "float32", LIMITS["ci"], permutation=True).map(
+        case=cases(op, "float32", PROFILES["ci"].limits, permutation=True).map(
             lambda c: c.replace(has_base=False)
         )
     )

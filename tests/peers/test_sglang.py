@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conformance.case import Case
-from conformance.checks import check_case
+from conformance.checks.diff import check_diff
 from lora_ref import BackendNotFoundError, get_backend_from_name
 
 try:
@@ -62,5 +62,5 @@ def test_adapter_maps_a_plain_batch(name, op):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type not in backend.capabilities.devices:
         pytest.skip(f"{name} does not run on {device.type}")
-    result = check_case(backend, _case(op, "float16"), device)
+    result = check_diff(backend, _case(op, "float16"), device)
     assert result.ok, result.failures

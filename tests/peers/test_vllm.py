@@ -12,7 +12,7 @@ import importlib.util
 import pytest
 import torch
 
-from conformance.checks import check_case
+from conformance.checks.diff import check_diff
 from lora_ref import BackendNotFoundError, get_backend_from_name
 from tests.peers.test_sglang import _case
 
@@ -29,5 +29,5 @@ def test_missing_vllm_names_the_extra():
 @pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
 def test_vllm_adapter_maps_a_plain_batch(op):
     backend = get_backend_from_name("vllm")
-    result = check_case(backend, _case(op, "float16"), torch.device("cuda"))
+    result = check_diff(backend, _case(op, "float16"), torch.device("cuda"))
     assert result.ok, result.failures

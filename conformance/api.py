@@ -1,0 +1,310 @@
+"""The Python API: :func:`check` runs the suite on a backend and returns its :class:`Report`.
+
+The run happens in a child process (pytest with the conformance plugin, nothing else loaded),
+supervised by this one, which never imports the backend.  So nothing a backend does can fake a
+pass: if the child dies (a segfault, ``os._exit(0)`` at import or mid-run) or stops making
+progress (a hang in C code), the supervisor kills it if need be, saves the case that was in
+flight as a failure file, marks the rest of the plan "not run", and the report's exit code is
+never 0.  Ctrl-C reaches the child once; it stops, the partial report is kept, and the code is 4.
+
+``lora-conformance check`` is this function plus a progress display and a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from conformance import profiles
+from conformance.case import Case, CaseError
+from conformance.failures import FORMAT, failure_name, write_atomic
+from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
+from conformance.report import SCHEMA, Report, now, write_report
+
+WATCHDOG_GRACE = 60.0
+
+
+class UsageError(ValueError):
+    """A bad argument to :func:`check` (the command line reports it with exit code 2)."""
+
+
+def _subset(name: str, values: Sequence[str] | None, choices: Sequence[str]) -> tuple[str, ...]:
+    if values is None:
+        return tuple(choices)
+    values = tuple(values)
+    bad = [v for v in values if v not in choices]
+    if bad or not values:
+        raise UsageError(f"{name}: expected a non-empty subset of {', '.join(choices)}, got {bad}")
+    return values
+
+
+def check_writable(arg: str, path: Path, folder: bool = False) -> None:
+    """Fail now, not after the run, when ``path`` (a file, or a folder) cannot be written."""
+    target = path if folder else path.parent
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".lora-conformance-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{arg}: cannot write to {target}: {exc.strerror or exc}") from exc
+    if not folder and path.is_dir():
+        raise UsageError(f"{arg}: {path} is a folder, expected a file path")
+
+
+def check(
+    backend: str,
+    *,
+    profile: str = "ci",
+    ops: Sequence[str] | None = None,
+    dtypes: Sequence[str] | None = None,
+    checks: Sequence[str] | None = None,
+    device: str | None = None,
+    max_examples: int | None = None,
+    seed: int | None = None,
+    deadline: float = 300.0,
+    isolate: bool = False,
+    jobs: int | None = None,
+    failures_dir: str | Path = "conformance-failures",
+    report_json: str | Path | None = None,
+    junit_xml: str | Path | None = None,
+    markdown: str | Path | None = None,
+    pytest_args: Sequence[str] = (),
+    on_progress: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+) -> Report:
+    """Run the conformance suite on ``backend`` and return its report.
+
+    Args:
+        backend: a built-in (``reference``, ``triton``), ``package.module:Class``, or an entry
+            point of the ``lora_conformance.backends`` group.
+        profile: ``ci``, ``dev`` or ``thorough``.
+        ops, dtypes, checks: subsets of the ops, dtypes and checks (default: all).
+        device: ``cpu`` or ``cuda`` (default: CUDA when present and declared).
+        max_examples: drawn examples per diff group (default: the profile's).
+        seed: the run seed (default: 0 for ``ci``, random otherwise; the report records it).
+        deadline: seconds one example may take (0: none).  A hang in Python code is stopped
+            after it; one in C code is killed by the supervisor a minute later.
+        isolate: run the backend in a worker process (a crash then fails its group only).
+        jobs: run groups in that many processes (pytest-xdist).
+        failures_dir: where minimal failing cases go.
+        report_json, junit_xml, markdown: where to write the report (checked before the run).
+        pytest_args: extra arguments for the pytest run (``-k``, ``-x``, ...).
+        on_progress: called about five times a second with the in-flight example's progress
+            (group, phase, counts) and the report so far.
+
+    Raises:
+        UsageError: for a bad argument or an output path that cannot be written.
+    """
+    if profile not in profiles.PROFILES:
+        raise UsageError(f"profile: expected one of {', '.join(profiles.NAMES)}, got {profile!r}")
+    ops = _subset("ops", ops, OPS)
+    dtypes = _subset("dtypes", dtypes, DTYPE_NAMES)
+    checks = _subset("checks", checks, CHECK_NAMES)
+    if max_examples is not None and max_examples < 1:
+        raise UsageError(f"max_examples: expected >= 1, got {max_examples}")
+    if deadline < 0:
+        raise UsageError(f"deadline: expected >= 0 seconds, got {deadline}")
+    if device not in (None, "cpu", "cuda"):
+        raise UsageError(f"device: expected cpu or cuda, got {device!r}")
+    if jobs is not None:
+        if jobs < 1:
+            raise UsageError(f"jobs: expected >= 1, got {jobs}")
+        try:
+            import xdist  # noqa: F401
+        except ImportError as exc:
+            raise UsageError("jobs: needs pytest-xdist (pip install pytest-xdist)") from exc
+    failures = Path(failures_dir)
+    check_writable("failures_dir", failures, folder=True)
+    outputs = {"report_json": report_json, "junit_xml": junit_xml, "markdown": markdown}
+    for arg, path in outputs.items():
+        if path is not None:
+            check_writable(arg, Path(path))
+
+    with tempfile.TemporaryDirectory(prefix="lora-conformance-") as tmp:
+        work = Path(tmp)
+        report_path = Path(report_json) if report_json else work / "report.json"
+        progress_path = work / "progress.json"
+        (work / "pytest.ini").write_text("[pytest]\n")
+        cmd = [
+            sys.executable, "-m", "pytest", "-p", "_hypothesis_pytestplugin",
+            "-p", "conformance.plugin", "-p", "no:cacheprovider", "--noconftest",
+            "-c", str(work / "pytest.ini"), "--rootdir", str(work), "-q", "-rN",
+            "--pyargs", "conformance.suite",
+            "--lora-backend", backend, "--hypothesis-profile", profile,
+            "--lora-ops", ",".join(ops), "--lora-dtypes", ",".join(dtypes),
+            "--lora-checks", ",".join(checks), "--lora-deadline", str(deadline),
+            "--lora-failures-dir", str(failures.resolve()),
+            "--lora-report", str(report_path.resolve()), "--lora-progress", str(progress_path),
+        ]  # fmt: skip
+        if device:
+            cmd += ["--lora-device", device]
+        if max_examples is not None:
+            cmd += ["--lora-max-examples", str(max_examples)]
+        if seed is not None:
+            cmd += ["--hypothesis-seed", str(seed)]
+        if isolate:
+            cmd += ["--lora-isolate"]
+        if jobs is not None:
+            cmd += ["-p", "xdist.plugin", "-n", str(jobs)]
+        cmd += list(pytest_args)
+        env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1"}
+        log_path = work / "pytest.log"
+        doc = _supervise(cmd, env, log_path, report_path, progress_path, deadline, on_progress)
+        doc.setdefault("log_tail", log_path.read_text(errors="replace")[-4000:])
+        if doc.get("status") == "running" and doc["child"]["returncode"] == 4 and not doc.get(
+            "plan"
+        ):
+            tail = doc["log_tail"].strip().splitlines()
+            doc.update(status="usage_error", error=tail[-1] if tail else "pytest usage error")
+        elif doc.get("status") == "running":
+            _aborted(doc, progress_path, failures, backend)
+        write_report(report_path, doc)
+        report = Report(doc)
+        if junit_xml:
+            write_atomic(Path(junit_xml), report.junit())
+        if markdown:
+            write_atomic(Path(markdown), report.markdown())
+        return report
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _supervise(
+    cmd: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    report_path: Path,
+    progress_path: Path,
+    deadline: float,
+    on_progress: Callable[[dict[str, Any], dict[str, Any] | None], None] | None,
+) -> dict[str, Any]:
+    """Run the child; return the report it left (or a stub), with ``child`` facts added."""
+    started = time.time()
+    killed_for = None
+    interrupted = False
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            while proc.poll() is None:
+                time.sleep(0.2)
+                progress = _read_json(progress_path)
+                if on_progress is not None and progress is not None:
+                    on_progress(progress, _read_json(report_path))
+                if deadline and progress is not None and killed_for is None:
+                    stuck = time.time() - progress.get("time", started)
+                    if stuck > deadline + WATCHDOG_GRACE:
+                        killed_for = "timeout"
+                        _kill(proc)
+        except KeyboardInterrupt:
+            interrupted = True
+            try:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=60)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt, ProcessLookupError):
+                _kill(proc)
+    doc = _read_json(report_path) or {
+        "schema": SCHEMA,
+        "status": "running",
+        "started": now(),
+        "backend": {},
+        "settings": {},
+        "environment": {},
+        "groups": [],
+        "error": None,
+    }
+    doc["child"] = {"returncode": proc.returncode, "killed_for": killed_for}
+    if interrupted:
+        doc["status"] = "interrupted"
+    return doc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _aborted(doc: dict[str, Any], progress_path: Path, failures: Path, backend: str) -> None:
+    """The child ended without finishing: blame the example in flight, save its case."""
+    from conformance.isolate import describe_exit
+
+    child = doc.get("child", {})
+    timed_out = child.get("killed_for") == "timeout"
+    how = "it stopped making progress and was killed" if timed_out else describe_exit(
+        child.get("returncode")
+    )
+    doc["status"] = "aborted"
+    progress = _read_json(progress_path)
+    records = {g["id"]: g for g in doc.get("groups", [])}
+    message = f"the test process did not finish: {how}"
+    if progress is not None and progress.get("group") not in (None,) and progress["group"] not in {
+        gid for gid, g in records.items() if g.get("outcome") != "not run"
+    }:
+        kind = "timeout" if timed_out else "crash"
+        file = _save_inflight(progress, failures, backend, kind, message)
+        records[progress["group"]] = {
+            "id": progress["group"], "check": progress["check"], "op": progress["op"],
+            "dtype": progress["dtype"], "outcome": kind, "examples": progress["examples"],
+            "shrink_steps": progress["shrink_steps"], "seconds": 0.0, "worst_ratio": None,
+            "corners": {}, "skip_reason": None, "error": message,
+            "failure": {"kind": kind, "messages": [message + " during this example"],
+                        "case": progress.get("case"), "params": progress.get("params"),
+                        "file": file, "flaky": False},
+        }  # fmt: skip
+    groups = []
+    for gid in doc.get("plan") or list(records):
+        check, op, dtype = gid.split("-")
+        groups.append(records.get(gid) or {
+            "id": gid, "check": check, "op": op, "dtype": dtype, "outcome": "not run",
+            "examples": 0, "shrink_steps": 0, "seconds": 0.0, "worst_ratio": None,
+            "corners": {}, "skip_reason": None, "error": None, "failure": None,
+        })  # fmt: skip
+    doc["groups"] = groups
+    if not doc.get("error"):
+        doc["error"] = message + (
+            " before the first example (while loading the backend?)" if progress is None else ""
+        )
+
+
+def _save_inflight(
+    progress: dict[str, Any], failures: Path, backend: str, kind: str, message: str
+) -> str | None:
+    try:
+        case = Case.from_json(progress.get("case"))
+    except CaseError:
+        return None
+    doc = {
+        "format": FORMAT,
+        "backend": backend,
+        "check": progress["check"],
+        "op": progress["op"],
+        "dtype": progress["dtype"],
+        "params": progress.get("params") or {},
+        "kind": kind,
+        "failures": [message + " during this example"],
+        "worst_ratio": None,
+        "case": case.to_json(),
+    }
+    path = failures / failure_name(backend, progress["check"], progress["op"], progress["dtype"], case)
+    try:
+        write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    except OSError:
+        return None
+    return str(path)

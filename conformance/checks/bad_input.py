@@ -1,0 +1,309 @@
+"""Bad inputs: each must raise ``ValueError``/``TypeError`` before anything is written.
+
+:data:`MUTATIONS` is a table of ``(label, applies, mutate)``: ``applies(case)`` says whether the
+mutation makes sense for the case, ``mutate(inputs, case)`` returns the invalid
+``(batch_info, x, args, base_output)``.  Overlap cases (``base_output`` aliasing an input, an
+expanded view) are here too: an output that overlaps an input or itself is invalid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+
+from conformance.case import Case
+from conformance.checks.harness import CaseResult, backend_call
+from conformance.inputs import Inputs, build_inputs, call
+from conformance.oracle import bitwise_equal
+from lora_ref import BaseLoRABackend, LoRABatchInfo
+
+Call = tuple[LoRABatchInfo, torch.Tensor, tuple[Any, ...], Any]
+
+
+class Mutation(NamedTuple):
+    label: str
+    applies: Callable[[Case], bool]
+    mutate: Callable[[Inputs, Case], Call]
+
+
+def _info(i: Inputs, **changes: Any) -> LoRABatchInfo:
+    return dataclasses.replace(i.batch_info, **changes)
+
+
+def _with_info(i: Inputs, **changes: Any) -> Call:
+    return _info(i, **changes), i.x, i.args, i.base
+
+
+def _with_args(i: Inputs, *args: Any) -> Call:
+    return i.batch_info, i.x, args, i.base
+
+
+def _with_base(i: Inputs, base: Any) -> Call:
+    return i.batch_info, i.x, i.args, base
+
+
+def _other_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float32 if t.dtype != torch.float32 else torch.float16
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone()
+
+
+def _bad_indptr(i: Inputs, c: Case) -> Call:
+    ptr = i.batch_info.seg_indptr.clone()
+    ptr[1] += 1
+    return _with_info(i, seg_indptr=ptr)
+
+
+def _negative_len(i: Inputs, c: Case) -> Call:
+    lens = i.batch_info.seg_lens.clone()
+    ptr = i.batch_info.seg_indptr.clone()
+    lens[0] = -1
+    ptr[1:] -= ptr[1] + 1
+    return _with_info(i, seg_lens=lens, seg_indptr=ptr)
+
+
+def _set(name: str, index: int, value: Any) -> Callable[[Inputs, Case], Call]:
+    def mutate(i: Inputs, c: Case) -> Call:
+        t = getattr(i.batch_info, name).clone()
+        t[index] = value(c) if callable(value) else value
+        return _with_info(i, **{name: t})
+
+    return mutate
+
+
+def _base_aliasing_x(i: Inputs, c: Case) -> Call:
+    # x and base_output carved from one buffer, their ranges overlapping
+    T, width = c.T, max(c.in_dim, c.out_dim)
+    buf = torch.zeros(T, width + 1, dtype=i.x.dtype, device=i.x.device)
+    buf[:, : c.in_dim] = i.x
+    x = buf[:, : c.in_dim]
+    base = buf[:, 1 : 1 + c.out_dim]
+    return i.batch_info, x, i.args, base
+
+
+def _base_overlapping_weights(i: Inputs, c: Case) -> Call:
+    w = i.args[0]
+    return i.batch_info, i.x, i.args, w.reshape(-1)[: c.T * c.out_dim].view(c.T, c.out_dim)
+
+
+def _base_rows_overlap(i: Inputs, c: Case) -> Call:
+    buf = torch.zeros(c.T + c.out_dim, dtype=i.x.dtype, device=i.x.device)
+    return _with_base(i, buf.as_strided((c.T, c.out_dim), (1, 1)))
+
+
+def _has_base(c: Case) -> bool:
+    return c.op != "shrink" and c.T >= 1 and c.out_dim >= 1
+
+
+def _weights_numel(c: Case) -> int:
+    """Elements of the first weight argument (``B`` for expand, ``A`` otherwise)."""
+    return c.L * c.out_dim * c.R if c.op == "expand" else c.L * c.stack * c.R * c.K
+
+
+def _segments(c: Case) -> bool:
+    return c.bs >= 1
+
+
+def _qkv(c: Case) -> bool:
+    return c.op == "qkv"
+
+
+MUTATIONS: list[Mutation] = [
+    # the batch
+    Mutation("seg_indptr disagrees with seg_lens", _segments, _bad_indptr),
+    Mutation("seg_indptr[0] is not 0", _segments, _set("seg_indptr", 0, 1)),
+    Mutation("negative segment length", _segments, _negative_len),
+    Mutation("weight index = L", _segments, _set("weight_indices", 0, lambda c: c.L)),
+    Mutation("weight index = -1", _segments, _set("weight_indices", 0, -1)),
+    Mutation("rank above R", lambda c: c.L >= 1, _set("lora_ranks", 0, lambda c: c.R + 1)),
+    Mutation("negative rank", lambda c: c.L >= 1, _set("lora_ranks", 0, -1)),
+    Mutation("scaling is NaN", lambda c: c.L >= 1, _set("scalings", 0, float("nan"))),
+    Mutation(
+        "seg_lens is int64",
+        lambda c: True,
+        lambda i, c: _with_info(i, seg_lens=i.batch_info.seg_lens.long()),
+    ),
+    Mutation(
+        "scalings are float64",
+        lambda c: True,
+        lambda i, c: _with_info(i, scalings=i.batch_info.scalings.double()),
+    ),
+    Mutation(
+        "max_len below the longest segment",
+        lambda c: c.T >= 1,
+        lambda i, c: _with_info(i, max_len=max(c.seg_lens) - 1),
+    ),
+    Mutation("bs disagrees with seg_lens", lambda c: True, lambda i, c: _with_info(i, bs=c.bs + 1)),
+    Mutation(
+        "permutation is not a permutation",
+        lambda c: c.T >= 1,
+        # T >= 2: a repeated row; T == 1: a row out of range
+        lambda i, c: _with_info(
+            i, permutation=torch.zeros(c.T, dtype=torch.int32, device=i.x.device) + (c.T == 1)
+        ),
+    ),
+    Mutation(
+        "permutation has the wrong length",
+        lambda c: True,
+        lambda i, c: _with_info(
+            i, permutation=torch.arange(c.T + 1, dtype=torch.int32, device=i.x.device)
+        ),
+    ),
+    # the operands
+    Mutation("x is 1-D", lambda c: True, lambda i, c: (i.batch_info, i.x.flatten(), i.args, i.base)),
+    Mutation("x is float64", lambda c: True, lambda i, c: (i.batch_info, i.x.double(), i.args, i.base)),
+    Mutation(
+        "x is int32", lambda c: True, lambda i, c: (i.batch_info, i.x.int(), i.args, i.base)
+    ),
+    Mutation(
+        "weights dtype differs from x",
+        lambda c: True,
+        lambda i, c: _with_args(i, i.args[0].to(_other_dtype(i.x)), *i.args[1:]),
+    ),
+    Mutation(
+        "weights have one slot too many",
+        lambda c: True,
+        lambda i, c: _with_args(
+            i, torch.cat([i.args[0], i.args[0].new_zeros(1, *i.args[0].shape[1:])]), *i.args[1:]
+        ),
+    ),
+    Mutation(
+        "weights are 2-D",
+        lambda c: True,
+        lambda i, c: _with_args(i, i.args[0].reshape(i.args[0].shape[0], -1), *i.args[1:]),
+    ),
+    Mutation(
+        "x has one row too many",
+        lambda c: True,
+        lambda i, c: (i.batch_info, torch.cat([i.x, i.x.new_zeros(1, i.x.shape[1])]), i.args, i.base),
+    ),
+    Mutation(
+        "x has one column too few",
+        lambda c: c.op != "expand" and c.K >= 1,
+        lambda i, c: (i.batch_info, i.x[:, :-1], i.args, i.base),
+    ),
+    Mutation(
+        "x is narrower than the largest rank",
+        lambda c: c.op == "expand" and max(c.lora_ranks, default=0) > 0,
+        lambda i, c: (i.batch_info, i.x[:, : max(c.lora_ranks) - 1], i.args, i.base),
+    ),
+    Mutation(
+        "weights' pool rank below the largest rank",
+        lambda c: c.op == "expand" and max(c.lora_ranks, default=0) > 0,
+        lambda i, c: _with_args(i, i.args[0][:, :, : max(c.lora_ranks) - 1]),
+    ),
+    Mutation(
+        "stack_num is 4", lambda c: c.op == "shrink", lambda i, c: _with_args(i, i.args[0], 4)
+    ),
+    Mutation(
+        "stack_num is a float",
+        lambda c: c.op == "shrink",
+        lambda i, c: _with_args(i, i.args[0], float(c.stack)),
+    ),
+    # the output
+    Mutation(
+        "base_output has the wrong shape",
+        lambda c: c.op != "shrink",
+        lambda i, c: _with_base(
+            i, torch.zeros(c.T, c.out_dim + 1, dtype=i.x.dtype, device=i.x.device)
+        ),
+    ),
+    Mutation(
+        "base_output dtype differs from x",
+        lambda c: c.op != "shrink",
+        lambda i, c: _with_base(
+            i, torch.zeros(c.T, c.out_dim, dtype=_other_dtype(i.x), device=i.x.device)
+        ),
+    ),
+    Mutation("base_output overlaps x", _has_base, _base_aliasing_x),
+    Mutation(
+        "base_output is an expanded view",
+        lambda c: _has_base(c) and c.T >= 2,
+        lambda i, c: _with_base(
+            i, torch.zeros(1, c.out_dim, dtype=i.x.dtype, device=i.x.device).expand(c.T, -1)
+        ),
+    ),
+    Mutation(
+        "base_output overlaps the weights",
+        lambda c: _has_base(c) and _weights_numel(c) >= c.T * c.out_dim,
+        _base_overlapping_weights,
+    ),
+    Mutation(
+        "base_output rows overlap each other",
+        lambda c: _has_base(c) and c.T >= 2 and c.out_dim >= 2,
+        _base_rows_overlap,
+    ),
+    # qkv and gate_up
+    Mutation(
+        "output_offset is int64",
+        _qkv,
+        lambda i, c: _with_args(i, *i.args[:2], i.args[2].long(), i.args[3]),
+    ),
+    Mutation(
+        "output_offset has 3 entries",
+        _qkv,
+        lambda i, c: _with_args(i, *i.args[:2], i.args[2][:3], i.args[3]),
+    ),
+    Mutation(
+        "output_offset does not end at N",
+        _qkv,
+        lambda i, c: _with_args(i, *i.args[:2], i.args[2] + torch.tensor(
+            [0, 0, 0, 1], dtype=torch.int32, device=i.x.device
+        ), i.args[3]),
+    ),
+    Mutation(
+        "max_qkv_out_dim below the widest slice",
+        lambda c: _qkv(c) and max(c.N, c.n_kv) >= 1,
+        lambda i, c: _with_args(i, *i.args[:3], max(c.N, c.n_kv) - 1),
+    ),
+    Mutation(
+        "gate_up_lora_b has an odd dim 1",
+        lambda c: c.op == "gate_up" and not c.split_b,
+        lambda i, c: _with_args(i, i.args[0], torch.cat(
+            [i.args[1], i.args[1][:, :1]], dim=1
+        )),
+    ),
+]
+
+
+def mutations_for(case: Case) -> list[Mutation]:
+    """The mutations that apply to ``case``."""
+    return [m for m in MUTATIONS if m.applies(case)]
+
+
+def check_bad_inputs(
+    backend_cls: type[BaseLoRABackend], case: Case, device: torch.device
+) -> CaseResult:
+    """Each mutation must raise ``ValueError``/``TypeError`` and leave ``base_output`` (and any
+    input it aliases) as it was."""
+    result = CaseResult(case, check="bad_input")
+    good = build_inputs(case, device)
+    for label, _, mutate in mutations_for(case):
+        info, x, args, base = mutate(good, case)
+        watched = [t for t in (base, x) if isinstance(t, torch.Tensor)]
+        before = [t.clone() for t in watched]
+
+        def go(info=info, x=x, args=args, base=base):
+            backend = backend_cls()
+            backend.set_batch_info(info)
+            return call(backend, case, Inputs(info, x, args, base), base)
+
+        _, problem = backend_call(go)
+        if problem is None:
+            result.fail(f"{label}: accepted, expected ValueError or TypeError")
+            continue
+        if problem.kind == "crash":
+            result.fail(f"{label}: the backend tried to end the process: {problem.describe()}",
+                        "crash")
+            break
+        if not isinstance(problem.exc, ValueError | TypeError):
+            result.fail(f"{label}: raised {problem.describe()}, expected ValueError or TypeError")
+            continue
+        if not all(bool(bitwise_equal(t, b).all()) for t, b in zip(watched, before, strict=True)):
+            result.fail(f"{label}: raised, but wrote its output (or an input) first")
+    return result

@@ -1,0 +1,101 @@
+"""CUDA graphs: capture one call, refill the batch info in place, replay, diff (GPU only).
+
+The capture's batch info is a graph buffer with room for ``capacity`` segments; refills reuse
+the same ``T`` rows with more, then fewer segments (SGLang #28371 silently skipped the extra
+segments of a refill).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from conformance.case import Case
+from conformance.checks.harness import CaseResult, backend_call, record_problem
+from conformance.inputs import Inputs, build_inputs, call
+from conformance.oracle import compare, expect
+from lora_ref import BaseLoRABackend, make_batch_info, refill_batch_info
+
+
+def graph_layouts(case: Case, capacity: int) -> list[Case]:
+    """The capture layout and two refills over the same ``T`` rows: more, then fewer segments."""
+    T = case.T
+    rng = random.Random(case.seed)
+    out = []
+    for bs in (max(1, capacity // 3), capacity, 1):
+        bs = min(bs, max(T, 1))
+        cuts = sorted(rng.sample(range(1, T), bs - 1)) if T > 1 and bs > 1 else []
+        lens = [b - a for a, b in zip([0, *cuts], [*cuts, T], strict=True)] if T else [0]
+        slots = [rng.randrange(case.L) for _ in lens]
+        out.append(
+            case.replace(
+                seg_lens=tuple(lens),
+                weight_indices=tuple(slots),
+                permute=False,
+                strides="contiguous",
+            )
+        )
+    return out
+
+
+def check_cuda_graph(
+    backend_cls: type[BaseLoRABackend], case: Case, capacity: int = 12
+) -> CaseResult:
+    """Capture ``case.op`` once, refill the batch info in place with other layouts, replay, diff."""
+    result = CaseResult(case, check="cuda_graph", params={"capacity": capacity})
+    device = torch.device("cuda")
+    layouts = graph_layouts(case, capacity)
+    first = build_inputs(layouts[0], device)
+    c0 = layouts[0]
+    graph_info = make_batch_info(
+        c0.seg_lens, c0.weight_indices, c0.lora_ranks, c0.scalings, device=device,
+        capacity=capacity,
+    )  # fmt: skip
+    static_base = first.base.clone() if first.base is not None else None
+    static = Inputs(graph_info, first.x.clone(), first.args, static_base)
+
+    def capture():
+        backend = backend_cls()
+        backend.set_batch_info(graph_info)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up: compile kernels, fill caches
+                warm = static_base.clone() if static_base is not None else None
+                call(backend, c0, static, warm)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = call(backend, c0, static, static_base)
+        return graph, out
+
+    made, problem = backend_call(capture)
+    if problem is not None:
+        record_problem(result, problem, "capture")
+        return result
+    graph, out = made
+    for layout in layouts:
+        fresh = build_inputs(layout, device)
+        refill_batch_info(graph_info, fresh.batch_info)
+        static.x.copy_(fresh.x)
+        if static_base is not None and fresh.base is not None:
+            static_base.copy_(fresh.base)
+        _, problem = backend_call(graph.replay)
+        if problem is not None:
+            record_problem(result, problem, "replay")
+            return result
+        torch.cuda.synchronize()
+        exp = expect(
+            layout,
+            Inputs(fresh.batch_info, fresh.x, first.args, fresh.base),
+            backend_cls.capabilities.float32_matmul,
+        )
+        verdict = compare(layout, out.clone(), exp)
+        result.note_ratio(verdict.worst_ratio)
+        if not verdict.ok:
+            result.fail(
+                f"replay after refill to seg_lens={list(layout.seg_lens)} (captured with "
+                f"{list(c0.seg_lens)}): {verdict.message}"
+            )
+    return result

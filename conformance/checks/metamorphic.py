@@ -1,0 +1,116 @@
+"""Metamorphic relations: reshaping the batch must leave every row's result unchanged.
+
+Permuting the segments, splitting one, inserting an empty one, or dropping all others changes
+which rows sit where, never what a row computes.  The related call's rows must match the
+original's within twice the oracle's tolerance (or bit for bit).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from conformance.case import Case
+from conformance.checks.diff import run_call
+from conformance.checks.harness import CaseResult
+from conformance.inputs import Inputs, build_inputs
+from conformance.oracle import bitwise_equal, expect
+from lora_ref import BaseLoRABackend, make_batch_info
+
+RELATIONS = ("permute_segments", "split_segment", "insert_empty", "drop_others")
+
+
+def derive(case: Case, relation: str, choice: int) -> tuple[Case, list[int]] | None:
+    """A related case and, for each of its rows, the row of ``case`` with the same result.
+
+    ``case`` must not be permuted.  Returns None when the relation does not apply.
+    """
+    rng = random.Random(choice)
+    segs = list(zip(case.seg_lens, case.weight_indices, strict=True))
+    starts = [sum(case.seg_lens[:i]) for i in range(len(segs))]
+    blocks = [list(range(s, s + n)) for s, (n, _) in zip(starts, segs, strict=True)]
+    if relation == "permute_segments":
+        order = list(range(len(segs)))
+        rng.shuffle(order)
+        new = [segs[i] for i in order]
+        rows = [t for i in order for t in blocks[i]]
+    elif relation == "split_segment":
+        long = [i for i, (n, _) in enumerate(segs) if n >= 2]
+        if not long:
+            return None
+        i = rng.choice(long)
+        n, w = segs[i]
+        k = rng.randint(1, n - 1)
+        new = [*segs[:i], (k, w), (n - k, w), *segs[i + 1 :]]
+        rows = list(range(case.T))
+    elif relation == "insert_empty":
+        if case.L == 0:
+            return None
+        p = rng.randint(0, len(segs))
+        new = [*segs[:p], (0, rng.randrange(case.L)), *segs[p:]]
+        rows = list(range(case.T))
+    elif relation == "drop_others":
+        nonempty = [i for i, (n, _) in enumerate(segs) if n > 0]
+        if len(nonempty) < 2:
+            return None
+        i = rng.choice(nonempty)
+        new = [segs[i]]
+        rows = blocks[i]
+    else:
+        raise ValueError(f"relation: expected one of {RELATIONS}, got {relation!r}")
+    derived = case.replace(
+        seg_lens=tuple(n for n, _ in new), weight_indices=tuple(w for _, w in new)
+    )
+    return derived, rows
+
+
+def _gather(inputs: Inputs, derived: Case, rows: list[int]) -> Inputs:
+    device = inputs.x.device
+    index = torch.tensor(rows, dtype=torch.long, device=device)
+    info = make_batch_info(
+        derived.seg_lens, derived.weight_indices, derived.lora_ranks, derived.scalings,
+        device=device,
+    )  # fmt: skip
+    base = inputs.base[index].contiguous() if inputs.base is not None else None
+    return Inputs(info, inputs.x[index].contiguous(), inputs.args, base)
+
+
+def check_metamorphic(
+    backend_cls: type[BaseLoRABackend], case: Case, relation: str, choice: int, device: torch.device
+) -> CaseResult:
+    """Rows of the related case must match the original rows within the oracle's tolerance."""
+    case = case.replace(permute=False, strides="contiguous")
+    result = CaseResult(case, check="metamorphic", params={"relation": relation, "choice": choice})
+    related = derive(case, relation, choice)
+    if related is None:
+        return result
+    derived, rows = related
+    inputs = build_inputs(case, device)
+    exp = expect(case, inputs, backend_cls.capabilities.float32_matmul)
+    first = run_call(backend_cls, case, inputs, result, "the original call")
+    if first is None:
+        return result
+    second = run_call(backend_cls, derived, _gather(inputs, derived, rows), result, relation)
+    if second is None:
+        return result
+    out, out2 = first[0], second[0]
+    for name, t, want in (("original", out, case), (relation, out2, derived)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (want.T, want.out_dim):
+            result.fail(f"{name} call returned {getattr(t, 'shape', type(t).__name__)}")
+            return result
+    index = torch.tensor(rows, dtype=torch.long, device=device)
+    mask = exp.specified[index]
+    a, b = out[index], out2
+    same_bits = bitwise_equal(a, b)
+    diff = (b.double() - a.double()).abs()
+    bad = mask & ~same_bits & ~(diff <= 2 * exp.tol[index])
+    if bad.any():
+        i, j = bad.nonzero()[0].tolist()
+        result.fail(
+            f"{relation} (choice={choice}) changed a row: row {i} of {derived.describe()} gives "
+            f"{b[i, j].item():.6g} at column {j}, but the same row of the original call (row "
+            f"{rows[i]}) gave {a[i, j].item():.6g}; they must agree within "
+            f"{2 * exp.tol[rows[i], j].item():.3g}"
+        )
+    return result

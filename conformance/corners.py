@@ -1,0 +1,372 @@
+"""Corner classes: the narrow places where kernel bugs live, and the cases that reach them.
+
+Real kernel bugs sit at a tile boundary, in a K or rank tail, at the ninth adapter slot, past
+the 16th segment, in the precision of one partial sum.  This module
+
+* names each such place as a *corner class* with a predicate on a :class:`Case`
+  (:data:`CLASSES`, :func:`classify`); every example's classes are counted, reported, and
+  emitted as Hypothesis events;
+* builds, for every operation, a fixed list of hand-made cases that together reach every class
+  (:func:`corner_cases`), each with one large dimension and the rest small, so the Triton
+  interpreter runs them in seconds; the diff check runs them as explicit examples in every
+  profile, spread over the dtypes the backend declares (precision cases in every dtype);
+* says which classes each profile promises (:func:`promised`); the meta-tests fail when a
+  profile's examples miss one.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from conformance.case import Case
+
+# row-count boundaries of the tiles real kernels use
+CI_ROWS = (16, 32, 64, 128)
+WIDE_ROWS = (16, 32, 64, 128, 256)
+RANKS = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class CornerClass:
+    """A narrow region of the input space.
+
+    Attributes:
+        name: short label (used as the Hypothesis event and the report key).
+        holds: the predicate on a case.
+        ops: the operations it applies to.
+        needs: a capability it needs (``permutation``), or "".
+        wide_only: promised by ``dev`` and ``thorough`` only.
+    """
+
+    name: str
+    holds: Callable[[Case], bool]
+    ops: tuple[str, ...] = ("shrink", "expand", "qkv", "gate_up")
+    needs: str = ""
+    wide_only: bool = False
+
+
+WITH_BASE = ("expand", "qkv", "gate_up")
+WITH_K = ("shrink", "qkv", "gate_up")
+
+
+def _active_ranks(case: Case) -> set[int]:
+    return {case.lora_ranks[w] for w in case.used_slots}
+
+
+def _slot_at_least(case: Case, v: int) -> bool:
+    return any(w >= v and case.lora_ranks[w] > 0 for w in case.used_slots)
+
+
+def _ragged(n: int, above: int) -> bool:
+    return n > above and n % 16 != 0
+
+
+def _slice_widths(case: Case) -> list[int]:
+    return [b - a for a, b in case.slices]
+
+
+def _small_scaling(case: Case) -> bool:
+    return any(
+        0 < abs(case.scalings[w]) < 2.0**-10 and case.lora_ranks[w] > 0 for w in case.used_slots
+    )
+
+
+def _build_classes() -> list[CornerClass]:
+    out: list[CornerClass] = []
+    for b in WIDE_ROWS:
+        wide = b not in CI_ROWS
+        for v in (b - 1, b, b + 1):
+            out.append(CornerClass(f"seg_len={v}", lambda c, v=v: v in c.seg_lens, wide_only=wide))
+            out.append(CornerClass(f"T={v}", lambda c, v=v: c.T == v, wide_only=wide))
+    out += [
+        CornerClass("segments>16", lambda c: sum(n > 0 for n in c.seg_lens) > 16),
+        CornerClass("segments>32", lambda c: sum(n > 0 for n in c.seg_lens) > 32),
+        CornerClass("slot>=8", lambda c: _slot_at_least(c, 8)),
+        CornerClass("slot>=16", lambda c: _slot_at_least(c, 16)),
+        CornerClass(
+            "sparse pool",
+            lambda c: c.L >= 9 and 2 * len(c.used_slots) < c.L and c.poison_unused,
+        ),
+    ]
+    for b in RANKS:
+        for v in (b - 1, b, b + 1):
+            out.append(CornerClass(f"rank={v}", lambda c, v=v: v in _active_ranks(c)))
+    out += [
+        CornerClass("rank>64 not a multiple of 8", lambda c: any(
+            r > 64 and r % 8 for r in _active_ranks(c)
+        )),
+        CornerClass("rank=128", lambda c: 128 in _active_ranks(c)),
+        CornerClass("K>128 ragged", lambda c: _ragged(c.K, 128), ops=WITH_K),
+        CornerClass("K>256 ragged", lambda c: _ragged(c.K, 256), ops=WITH_K),
+        CornerClass("K=0", lambda c: c.K == 0 and c.T > 0, ops=WITH_K),
+        CornerClass(
+            "N>128 ragged", lambda c: any(_ragged(w, 128) for w in _slice_widths(c)), ops=WITH_BASE
+        ),
+        CornerClass(
+            "N>256 ragged", lambda c: any(_ragged(w, 256) for w in _slice_widths(c)), ops=WITH_BASE
+        ),
+        CornerClass("N=0", lambda c: c.out_dim == 0 and c.T > 0, ops=WITH_BASE),
+        CornerClass("bs=0 (T=0)", lambda c: c.bs == 0),
+        CornerClass("all segments empty", lambda c: c.bs > 0 and c.T == 0),
+        CornerClass("empty segment between others", lambda c: any(
+            n == 0 for n in c.seg_lens[1:-1]
+        ) and c.T > 0),
+        CornerClass("expand input wider than R", lambda c: c.extra_cols > 0, ops=("expand",)),
+        CornerClass("x: column slice", lambda c: c.strides == "col_slice" and c.T > 0),
+        CornerClass("x: strided rows", lambda c: c.strides == "row_stride" and c.T > 1),
+        CornerClass(
+            "base_output: strided",
+            lambda c: c.strides != "contiguous" and c.has_base and c.T > 0,
+            ops=WITH_BASE,
+        ),
+        CornerClass("no base_output", lambda c: not c.has_base and c.T > 0, ops=WITH_BASE),
+        CornerClass("data: same-sign", lambda c: c.data == "same_sign" and c.T > 0),
+        CornerClass("data: dynamic range", lambda c: c.data == "dynamic" and c.T > 0),
+        CornerClass("data: overflow", lambda c: c.data == "overflow" and c.T > 0),
+        CornerClass("|s|<2^-10", _small_scaling),
+        CornerClass("s=0 on an adapter", lambda c: any(
+            c.scalings[w] == 0 and c.lora_ranks[w] > 0 for w in c.used_slots
+        )),
+        CornerClass("s<0", lambda c: any(
+            c.scalings[w] < 0 and c.lora_ranks[w] > 0 for w in c.used_slots
+        )),
+        CornerClass("rank 0 beside adapters", lambda c: 0 < len(_active_ranks(c) - {0})
+                    and 0 in _active_ranks(c)),
+        CornerClass("unused slots poisoned", lambda c: c.poison_unused and c.L > len(c.used_slots)),
+        CornerClass("permutation", lambda c: c.permute and c.T > 1, needs="permutation"),
+    ]
+    return out
+
+
+CLASSES: list[CornerClass] = _build_classes()
+
+
+def classify(case: Case) -> list[str]:
+    """The names of the corner classes ``case`` reaches."""
+    return [k.name for k in CLASSES if case.op in k.ops and k.holds(case)]
+
+
+def promised(op: str, profile: str, permutation: bool = True) -> list[str]:
+    """The classes the diff groups of ``op`` promise to reach under ``profile``."""
+    return [
+        k.name
+        for k in CLASSES
+        if op in k.ops
+        and (profile != "ci" or not k.wide_only)
+        and (permutation or k.needs != "permutation")
+    ]
+
+
+# --- hand-built corner cases ---------------------------------------------------------------
+
+_SCALINGS = (1.0, -0.5, 2.0, 0.25, -3.0, 40.0, 2.0**-12, -(2.0**-16), 0.0, 1.5, -24.0, 0.75)
+
+
+def _scalings(L: int, offset: int = 0) -> tuple[float, ...]:
+    return tuple(_SCALINGS[(i + offset) % len(_SCALINGS)] for i in range(L))
+
+
+def _cycle(n: int, L: int, start: int = 0) -> tuple[int, ...]:
+    return tuple((start + i) % L for i in range(n))
+
+
+def _templates(profile: str) -> list[dict]:
+    """Shape templates; each names the corners it exists for.  Small dims unless targeted."""
+    t: list[dict] = [
+        # rows around 16/32/64 in segments and 127/128/129 in total
+        dict(name="rows 15,32,65,16 (T=128)", seg_lens=(15, 32, 65, 16), lora_ranks=(8, 5, 8, 3)),
+        dict(
+            name="rows 17,31,64,15 (T=127), strided rows",
+            seg_lens=(17, 31, 64, 15),
+            weight_indices=(1, 2, 0, 3),
+            lora_ranks=(8, 5, 8, 3),
+            strides="row_stride",
+        ),
+        dict(
+            name="rows 33,63,0,33 (T=129), empty segment, no base",
+            seg_lens=(33, 63, 0, 33),
+            weight_indices=(2, 0, 1, 2),
+            lora_ranks=(6, 8, 0),
+            has_base=False,
+        ),
+        # long segments around 128 (totals around 256)
+        dict(name="rows 127,129 (T=256)", seg_lens=(127, 129), lora_ranks=(7, 8)),
+        dict(name="rows 128,129 (T=257)", seg_lens=(128, 129), lora_ranks=(8, 4)),
+        dict(name="rows 128,127 (T=255)", seg_lens=(128, 127), lora_ranks=(3, 8)),
+        # many segments: past 16 and 32, rank 0 beside adapters, slots past 8
+        dict(
+            name="decode: 17 segments",
+            seg_lens=(1,) * 17,
+            weight_indices=_cycle(17, 6),
+            lora_ranks=(4, 0, 8, 2, 7, 5),
+        ),
+        dict(
+            name="decode: 33 segments, slots past 8",
+            seg_lens=(1,) * 33,
+            weight_indices=_cycle(33, 12, 3),
+            lora_ranks=(4, 0, 8, 2, 7, 5, 0, 3, 6, 8, 1, 5),
+        ),
+        # a sparse pool: slots 8, 9, 16, 19 of 20 used, the rest poisoned through and through
+        dict(
+            name="sparse pool of 20, slots 3,8,9,16,19",
+            seg_lens=(4, 3, 3, 3, 3),
+            weight_indices=(3, 8, 9, 16, 19),
+            lora_ranks=tuple(r if w in (3, 8, 9, 16, 19) else 8 for w, r in enumerate(
+                [5] * 3 + [6] + [5] * 4 + [7, 5] + [5] * 6 + [8, 5, 5, 3]
+            )),
+            poison_unused=True,
+        ),
+        # ranks around 16, 32, 64, past 64 and 128 in one pool, tiny scalings among them
+        dict(
+            name="ranks 15..128 in one pool",
+            seg_lens=(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2),
+            weight_indices=tuple(range(12)),
+            lora_ranks=(15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 127, 128),
+            R=128,
+            K=20,
+            N=20,
+            n_kv=8,
+            scal_offset=5,
+        ),
+        # K with ragged tails past 128 and 256 (expand: a wider input, a column slice)
+        dict(
+            name="K=131 ragged (T=15)",
+            seg_lens=(7, 8),
+            weight_indices=(0, 2),
+            lora_ranks=(8, 0, 6),
+            K=131,
+            extra_cols=5,
+            strides="col_slice",
+        ),
+        dict(name="K=259 ragged (T=31)", seg_lens=(20, 11), lora_ranks=(5, 8), K=259),
+        # N with ragged tails past 128 and 256
+        dict(name="N=137 ragged (T=63)", seg_lens=(63,), lora_ranks=(6,), N=137, n_kv=41),
+        dict(
+            name="N=263 ragged (T=64), strided base",
+            seg_lens=(40, 24),
+            lora_ranks=(8, 7),
+            N=263,
+            n_kv=67,
+            strides="col_slice",
+        ),
+        dict(
+            name="rows 5,60 (T=65), column slice, permuted",
+            seg_lens=(5, 60),
+            lora_ranks=(8, 3),
+            strides="col_slice",
+            permute=True,
+        ),
+        # empty batches and empty dims
+        dict(name="bs=0", seg_lens=(), weight_indices=(), lora_ranks=(4, 0)),
+        dict(name="all segments empty", seg_lens=(0, 0, 0), weight_indices=(0, 1, 0)),
+        dict(name="K=0", seg_lens=(3, 2), lora_ranks=(4, 2), K=0, ops=("shrink", "qkv", "gate_up")),
+        dict(
+            name="N=0", seg_lens=(3, 2), lora_ranks=(4, 2), N=0, n_kv=0,
+            ops=("expand", "qkv", "gate_up"),
+        ),
+    ]
+    if profile != "ci":
+        t += [
+            dict(name="rows 255,2 (T=257)", seg_lens=(255, 2), lora_ranks=(4, 8)),
+            dict(name="rows 256,1 (T=257)", seg_lens=(256, 1), lora_ranks=(8, 2)),
+            dict(name="rows 257 (T=257)", seg_lens=(257,), lora_ranks=(5,)),
+        ]
+    return t
+
+
+# precision corners: run in every dtype (rounding bugs are dtype-specific)
+_PRECISION = [
+    dict(
+        name="same-sign data, K=300, rank 64",
+        seg_lens=(9, 7),
+        lora_ranks=(64, 48),
+        R=64,
+        K=300,
+        N=96,
+        n_kv=32,
+        data="same_sign",
+    ),
+    dict(
+        name="dynamic-range data, K=200, rank 32",
+        seg_lens=(6, 5, 5),
+        lora_ranks=(32, 17, 0),
+        R=32,
+        K=200,
+        N=70,
+        n_kv=24,
+        data="dynamic",
+    ),
+    dict(
+        name="overflow past the dtype's range",
+        seg_lens=(3, 2),
+        lora_ranks=(8, 4),
+        scalings=(40.0, -3.0),
+        data="overflow",
+    ),
+]
+
+
+def _make(op: str, spec: dict) -> Case | None:
+    spec = dict(spec)
+    ops = spec.pop("ops", None)
+    if ops is not None and op not in ops:
+        return None
+    name = spec.pop("name")
+    offset = spec.pop("scal_offset", 0)
+    lens = spec.pop("seg_lens")
+    ranks = spec.pop("lora_ranks", (8, 5))
+    L = len(ranks)
+    fields = dict(
+        seg_lens=lens,
+        weight_indices=spec.pop("weight_indices", _cycle(len(lens), L)),
+        lora_ranks=ranks,
+        scalings=spec.pop("scalings", _scalings(L, offset)),
+        R=spec.pop("R", max(8, *ranks)),
+        K=spec.pop("K", 24),
+        N=spec.pop("N", 20),
+        has_base=spec.pop("has_base", True),
+        **spec,
+    )
+    n_kv = fields.pop("n_kv", 12)
+    if op == "shrink":
+        fields.update(N=0, has_base=False, stack=3 if zlib.crc32(name.encode()) % 2 else 2)
+    elif op == "expand":
+        fields.update(K=0)
+    elif op == "gate_up":
+        fields.update(stack=2)
+    else:
+        fields.update(stack=3, n_kv=n_kv if fields["N"] else 0)
+    if op != "expand":
+        fields.pop("extra_cols", None)
+    return Case(op=op, dtype="float32", name=name, layout="corner", **fields)
+
+
+def corner_cases(op: str, profile: str) -> tuple[list[Case], list[Case]]:
+    """``(shared, precision)`` hand-built cases of ``op``: ``shared`` ones are spread over the
+    declared dtypes, ``precision`` ones run in each.  Seeds derive from the names."""
+
+    def seeded(c: Case) -> Case:
+        return c.replace(seed=zlib.crc32(f"{op}/{c.name}".encode()) % 2**31)
+
+    shared = [seeded(c) for spec in _templates(profile) if (c := _make(op, spec))]
+    precision = [seeded(c) for spec in _PRECISION if (c := _make(op, spec))]
+    return shared, precision
+
+
+def explicit_cases(
+    op: str, dtype: str, dtypes: list[str], profile: str, permutation: bool, split: bool = False
+) -> list[Case]:
+    """The hand-built cases the diff group ``(op, dtype)`` runs when the op's diff groups are
+    ``dtypes``: every ``len(dtypes)``-th shared case, and all precision cases."""
+    shared, precision = corner_cases(op, profile)
+    k = dtypes.index(dtype)
+    mine = [c for i, c in enumerate(shared) if i % len(dtypes) == k] + precision
+    out = []
+    for c in mine:
+        c = c.replace(dtype=dtype, permute=c.permute and permutation, split_b=split and c.op in (
+            "qkv", "gate_up"
+        ))
+        out.append(c)
+    return out

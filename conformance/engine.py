@@ -1,0 +1,285 @@
+"""Run one group under Hypothesis and say what happened: the one engine behind pytest and the CLI.
+
+:func:`run_group` runs the group's hand-built examples, then the profile's random draws,
+shrinks a failure to a minimal case, saves it, and returns a :class:`GroupRecord`:
+
+* examples and shrink steps are counted apart (explicit examples, draws and database replays are
+  examples; every execution after the first failure, but the final replay, is a shrink step);
+* every example's corner classes are counted and emitted as Hypothesis ``event``\\ s, and its
+  error/tolerance ratio is a Hypothesis ``target``, so the search leans toward large errors;
+* a crash (the backend tried to end the process) or a timeout stops the group at once, without
+  shrinking, and its case is saved like any failure;
+* a failure that does not fail again when Hypothesis replays it is reported as a flaky failure,
+  not as an error of the harness.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from hypothesis import HealthCheck, Phase, event, given, seed, settings, target
+from hypothesis import example as explicit_example
+from hypothesis.control import current_build_context
+from hypothesis.errors import Flaky, HypothesisException
+
+from conformance import corners, profiles
+from conformance.checks import CHECKS, Example, GroupContext
+from conformance.checks.harness import CaseResult, ExampleTimeout, deadline, worse
+from conformance.failures import save_failure
+from conformance.plan import Group
+from lora_ref import BaseLoRABackend
+
+OUTCOMES = ("pass", "fail", "crash", "timeout", "skip", "error", "interrupted", "not run")
+
+
+@dataclass
+class GroupRecord:
+    """What one group did (one row of the report).
+
+    Attributes:
+        outcome: one of :data:`OUTCOMES`.
+        examples: distinct examples run (hand-built, replayed from the database, drawn).
+        shrink_steps: executions spent shrinking a failure.
+        seconds: wall time.
+        worst_ratio: the largest error/tolerance seen (``nan`` when a result held NaN), None
+            when the check measures none.
+        corners: examples per corner class.
+        failure: the minimal failing case: ``kind``, ``messages``, ``case``, ``params``,
+            ``file`` (its replay file) and ``flaky``.
+    """
+
+    id: str
+    check: str
+    op: str
+    dtype: str
+    outcome: str = "not run"
+    examples: int = 0
+    shrink_steps: int = 0
+    seconds: float = 0.0
+    worst_ratio: float | None = None
+    corners: dict[str, int] = field(default_factory=dict)
+    skip_reason: str | None = None
+    error: str | None = None
+    failure: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, group: Group) -> GroupRecord:
+        return cls(group.id, group.check, group.op, group.dtype)
+
+
+class GroupAborted(BaseException):
+    """A crash or timeout: stop the group now, without shrinking (a BaseException, so
+    Hypothesis lets it through)."""
+
+
+@dataclass
+class RunOptions:
+    """Settings of one run, shared by all its groups.
+
+    Attributes:
+        backend_name: the name the backend was given by (saved in failure files).
+        profile: the profile's name.
+        run_seed: mixed with each group's id into the group's own seed.
+        max_examples: drawn examples per diff group (the profile's when None).
+        deadline: seconds one example may take (None: no limit).
+        failures_dir: where minimal failing cases are saved.
+        op_dtypes: per op, the dtypes its diff groups run in.
+        runner: runs one example in place of the check's own ``run`` (``--isolate``).
+        progress: called with ``(record, phase, example)`` before each execution.
+        shrink: shrink failures to a minimal case (meta-tests that only ask "caught?" skip it).
+    """
+
+    backend_name: str
+    profile: str = "ci"
+    run_seed: int = 0
+    max_examples: int | None = None
+    deadline: float | None = None
+    failures_dir: Path = Path("conformance-failures")
+    op_dtypes: dict[str, list[str]] = field(default_factory=dict)
+    runner: Callable[[str, Example], CaseResult] | None = None
+    progress: Callable[[GroupRecord, str, Example | None], None] | None = None
+    shrink: bool = True
+
+
+def group_seed(run_seed: int, group_id: str) -> int:
+    """The seed of one group: distinct per group, the same for the same run seed."""
+    return zlib.crc32(f"{run_seed}/{group_id}".encode())
+
+
+def group_settings(
+    group: Group, profile: str, max_examples: int | None, shrink: bool = True
+) -> settings:
+    """The Hypothesis settings of one group: the profile's, with the check's share of examples."""
+    profiles.register()
+    check = CHECKS[group.check]
+    base = settings.get_profile(profile)
+    n = max_examples if max_examples is not None else profiles.get(profile).examples
+    keep = check.shrink and shrink
+    phases = tuple(p for p in base.phases if keep or p != Phase.shrink)
+    return settings(
+        base,
+        max_examples=max(1, math.ceil(n * check.scale)),
+        phases=phases,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+
+
+def run_group(
+    group: Group,
+    backend_cls: type[BaseLoRABackend],
+    device: torch.device,
+    options: RunOptions,
+) -> GroupRecord:
+    """Run ``group`` and return its record (see the module docstring)."""
+    rec = GroupRecord.of(group)
+    if group.skip is not None:
+        rec.outcome, rec.skip_reason = "skip", group.skip
+        return rec
+    check = CHECKS[group.check]
+    profile = profiles.get(options.profile)
+    ctx = GroupContext(
+        group.op,
+        group.dtype,
+        options.op_dtypes.get(group.op) or [group.dtype],
+        profile,
+        backend_cls.capabilities,
+    )
+    explicit = check.explicit(ctx)
+    counts: Counter[str] = Counter()
+    state: dict[str, Any] = {"generated": False, "failed": False, "last": None}
+
+    def run_one(example: Example) -> CaseResult:
+        if options.runner is not None:
+            return options.runner(group.check, example)
+        try:
+            with deadline(options.deadline):
+                return check.run(backend_cls, example, device)
+        except ExampleTimeout as exc:
+            result = CaseResult(example.case, check=group.check, params=example.params)
+            result.fail(f"timed out: {exc}", "timeout")
+            return result
+
+    def body(example: Example) -> None:
+        final = current_build_context().is_final
+        if not final:
+            state["generated"] = True
+        replaying = final and state["generated"]
+        if state["failed"] and not final:
+            rec.shrink_steps += 1
+            phase = "shrinking"
+        elif not replaying:
+            rec.examples += 1
+            phase = "generating"
+            for name in corners.classify(example.case):
+                counts[name] += 1
+                event(name)
+        else:
+            phase = "replaying"
+        if options.progress is not None:
+            options.progress(rec, phase, example)
+        result = run_one(example)
+        rec.worst_ratio = worse(rec.worst_ratio, result.worst_ratio)
+        ratio = result.worst_ratio
+        if ratio is not None and math.isfinite(ratio) and ratio > 0 and not replaying:
+            target(min(ratio, 1e9), label="error/tolerance")
+        if result.ok:
+            return
+        state["last"] = result
+        if result.kind in ("crash", "timeout"):
+            raise GroupAborted
+        state["failed"] = True
+        raise AssertionError("; ".join(result.failures))
+
+    test = given(example=check.strategy(ctx))(body)
+    for e in reversed(explicit):
+        test = explicit_example(example=e)(test)
+    test = seed(group_seed(options.run_seed, group.id))(test)
+    test = group_settings(group, options.profile, options.max_examples, options.shrink)(test)
+
+    started = time.monotonic()
+    flaky = False
+    try:
+        test()
+        rec.outcome = "pass"
+    except GroupAborted:
+        pass
+    except AssertionError:
+        pass
+    except Flaky:
+        flaky = True
+    except HypothesisException as exc:
+        rec.outcome, rec.error = "error", f"{type(exc).__name__}: {exc}"
+    finally:
+        rec.seconds = time.monotonic() - started
+        rec.corners = dict(counts)
+    last: CaseResult | None = state["last"]
+    if rec.outcome != "pass" and rec.outcome != "error" and last is not None:
+        rec.outcome = last.kind if last.kind in ("crash", "timeout") else "fail"
+        path = save_failure(options.failures_dir, last, options.backend_name, group)
+        rec.failure = {
+            "kind": last.kind,
+            "messages": last.failures,
+            "case": last.case.to_json(),
+            "params": last.params,
+            "file": str(path) if path is not None else None,
+            "flaky": flaky,
+        }
+    elif rec.outcome == "not run":
+        rec.outcome = "error"
+        rec.error = rec.error or "the group ended without a verdict"
+    return rec
+
+
+def run_plan(
+    backend_cls: type[BaseLoRABackend],
+    backend_name: str,
+    *,
+    profile: str = "ci",
+    device: torch.device | None = None,
+    ops: tuple[str, ...] | None = None,
+    dtypes: tuple[str, ...] | None = None,
+    checks: tuple[str, ...] | None = None,
+    stop_on_failure: bool = False,
+    failures_dir: Path = Path("conformance-failures"),
+    runner: Callable[[str, Example], CaseResult] | None = None,
+    run_seed: int = 0,
+    shrink: bool = True,
+    max_examples: int | None = None,
+) -> list[GroupRecord]:
+    """The whole plan in this process, group after group (the meta-tests use it; the CLI and
+    pytest run the same groups through the plugin).  Stops at the first failing group when
+    ``stop_on_failure``."""
+    from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
+    from conformance.plan import build_plan, op_dtypes
+
+    device = device or torch.device("cpu")
+    dtypes = dtypes or DTYPE_NAMES
+    caps = backend_cls.capabilities
+    plan = build_plan(caps, device.type, ops or OPS, dtypes, checks or CHECK_NAMES)
+    options = RunOptions(
+        backend_name=backend_name,
+        profile=profile,
+        run_seed=run_seed,
+        failures_dir=failures_dir,
+        op_dtypes=op_dtypes(plan, caps, dtypes),
+        runner=runner,
+        shrink=shrink,
+        max_examples=max_examples,
+    )
+    records = []
+    for group in plan:
+        rec = run_group(group, backend_cls, device, options)
+        records.append(rec)
+        if stop_on_failure and rec.outcome not in ("pass", "skip"):
+            break
+    return records

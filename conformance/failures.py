@@ -1,0 +1,191 @@
+"""Minimal failing cases as replay files: saved safely, loaded strictly, replayed, turned into
+standalone repro scripts.
+
+* Names: ``<backend>-<check>-<op>-<dtype>-<case hash>.json``, so two backends, two groups or two
+  cases never share a file, under xdist and concurrent runs alike; the same failure saved twice
+  lands in the same file with the same content.  Writes are atomic (a temporary file, then a
+  rename).
+* Loading validates the whole document (format, fields, check parameters, the case field by
+  field, sizes against a cap) and raises :class:`ReplayFileError` naming what is wrong.
+* The ``backend`` a file names is only a suggestion: replay imports it only when it is a built-in
+  or an installed entry point, or when the user passes ``--trust``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from conformance.case import DEFAULT_MAX_ELEMENTS, Case, CaseError
+
+FORMAT = "lora-conformance-case/2"
+OLD_FORMATS = ("lora-conformance-case/1",)
+MAX_FILE_BYTES = 1 << 22
+_TOP = {
+    "format", "backend", "check", "op", "dtype", "group", "params", "failures", "kind",
+    "worst_ratio", "case", "harness",
+}  # fmt: skip
+
+
+class ReplayFileError(ValueError):
+    """A replay file that cannot be used: unreadable, not JSON, or not a valid case document."""
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)[:80]
+
+
+def failure_name(backend: str, check: str, op: str, dtype: str, case: Case) -> str:
+    """The file name of a saved failure (see the module docstring)."""
+    return f"{_safe(backend)}-{check}-{op}-{dtype}-{case.digest()}.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader never sees half a file and concurrent writers never interleave."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with _quiet():
+            os.unlink(tmp)
+        raise
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True
+
+
+def failure_document(result: Any, backend: str, group: Any = None) -> dict[str, Any]:
+    """The JSON document of a failing :class:`~conformance.checks.harness.CaseResult`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        harness = version("lora-conformance")
+    except PackageNotFoundError:
+        harness = "source tree"
+    ratio = result.worst_ratio
+    return {
+        "format": FORMAT,
+        "harness": harness,
+        "backend": backend,
+        "check": result.check,
+        "op": group.op if group is not None else result.case.op,
+        "dtype": group.dtype if group is not None else result.case.dtype,
+        "params": result.params,
+        "kind": result.kind,
+        "failures": result.failures,
+        "worst_ratio": ratio if ratio is not None and math.isfinite(ratio) else None,
+        "case": result.case.to_json(),
+    }
+
+
+def save_failure(folder: Path | str, result: Any, backend: str, group: Any = None) -> Path | None:
+    """Save ``result`` under ``folder``; returns the path, or None when the folder cannot be
+    written (the run goes on; the report says the case was not saved)."""
+    doc = failure_document(result, backend, group)
+    op, dtype = doc["op"], doc["dtype"]
+    path = Path(folder) / failure_name(backend, result.check, op, dtype, result.case)
+    try:
+        write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    except OSError:
+        return None
+    return path
+
+
+def _require(ok: bool, where: str, expected: str, got: object) -> None:
+    if not ok:
+        raise ReplayFileError(f"{where}: expected {expected}, got {got!r:.80}")
+
+
+def _params(check: str, params: object, max_elements: int) -> dict[str, Any]:
+    from conformance.checks.metamorphic import RELATIONS
+
+    _require(isinstance(params, dict), "params", "a JSON object", params)
+    assert isinstance(params, dict)
+    if check == "metamorphic":
+        _require(params.get("relation") in RELATIONS, "params.relation", f"one of {RELATIONS}",
+                 params.get("relation"))  # fmt: skip
+        choice = params.get("choice")
+        _require(isinstance(choice, int) and not isinstance(choice, bool) and 0 <= choice < 2**63,
+                 "params.choice", "a non-negative int", choice)  # fmt: skip
+    elif check == "cuda_graph":
+        cap = params.get("capacity", 12)
+        _require(isinstance(cap, int) and not isinstance(cap, bool) and 1 <= cap <= 4096,
+                 "params.capacity", "an int in [1, 4096]", cap)  # fmt: skip
+    elif check == "lifecycle":
+        steps = params.get("steps")
+        _require(isinstance(steps, list) and 1 <= len(steps) <= 64, "params.steps",
+                 "a list of 1 to 64 steps", steps)  # fmt: skip
+        for s, step in enumerate(steps):
+            _require(isinstance(step, list) and 1 <= len(step) <= 16, f"params.steps[{s}]",
+                     "a list of 1 to 16 cases", step)  # fmt: skip
+            for k, c in enumerate(step):
+                try:
+                    Case.from_json(c, max_elements)
+                except CaseError as exc:
+                    raise ReplayFileError(f"params.steps[{s}][{k}]: {exc}") from exc
+    return params
+
+
+def load_failure(path: Path | str, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[str, Any]:
+    """Read and validate a replay file; raises :class:`ReplayFileError` naming the problem."""
+    from conformance.checks import CHECKS
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        _require(size <= MAX_FILE_BYTES, f"replay file {p}", f"at most {MAX_FILE_BYTES} bytes",
+                 size)  # fmt: skip
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReplayFileError(f"replay file {p}: cannot read it: {exc}") from exc
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ReplayFileError(f"replay file {p}: not JSON: {exc}") from exc
+    _require(isinstance(doc, dict), f"replay file {p}", "a JSON object", type(doc).__name__)
+    fmt = doc.get("format")
+    _require(fmt == FORMAT or fmt in OLD_FORMATS, "format", repr(FORMAT), fmt)
+    unknown = sorted(set(doc) - _TOP)
+    _require(not unknown, "replay file", "only known fields", unknown)
+    _require(isinstance(doc.get("backend"), str) and 0 < len(doc["backend"]) <= 300, "backend",
+             "a backend name", doc.get("backend"))  # fmt: skip
+    _require(doc.get("check") in CHECKS, "check", f"one of {tuple(CHECKS)}", doc.get("check"))
+    try:
+        case = Case.from_json(doc.get("case"), max_elements)
+    except CaseError as exc:
+        raise ReplayFileError(str(exc)) from exc
+    params = _params(doc["check"], doc.get("params", {}), max_elements)
+    failures = doc.get("failures", [])
+    _require(isinstance(failures, list) and all(isinstance(f, str) for f in failures),
+             "failures", "a list of strings", failures)  # fmt: skip
+    kind = doc.get("kind", "fail")
+    _require(kind in ("fail", "crash", "timeout"), "kind", "fail, crash or timeout", kind)
+    return {**doc, "case": case, "params": params, "failures": failures, "kind": kind}
+
+
+def file_backend_is_safe(name: str) -> bool:
+    """A backend name a replay file may name without ``--trust``: a built-in or an installed
+    entry point (never ``module:Class``, which would import whatever the file says)."""
+    from lora_ref.registry import BUILTIN_BACKENDS, _entry_points
+
+    return name in BUILTIN_BACKENDS or (":" not in name and name in _entry_points())
+
+
+def replay(doc: dict[str, Any], backend_cls: Any, device: Any):
+    """Run the saved check again on ``backend_cls``; returns its CaseResult."""
+    from conformance.checks import CHECKS, Example
+
+    return CHECKS[doc["check"]].run(backend_cls, Example(doc["case"], doc["params"]), device)

@@ -1,0 +1,180 @@
+"""``--isolate``: the backend runs in a worker process, so no crash can take the harness down.
+
+The parent sends ``(check, example)`` over a pipe; the worker runs the check and sends back the
+:class:`~conformance.checks.harness.CaseResult`.  If the worker dies (a segfault, ``exit()`` from
+C code, ``os._exit``), the example is a *crash*, reported with its case, and the next example
+starts a new worker.  If it outlives the deadline it is killed: a *timeout*.  The worker's
+standard output is pointed at its standard error, so nothing the backend prints can corrupt the
+channel.  ``lora-conformance replay`` uses the same worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from conformance.checks import CHECKS, Example
+from conformance.checks.harness import CaseResult
+
+
+class WorkerStartError(RuntimeError):
+    """The worker could not load the backend; ``status`` is ``usage_error`` or
+    ``backend_error`` (as in a report)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "it stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"it was killed by {name}"
+    return f"it exited with status {returncode}"
+
+
+class IsolatedBackend:
+    """A worker process holding one backend; :meth:`run` is an engine ``runner``."""
+
+    def __init__(self, backend: str, device: str, deadline: float | None) -> None:
+        self.backend = backend
+        self.device = device
+        self.deadline = deadline
+        self.proc: subprocess.Popen | None = None
+        self.version = ""
+        self.resolved_device = device
+
+    def _start(self) -> None:
+        parent_r, child_w = os.pipe()
+        child_r, parent_w = os.pipe()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "conformance.isolate", str(child_r), str(child_w)],
+            pass_fds=(child_r, child_w),
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(child_r)
+        os.close(child_w)
+        self._send = Connection(parent_w, readable=False)
+        self._recv = Connection(parent_r, writable=False)
+        self._send.send(("load", self.backend, self.device))
+        reply = self._receive(timeout=600)
+        if reply is None:
+            code = self.proc.poll()
+            self.close()
+            raise WorkerStartError(
+                "backend_error",
+                f"backend {self.backend!r}: its worker process died while loading it "
+                f"({describe_exit(code)})",
+            )
+        if reply[0] != "ready":
+            self.close()
+            raise WorkerStartError(reply[1], reply[2])
+        self.version, self.resolved_device = reply[1], reply[2]
+
+    def _receive(self, timeout: float | None) -> Any:
+        try:
+            if not self._recv.poll(timeout):
+                return None
+            return self._recv.recv()
+        except (EOFError, OSError):
+            return None
+
+    def start(self) -> None:
+        """Start the worker now (else the first :meth:`run` does); raises
+        :class:`WorkerStartError` when the backend cannot be loaded."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+
+    def run(self, check: str, example: Example) -> CaseResult:
+        self.start()
+        assert self.proc is not None
+        try:
+            self._send.send(("run", check, example))
+        except OSError:
+            pass
+        reply = self._receive(self.deadline)
+        if reply is not None:
+            return reply
+        result = CaseResult(example.case, check=check, params=example.params)
+        code = self.proc.poll()
+        if code is None:  # alive: the deadline passed
+            self.close()
+            result.fail(f"timed out: the example outlived its deadline of {self.deadline:g} s",
+                        "timeout")  # fmt: skip
+        else:
+            self.close()
+            result.fail(f"the backend's process died during the example: {describe_exit(code)}",
+                        "crash")  # fmt: skip
+        return result
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        for conn in ("_send", "_recv"):
+            c = getattr(self, conn, None)
+            if c is not None:
+                c.close()
+                setattr(self, conn, None)
+
+
+def _worker(read_fd: int, write_fd: int) -> None:
+    os.dup2(2, 1)  # the backend's prints go to stderr; the pipes carry the protocol
+    recv = Connection(read_fd, writable=False)
+    send = Connection(write_fd, readable=False)
+    _, name, device_name = recv.recv()
+    from lora_ref.runtime import use_interpreter_without_gpu
+
+    use_interpreter_without_gpu(None if device_name == "auto" else device_name.split(":")[0])
+    import torch
+
+    from conformance.checks.harness import backend_call, watch_interrupts
+    from lora_ref import get_backend_from_name
+    from lora_ref.registry import BackendLoadError, BackendNotFoundError
+
+    watch_interrupts()
+    try:
+        cls = get_backend_from_name(name)
+    except BackendNotFoundError as exc:
+        send.send(("error", "usage_error", str(exc)))
+        return
+    except BackendLoadError as exc:
+        send.send(("error", "backend_error", str(exc)))
+        return
+    made, problem = backend_call(lambda: str(cls().version))
+    if problem is not None:
+        send.send(("error", "backend_error",
+                   f"backend {name!r}: its constructor or version raised {problem.describe()}"))
+        return
+    from conformance.runtime import pick_device
+
+    device = pick_device(cls, None if device_name == "auto" else device_name.split(":")[0])
+    if device_name not in ("auto", "cpu", "cuda"):
+        device = torch.device(device_name)
+    send.send(("ready", made, str(device)))
+    while True:
+        try:
+            _, check, example = recv.recv()
+        except EOFError:
+            return
+        try:
+            result = CHECKS[check].run(cls, example, device)
+        except Exception as exc:  # the harness itself failed: say so, as a crash of the run
+            result = CaseResult(example.case, check=check, params=example.params)
+            result.fail(f"the harness failed: {type(exc).__name__}: {exc}", "crash")
+        send.send(result)
+
+
+if __name__ == "__main__":
+    _worker(int(sys.argv[1]), int(sys.argv[2]))
