@@ -418,7 +418,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--markdown", default=None, help="write a Markdown summary here")
     check.add_argument("-v", "--verbose", action="store_true",
                        help="print tracebacks and the pytest log")  # fmt: skip
-    check.add_argument("pytest_args", nargs="*", default=[], help="after --: extra pytest args")
     check.set_defaults(func=cmd_check)
 
     rep = sub.add_parser(
@@ -475,10 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:  # everything after -- goes to pytest (check only)
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors already, 0 for --help
         return int(exc.code or 0)
+    if extra and args.command != "check":
+        print("lora-conformance: error: arguments after -- are for check only", file=sys.stderr)
+        return EXIT_USAGE
+    args.pytest_args = extra
     try:
         return args.func(args)
     except UsageError as exc:

@@ -134,29 +134,50 @@ def group_settings(
     )
 
 
+def _size(case) -> int:
+    """How large a case is, to pick the simplest of several failing hand-built ones."""
+    return case.T * (case.in_dim + case.out_dim) + case.L * case.R + case.bs
+
+
+class _Attempt:
+    """One Hypothesis run of a group's test, and what it saw."""
+
+    def __init__(self) -> None:
+        self.generated = False
+        self.failed = False
+        self.explicit_failure: CaseResult | None = None
+        self.last: CaseResult | None = None
+        self.flaky = False
+        self.error: str | None = None
+        self.passed = False
+
+
 def run_group(
     group: Group,
     backend_cls: type[BaseLoRABackend],
     device: torch.device,
     options: RunOptions,
 ) -> GroupRecord:
-    """Run ``group`` and return its record (see the module docstring)."""
+    """Run ``group`` and return its record (see the module docstring).
+
+    Hand-built corner cases run first and are not shrunk (Hypothesis shrinks only what it
+    drew).  So when one of them fails and the check shrinks, the group's random draws run once
+    more without them: a drawn failure is shrunk and reported; if none fails, the simplest
+    failing corner case is.
+    """
     rec = GroupRecord.of(group)
     if group.skip is not None:
         rec.outcome, rec.skip_reason = "skip", group.skip
         return rec
     check = CHECKS[group.check]
-    profile = profiles.get(options.profile)
     ctx = GroupContext(
         group.op,
         group.dtype,
         options.op_dtypes.get(group.op) or [group.dtype],
-        profile,
+        profiles.get(options.profile),
         backend_cls.capabilities,
     )
-    explicit = check.explicit(ctx)
     counts: Counter[str] = Counter()
-    state: dict[str, Any] = {"generated": False, "failed": False, "last": None}
 
     def run_one(example: Example) -> CaseResult:
         if options.runner is not None:
@@ -169,74 +190,95 @@ def run_group(
             result.fail(f"timed out: {exc}", "timeout")
             return result
 
-    def body(example: Example) -> None:
-        final = current_build_context().is_final
-        if not final:
-            state["generated"] = True
-        replaying = final and state["generated"]
-        if state["failed"] and not final:
-            rec.shrink_steps += 1
-            phase = "shrinking"
-        elif not replaying:
-            rec.examples += 1
-            phase = "generating"
-            for name in corners.classify(example.case):
-                counts[name] += 1
-                event(name)
-        else:
-            phase = "replaying"
-        if options.progress is not None:
-            options.progress(rec, phase, example)
-        result = run_one(example)
-        rec.worst_ratio = worse(rec.worst_ratio, result.worst_ratio)
-        ratio = result.worst_ratio
-        if ratio is not None and math.isfinite(ratio) and ratio > 0 and not replaying:
-            target(min(ratio, 1e9), label="error/tolerance")
-        if result.ok:
-            return
-        state["last"] = result
-        if result.kind in ("crash", "timeout"):
-            raise GroupAborted
-        state["failed"] = True
-        raise AssertionError("; ".join(result.failures))
+    def attempt(explicit: list[Example]) -> _Attempt:
+        state = _Attempt()
 
-    test = given(example=check.strategy(ctx))(body)
-    for e in reversed(explicit):
-        test = explicit_example(example=e)(test)
-    test = seed(group_seed(options.run_seed, group.id))(test)
-    test = group_settings(group, options.profile, options.max_examples, options.shrink)(test)
+        def body(example: Example) -> None:
+            final = current_build_context().is_final
+            if not final:
+                state.generated = True
+            replaying = final and state.generated
+            if state.failed and not final:
+                rec.shrink_steps += 1
+                phase = "shrinking"
+            elif not replaying:
+                rec.examples += 1
+                phase = "generating"
+                for name in corners.classify(example.case):
+                    counts[name] += 1
+                    event(name)
+            else:
+                phase = "replaying"
+            if options.progress is not None:
+                options.progress(rec, phase, example)
+            result = run_one(example)
+            rec.worst_ratio = worse(rec.worst_ratio, result.worst_ratio)
+            ratio = result.worst_ratio
+            if ratio is not None and math.isfinite(ratio) and ratio > 0 and not replaying:
+                target(min(ratio, 1e9), label="error/tolerance")
+            if result.ok:
+                return
+            if result.kind in ("crash", "timeout"):
+                state.last = result
+                raise GroupAborted
+            if not state.generated:  # a hand-built case: keep the simplest that fails
+                best = state.explicit_failure
+                if best is None or _size(result.case) < _size(best.case):
+                    state.explicit_failure = result
+            else:
+                state.failed = True
+                state.last = result
+            raise AssertionError("; ".join(result.failures))
+
+        test = given(example=check.strategy(ctx))(body)
+        for e in reversed(explicit):
+            test = explicit_example(example=e)(test)
+        test = seed(group_seed(options.run_seed, group.id))(test)
+        test = group_settings(group, options.profile, options.max_examples, options.shrink)(test)
+        try:
+            test()
+            state.passed = True
+        except (GroupAborted, AssertionError):
+            pass
+        except Flaky:
+            state.flaky = True
+        except HypothesisException as exc:
+            state.error = f"{type(exc).__name__}: {exc}"
+        return state
 
     started = time.monotonic()
-    flaky = False
     try:
-        test()
-        rec.outcome = "pass"
-    except GroupAborted:
-        pass
-    except AssertionError:
-        pass
-    except Flaky:
-        flaky = True
-    except HypothesisException as exc:
-        rec.outcome, rec.error = "error", f"{type(exc).__name__}: {exc}"
+        first = attempt(check.explicit(ctx))
+        chosen = first.last or first.explicit_failure
+        if (
+            first.last is None
+            and first.explicit_failure is not None
+            and check.shrink
+            and options.shrink
+        ):
+            second = attempt([])
+            if second.last is not None:
+                chosen, first.flaky = second.last, second.flaky
     finally:
         rec.seconds = time.monotonic() - started
         rec.corners = dict(counts)
-    last: CaseResult | None = state["last"]
-    if rec.outcome != "pass" and rec.outcome != "error" and last is not None:
-        rec.outcome = last.kind if last.kind in ("crash", "timeout") else "fail"
-        path = save_failure(options.failures_dir, last, options.backend_name, group)
+    if first.error is not None and chosen is None:
+        rec.outcome, rec.error = "error", first.error
+    elif chosen is None:
+        rec.outcome = "pass" if first.passed else "error"
+        if not first.passed:
+            rec.error = "the group ended without a verdict"
+    else:
+        rec.outcome = chosen.kind if chosen.kind in ("crash", "timeout") else "fail"
+        path = save_failure(options.failures_dir, chosen, options.backend_name, group)
         rec.failure = {
-            "kind": last.kind,
-            "messages": last.failures,
-            "case": last.case.to_json(),
-            "params": last.params,
+            "kind": chosen.kind,
+            "messages": chosen.failures,
+            "case": chosen.case.to_json(),
+            "params": chosen.params,
             "file": str(path) if path is not None else None,
-            "flaky": flaky,
+            "flaky": first.flaky,
         }
-    elif rec.outcome == "not run":
-        rec.outcome = "error"
-        rec.error = rec.error or "the group ended without a verdict"
     return rec
 
 

@@ -21,6 +21,9 @@ from conformance.checks import CHECKS, Example
 from conformance.checks.harness import CaseResult
 
 
+_TIMEOUT = object()
+
+
 class WorkerStartError(RuntimeError):
     """The worker could not load the backend; ``status`` is ``usage_error`` or
     ``backend_error`` (as in a report)."""
@@ -67,7 +70,7 @@ class IsolatedBackend:
         self._recv = Connection(parent_r, writable=False)
         self._send.send(("load", self.backend, self.device))
         reply = self._receive(timeout=600)
-        if reply is None:
+        if reply is None or reply is _TIMEOUT:
             code = self.proc.poll()
             self.close()
             raise WorkerStartError(
@@ -81,9 +84,10 @@ class IsolatedBackend:
         self.version, self.resolved_device = reply[1], reply[2]
 
     def _receive(self, timeout: float | None) -> Any:
+        """The worker's reply; ``_TIMEOUT`` when none came in time, None when it died."""
         try:
             if not self._recv.poll(timeout):
-                return None
+                return _TIMEOUT
             return self._recv.recv()
         except (EOFError, OSError):
             return None
@@ -102,10 +106,13 @@ class IsolatedBackend:
         except OSError:
             pass
         reply = self._receive(self.deadline)
-        if reply is not None:
+        if reply is not None and reply is not _TIMEOUT:
             return reply
         result = CaseResult(example.case, check=check, params=example.params)
-        code = self.proc.poll()
+        try:
+            code = self.proc.wait(timeout=10) if reply is None else self.proc.poll()
+        except subprocess.TimeoutExpired:
+            code = None
         if code is None:  # alive: the deadline passed
             self.close()
             result.fail(f"timed out: the example outlived its deadline of {self.deadline:g} s",

@@ -33,6 +33,11 @@ from conformance.checks import NAMES as CHECK_NAMES
 from conformance.failures import write_atomic
 from conformance.ops import DTYPE_NAMES, OPS
 from conformance.report import SCHEMA, fmt_ratio, now, ratio_to_json, write_report
+from lora_ref.runtime import use_interpreter_without_gpu
+
+# Triton reads TRITON_INTERPRET once, when it is first imported, and any test module may import
+# it (torch._inductor does): so the choice is made when pytest loads this plugin, first
+use_interpreter_without_gpu()
 
 BACKEND_ENV = "LORA_CONFORMANCE_BACKEND"
 DEFAULT_DEADLINE = 300.0
@@ -378,6 +383,23 @@ class _Run:
         )
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    run = getattr(config, "_lora", None)
+    if run is None:
+        return []
+    try:
+        run.load()
+    except pytest.UsageError as exc:
+        return [f"lora-conformance: backend {run.name!r} NOT LOADED: {exc}"]
+    b, env = run.doc["backend"], run.doc["environment"]
+    gpu = f" ({env['gpu']})" if env.get("gpu") else ""
+    return [
+        f"lora-conformance: backend {b['name']} = {b['target']}, version {b['version']}",
+        f"lora-conformance: device {env['device']}{gpu}, torch {env['torch']}, "
+        f"triton {env['triton']}, profile {run.profile}, seed {run.seed}",
+    ]
+
+
 def _run_of(config: pytest.Config) -> _Run:
     run = getattr(config, "_lora", None)
     if run is None:
@@ -452,3 +474,38 @@ def lora_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
         return rec
 
     return go
+
+
+# --- pytest-benchmark -----------------------------------------------------------------------
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record the GPU (or its absence), driver, CUDA, torch and Triton with every benchmark run."""
+    import torch
+
+    from conformance.runtime import environment
+
+    cuda = torch.cuda.is_available()
+    env = environment(torch.device("cuda") if cuda else None)
+    machine_info.update(torch=env["torch"], triton=env["triton"])
+    if cuda:
+        machine_info.update(
+            gpu=env["gpu"], gpu_sms=env["gpu_sms"], cuda=env["cuda"], driver=env["driver"] or "?"
+        )
+    else:
+        machine_info["gpu"] = "none (CPU smoke mode)"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_compare_machine_info(
+    config, benchmarksession, machine_info, compared_benchmark
+):
+    """Timings from different GPUs say nothing about a regression: refuse to compare them."""
+    theirs = compared_benchmark.get("machine_info", {}).get("gpu")
+    ours = machine_info.get("gpu")
+    if theirs is not None and theirs != ours:
+        raise pytest.UsageError(
+            f"--benchmark-compare: the baseline was taken on {theirs!r}, this run is on {ours!r}; "
+            "keep one baseline folder per card (--benchmark-storage=.benchmarks/<card>)"
+        )

@@ -12,7 +12,7 @@ determinism, prints what it found and exits 1 when the failure reproduces, 0 whe
 from __future__ import annotations
 
 import inspect
-import json
+import pprint
 import textwrap
 from typing import Any
 
@@ -127,7 +127,7 @@ def emit_script(doc: dict[str, Any], backend_target: str, device: str = "cpu") -
     module, _, cls = backend_target.partition(":")
     case = doc["case"]
     data = case.to_json()
-    data_text = json.dumps(data, indent=4, sort_keys=True)
+    data_text = pprint.pformat(data, sort_dicts=True)
     failures = "\n".join(f"#   {line}" for line in doc.get("failures", [])) or "#   (none saved)"
     header = f'''#!/usr/bin/env python3
 """Reproduce a multi-LoRA backend finding: {case.describe()}

@@ -57,3 +57,47 @@ def test_refill_rejects_too_many_segments():
     buf = make_batch_info([2], [0], [1], [1.0], capacity=2)
     with pytest.raises(ValueError, match=r"source\.bs: expected <= the buffer capacity 2, got 3"):
         refill_batch_info(buf, make_batch_info([1, 1, 0], [0, 0, 0], [1], [1.0]))
+
+
+def _snapshot(info):
+    return [t.clone() for t in (info.seg_lens, info.seg_indptr, info.weight_indices,
+                                info.lora_ranks, info.scalings)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # each source is invalid or does not fit; the refill must raise before writing
+        (dict(weight_indices=[0, 3]), r"weight_indices: expected slots in \[0, 3\)"),
+        (dict(lora_ranks=[1, -1, 1]), r"lora_ranks: expected ranks >= 0"),
+        (dict(seg_lens=[3, 1], fix_indptr=False), r"seg_indptr: expected seg_indptr\[1\]"),
+        (dict(scalings=[1.0, float("nan"), 1.0]), r"scalings: expected finite values"),
+        (dict(seg_lens=[2, 3]), r"source: expected T = 4 tokens"),
+        (dict(lora_ranks=[1, 1], scalings=[1.0, 1.0]), r"source\.lora_ranks: expected 3 slots"),
+    ],
+)
+def test_refill_validates_on_the_host_before_writing(source, message):
+    buf = make_batch_info([4], [0], [1, 1, 1], [1.0, 2.0, 3.0], capacity=4)
+    before = _snapshot(buf)
+    args = dict(seg_lens=[2, 2], weight_indices=[0, 1], lora_ranks=[1, 1, 1],
+                scalings=[1.0, 2.0, 3.0])  # fmt: skip
+    fix = source.pop("fix_indptr", True)
+    args.update(source)
+    src = make_batch_info(**args)
+    if not fix:
+        src.seg_indptr[1] = 2  # disagrees with seg_lens
+    with pytest.raises(ValueError, match=message):
+        refill_batch_info(buf, src)
+    assert all(torch.equal(a, b) for a, b in zip(_snapshot(buf), before, strict=True))
+
+
+def test_refill_needs_graph_buffers():
+    plain = make_batch_info([2], [0], [1], [1.0])
+    with pytest.raises(ValueError, match="target.use_cuda_graph: expected True"):
+        refill_batch_info(plain, make_batch_info([1, 1], [0, 0], [1], [1.0]))
+
+
+def test_an_empty_batch_is_valid():
+    info = make_batch_info([], [], [4, 0], [1.0, 0.5])
+    summary = info.validate()
+    assert summary.num_tokens == 0 and summary.num_segments == 0

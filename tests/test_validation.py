@@ -219,7 +219,13 @@ OPS = _ops()
             "qkv",
             {"offsets": ints([0, 3, 8, 7])},
             ValueError,
-            "output_offset: expected non-decreasing [0, Nq, Nq+Nkv, 7]",
+            "output_offset: expected [0, Nq, Nq+Nkv, Nq+2*Nkv] with Nq+2*Nkv = 7",
+        ),
+        (
+            "qkv",
+            {"offsets": ints([0, 3, 4, 7])},
+            ValueError,
+            "output_offset: expected [0, Nq, Nq+Nkv, Nq+2*Nkv]",
         ),
         (
             "qkv",
@@ -227,7 +233,8 @@ OPS = _ops()
             ValueError,
             "max_qkv_out_dim: expected >= the widest slice 3, got 2",
         ),
-        ("qkv", {"max_dim": 0}, ValueError, "max_qkv_out_dim: expected a positive int"),
+        ("qkv", {"max_dim": -1}, ValueError, "max_qkv_out_dim: expected a non-negative int"),
+        ("qkv", {"max_dim": 0}, ValueError, "max_qkv_out_dim: expected >= the widest slice 3"),
         (
             "qkv",
             {"lora_b": torch.randn(2, 7, 3, dtype=F16)},

@@ -47,30 +47,13 @@ class Machine:
 
 
 def machine_info(device: torch.device) -> Machine:
-    import triton
+    from conformance.runtime import driver_version, package_version
 
-    driver = "?"
-    try:
-        import subprocess
-
-        driver = (
-            subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            .stdout.split("\n")[0]
-            .strip()
-            or "?"
-        )
-    except OSError:
-        pass
     return Machine(
         gpu=torch.cuda.get_device_name(device),
-        driver=driver,
+        driver=driver_version() or "?",
         torch=torch.__version__,
-        triton=triton.__version__,
+        triton=package_version("triton"),
         copy_bw_gbs=copy_bandwidth(device) / 1e9,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )

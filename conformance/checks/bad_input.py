@@ -154,6 +154,17 @@ MUTATIONS: list[Mutation] = [
             i, permutation=torch.arange(c.T + 1, dtype=torch.int32, device=i.x.device)
         ),
     ),
+    Mutation(
+        "scalings have one entry too many",
+        lambda c: True,
+        lambda i, c: _with_info(i, scalings=torch.cat([i.batch_info.scalings,
+                                                       i.batch_info.scalings.new_ones(1)])),
+    ),
+    Mutation(
+        "lora_ranks are 2-D",
+        lambda c: True,
+        lambda i, c: _with_info(i, lora_ranks=i.batch_info.lora_ranks[None]),
+    ),
     # the operands
     Mutation("x is 1-D", lambda c: True, lambda i, c: (i.batch_info, i.x.flatten(), i.args, i.base)),
     Mutation("x is float64", lambda c: True, lambda i, c: (i.batch_info, i.x.double(), i.args, i.base)),
@@ -199,6 +210,9 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "stack_num is 4", lambda c: c.op == "shrink", lambda i, c: _with_args(i, i.args[0], 4)
+    ),
+    Mutation(
+        "stack_num is True", lambda c: c.op == "shrink", lambda i, c: _with_args(i, i.args[0], True)
     ),
     Mutation(
         "stack_num is a float",

@@ -1,0 +1,107 @@
+"""Hostile backends: each tries to fake a pass or take the harness down.  The command line must
+give each the right non-zero exit code (``tests/hostile/test_zoo.py``)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+import torch
+
+from lora_ref import ReferenceLoRABackend
+
+
+class _OnShrink(ReferenceLoRABackend):
+    """Misbehaves on the first shrink call (the groups of a ``--ops shrink`` run)."""
+
+    def act(self, x: torch.Tensor) -> torch.Tensor | None:
+        raise NotImplementedError
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        out = super().run_lora_a_sgemm(x, weights, stack_num)
+        if x.shape[0] == 0:
+            return out
+        replaced = self.act(out)
+        return out if replaced is None else replaced
+
+
+class ExitsZero(_OnShrink):
+    """``sys.exit(0)`` mid-run."""
+
+    def act(self, x):
+        sys.exit(0)
+
+
+class OsExitZero(_OnShrink):
+    """``os._exit(0)`` mid-run: ends the process at once, no cleanup, status 0."""
+
+    def act(self, x):
+        os._exit(0)
+
+
+class LibcExitZero(_OnShrink):
+    """C's ``_exit(0)`` through ctypes: past any Python-level guard."""
+
+    def act(self, x):
+        ctypes.CDLL(None)._exit(0)
+
+
+class Segfaults(_OnShrink):
+    """Reads address 0 through ctypes: SIGSEGV."""
+
+    def act(self, x):
+        ctypes.string_at(0)
+
+
+class Hangs(_OnShrink):
+    """Sleeps forever (a Python-level hang)."""
+
+    def act(self, x):
+        time.sleep(10**6)
+
+
+class HangsWithAlarmBlocked(_OnShrink):
+    """Blocks SIGALRM, then sleeps: only a watchdog outside the process can stop it."""
+
+    def act(self, x):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT})
+        time.sleep(10**6)
+
+
+class RaisesKeyboardInterrupt(_OnShrink):
+    """Raises ``KeyboardInterrupt`` itself, hoping to pass for the user's Ctrl-C."""
+
+    def act(self, x):
+        raise KeyboardInterrupt
+
+
+class WrongShape(_OnShrink):
+    """Returns a result with one column too many."""
+
+    def act(self, out):
+        return torch.cat([out, out[:, :1]], dim=1)
+
+
+class WrongDtype(_OnShrink):
+    """Returns float64."""
+
+    def act(self, out):
+        return out.double()
+
+
+class ConstructorRaises(ReferenceLoRABackend):
+    """Its constructor raises."""
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("no GPU context")
+
+
+class VersionRaises(ReferenceLoRABackend):
+    """Its ``version`` raises."""
+
+    @property
+    def version(self):
+        raise OSError("version file missing")

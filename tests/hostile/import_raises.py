@@ -1,0 +1,3 @@
+"""A backend module that raises while it is imported."""
+
+raise RuntimeError("CUDA driver too old")

@@ -1,0 +1,205 @@
+"""Hostile inputs against the built-in backends: every invalid input gets a clear error and
+writes nothing; empty dimensions give the defined result; hostile device metadata (written into
+CUDA-graph buffers behind the validation's back) never makes a kernel touch memory outside its
+tensors.
+
+The probe counts, per backend, what each input led to: a clear error (``ValueError`` or
+``TypeError`` naming the argument, what was expected and what came), an unclear error, an
+acceptance where an error is due, and modified memory.  The contract wants all but the first at
+zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+import torch
+
+from conformance.case import Case
+from conformance.checks.bad_input import mutations_for
+from conformance.checks.harness import GuardedOutput, changed, guarded_output, snapshot
+from conformance.inputs import Inputs, build_inputs, call
+from conformance.oracle import expect
+from lora_ref import get_backend_from_name, make_batch_info
+
+BACKENDS = ["reference", "triton"]
+CPU = torch.device("cpu")
+
+
+def _case(op: str, **kw) -> Case:
+    fields = dict(
+        op=op,
+        dtype="float32",
+        seg_lens=(3, 0, 2),
+        weight_indices=(1, 0, 1),
+        lora_ranks=(0, 4, 2),
+        scalings=(1.0, 0.5, -2.0),
+        R=4,
+        K=0 if op == "expand" else 12,
+        N=0 if op == "shrink" else 8,
+        n_kv=4 if op == "qkv" else 0,
+        stack={"qkv": 3, "gate_up": 2, "shrink": 2}.get(op, 1),
+        has_base=op != "shrink",
+        permute=True,
+        seed=3,
+    )
+    fields.update(kw)
+    return Case(**fields)
+
+
+PROBE_CASES = [_case(op) for op in ("shrink", "expand", "qkv", "gate_up")] + [
+    _case(op, permute=False, seed=4) for op in ("expand", "qkv")
+]
+
+
+def _probes():
+    for case in PROBE_CASES:
+        for m in mutations_for(case):
+            yield case, m
+
+
+def _clear(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, ValueError | TypeError) and "expected" in text and "got" in text
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_every_bad_input_gets_a_clear_error_and_writes_nothing(name):
+    backend_cls = get_backend_from_name(name)
+    tally: Counter[str] = Counter()
+    problems = []
+    for case, (label, _, mutate) in _probes():
+        good = build_inputs(case, CPU)
+        info, x, args, base = mutate(good, case)
+        bad = Inputs(info, x, args, base)
+        snap = snapshot(bad)
+        base_before = base.clone() if isinstance(base, torch.Tensor) else None
+        try:
+            backend = backend_cls()
+            backend.set_batch_info(info)
+            call(backend, case, bad, base)
+        except Exception as exc:  # noqa: BLE001 - the probe sorts every exception
+            outcome = "clear error" if _clear(exc) else "unclear error"
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            outcome, detail = "accepted", ""
+        modified = changed(snap) or (
+            base_before is not None and not torch.equal(base.nan_to_num(), base_before.nan_to_num())
+        )
+        if modified:
+            outcome = "memory modified"
+        tally[outcome] += 1
+        if outcome != "clear error":
+            problems.append(f"{case.op}: {label}: {outcome} {detail}")
+    assert sum(tally.values()) >= 80, tally
+    assert tally == Counter({"clear error": sum(tally.values())}), problems
+
+
+EMPTY = {
+    "T=0, bs=0": dict(seg_lens=(), weight_indices=()),
+    "T=0, empty segments": dict(seg_lens=(0, 0), weight_indices=(0, 1)),
+    "K=0": dict(K=0),
+    "N=0": dict(N=0, n_kv=0),
+    "R=0": dict(R=0, lora_ranks=(0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("empty", list(EMPTY))
+@pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
+def test_empty_dimensions_give_the_defined_result(op, empty, name):
+    fields = dict(EMPTY[empty])
+    if op == "expand":
+        fields.pop("K", None)
+    if op == "shrink" and "N" in fields:
+        pytest.skip("shrink has no N")
+    if op == "expand" and empty == "K=0":
+        pytest.skip("expand has no K")
+    case = _case(op, permute=False, **fields)
+    inputs = build_inputs(case, CPU)
+    exp = expect(case, inputs, "ieee")
+    backend = get_backend_from_name(name)()
+    backend.set_batch_info(inputs.batch_info)
+    base = inputs.base.clone() if inputs.base is not None else None
+    out = call(backend, case, inputs, base)
+    assert tuple(out.shape) == (case.T, case.out_dim)
+    got = torch.where(exp.specified, out.double(), torch.zeros_like(exp.ref))
+    torch.testing.assert_close(got, exp.ref, atol=1e-6, rtol=1e-5)
+
+
+# --- hostile device metadata (CUDA-graph buffers written behind validation's back) ---------
+
+
+def _graph_batch(case: Case):
+    info = make_batch_info(
+        case.seg_lens, case.weight_indices, case.lora_ranks, case.scalings,
+        permutation=list(reversed(range(case.T))), capacity=6,
+    )  # fmt: skip
+    return info
+
+
+HOSTILE = {
+    "seg_indptr past T": lambda i: i.seg_indptr.__setitem__(slice(2, None), 10_000),
+    "seg_indptr decreasing": lambda i: i.seg_indptr.copy_(torch.tensor([0, 4, 1, 5, 5, 5, 5])),
+    "negative seg_indptr": lambda i: i.seg_indptr.__setitem__(1, -1_000),
+    "slot 1000": lambda i: i.weight_indices.__setitem__(0, 1000),
+    "negative slot": lambda i: i.weight_indices.__setitem__(2, -7),
+    "rank above R": lambda i: i.lora_ranks.__setitem__(1, 4 + 50),
+    "negative rank": lambda i: i.lora_ranks.__setitem__(1, -3),
+    "permutation past T": lambda i: i.permutation.__setitem__(0, 10_000),
+    "negative permutation": lambda i: i.permutation.__setitem__(1, -2),
+}
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE))
+@pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
+def test_triton_kernels_stay_in_bounds_whatever_the_metadata(op, hostile):
+    """Validated buffers, then corrupted in place (as a caller that skips refill_batch_info
+    could): the kernels clamp, so nothing outside the outputs changes and nothing crashes."""
+    case = _case(op, permute=True, seg_lens=(3, 0, 2), weight_indices=(1, 0, 1))
+    inputs = build_inputs(case, CPU)
+    info = _graph_batch(case)
+    backend = get_backend_from_name("triton")()
+    backend.set_batch_info(info)
+    HOSTILE[hostile](info)
+    guard: GuardedOutput | None = (
+        guarded_output(inputs.base, "col_slice") if inputs.base is not None else None
+    )
+    snap = snapshot(inputs._replace(batch_info=info))
+    out = call(backend, case, inputs._replace(batch_info=info), guard.view if guard else None)
+    assert tuple(out.shape) == (case.T, case.out_dim)
+    assert not changed(snap), changed(snap)
+    assert guard is None or guard.intact()
+
+
+@pytest.mark.parametrize(
+    "offsets", [[0, -5, 20, 3], [0, 9, 4, 16], [-100, 2, 100, 16], [16, 0, 16, 0]]
+)
+def test_triton_expand_clamps_hostile_qkv_offsets(offsets):
+    """Inside a graph the offsets are never read on the host: the kernel clamps them."""
+    from lora_triton.config import expand_config
+    from lora_triton.kernels.expand import ExpandPlan, expand
+    from lora_triton.kernels.layout import group_rows
+    from lora_triton.kernels.shrink import RowLayout
+
+    T, N, R = 5, 16, 4
+    info = make_batch_info([3, 2], [0, 1], [4, 2], [1.0, -1.0])
+    layout = RowLayout(*group_rows(info.seg_indptr, info.weight_indices, None, T, 2, 16))
+    x = torch.randn(T, 3 * R)
+    w = torch.randn(2, N, R)
+    guard = guarded_output(torch.randn(T, N), "col_slice")
+    plan = ExpandPlan(
+        layout=layout, lora_ranks=info.lora_ranks, scalings=info.scalings, num_slices=3,
+        slice_width=8, offsets=torch.tensor(offsets, dtype=torch.int32), has_base=True,
+        aligned=False, config=expand_config(T, R, 8),
+    )  # fmt: skip
+    before = [t.clone() for t in (x, w)]
+    expand(x, w, guard.view, plan)
+    assert guard.intact()
+    assert all(torch.equal(a, b) for a, b in zip((x, w), before, strict=True))
+
+
+def test_probe_covers_many_inputs():
+    assert len(list(itertools.islice(_probes(), 200))) >= 80

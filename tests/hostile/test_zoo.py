@@ -1,0 +1,111 @@
+"""No backend can fake a pass: each hostile backend gets its exit code, and the case that
+killed the run is saved (exit codes: 1 failure, 2 usage, 3 crash, 4 interrupted/timeout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance import api
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = dict(ops=("shrink",), dtypes=("float32",), checks=("diff",), max_examples=1)
+
+
+@pytest.fixture(autouse=True)
+def _importable(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.chdir(ROOT)
+
+
+def _check(name: str, tmp_path: Path, **kw):
+    kw = {**QUICK, **kw}
+    report = api.check(
+        f"tests.hostile.{name}",
+        failures_dir=tmp_path / "failures",
+        report_json=tmp_path / "report.json",
+        **kw,
+    )
+    saved = sorted((tmp_path / "failures").glob("*.json"))
+    return report, saved
+
+
+@pytest.mark.parametrize(
+    ("backend", "code", "kind"),
+    [
+        ("backends:ExitsZero", 3, "crash"),
+        ("backends:OsExitZero", 3, "crash"),
+        ("backends:RaisesKeyboardInterrupt", 3, "crash"),
+        ("backends:WrongShape", 1, "fail"),
+        ("backends:WrongDtype", 1, "fail"),
+    ],
+)
+def test_in_process_misbehaviour_is_caught(backend, code, kind, tmp_path):
+    report, saved = _check(backend, tmp_path)
+    assert report.exit_code == code, report.data.get("error")
+    bad = [g for g in report.groups if g["outcome"] not in ("pass", "skip")]
+    assert bad and bad[0]["failure"]["kind"] == kind
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["kind"] == kind
+    # the report on disk agrees, and says the run did not pass
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["exit_code"] == code and doc["verdict"] != "PASS"
+
+
+@pytest.mark.parametrize("backend", ["backends:Segfaults", "backends:LibcExitZero"])
+def test_a_dying_process_is_a_crash_with_its_case(backend, tmp_path):
+    report, saved = _check(backend, tmp_path)
+    assert report.exit_code == 3
+    assert report.data["status"] == "aborted"
+    crashed = [g for g in report.groups if g["outcome"] == "crash"]
+    assert len(crashed) == 1 and crashed[0]["failure"]["file"]
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["case"]["op"] == "shrink"
+
+
+@pytest.mark.parametrize("backend", ["backends:Segfaults", "backends:LibcExitZero"])
+def test_isolate_reports_the_crash_and_goes_on(backend, tmp_path):
+    report, saved = _check(backend, tmp_path, isolate=True, ops=("shrink", "expand"))
+    assert report.exit_code == 3 and report.data["status"] == "complete"
+    outcomes = {g["id"]: g["outcome"] for g in report.groups}
+    assert outcomes["diff-shrink-float32"] == "crash"
+    assert outcomes["diff-expand-float32"] == "pass"  # the run went on with a new worker
+    assert len(saved) == 1
+
+
+def test_a_python_hang_times_out(tmp_path):
+    report, saved = _check("backends:Hangs", tmp_path, deadline=3)
+    assert report.exit_code == 4
+    g = next(g for g in report.groups if g["outcome"] == "timeout")
+    assert "deadline" in g["failure"]["messages"][0] and len(saved) == 1
+
+
+def test_a_hang_the_alarm_cannot_reach_is_killed_by_the_watchdog(tmp_path, monkeypatch):
+    monkeypatch.setattr(api, "WATCHDOG_GRACE", 3.0)
+    report, saved = _check("backends:HangsWithAlarmBlocked", tmp_path, deadline=2)
+    assert report.exit_code == 4 and report.data["status"] == "aborted"
+    assert report.data["child"]["killed_for"] == "timeout"
+    assert len(saved) == 1
+
+
+@pytest.mark.parametrize(
+    ("backend", "code", "status"),
+    [
+        ("import_raises:Backend", 3, "backend_error"),
+        ("no_such_module:Backend", 2, "usage_error"),
+        ("backends:NoSuchClass", 2, "usage_error"),
+        ("backends:ConstructorRaises", 3, "backend_error"),
+        ("backends:VersionRaises", 3, "backend_error"),
+    ],
+)
+def test_a_broken_backend_is_one_line_naming_it(backend, code, status, tmp_path):
+    report, _ = _check(backend, tmp_path)
+    assert report.exit_code == code and report.data["status"] == status
+    error = report.data["error"]
+    assert f"tests.hostile.{backend}" in error and "\n" not in error
+
+
+def test_an_import_that_exits_zero_is_not_a_pass(tmp_path):
+    report, _ = _check("import_exits:Backend", tmp_path)
+    assert report.exit_code == 3 and report.data["status"] == "aborted"
+    assert "before the first example" in report.data["error"]
