@@ -10,26 +10,32 @@ import json
 import sys
 from pathlib import Path
 
+from conformance.report import fmt_ratio
+
 
 def rows(report: dict) -> list[str]:
     out = []
-    where = f"{report['device']}, torch {report['torch']}, triton {report['triton']}"
+    env, backend = report["environment"], report["backend"]
+    where = f"{env.get('gpu') or env['device']}, torch {env['torch']}, triton {env['triton']}"
     for g in report["groups"]:
-        if g["skipped"]:
-            verdict = f"unsupported ({g['skipped']})"
-        elif g["error"] and not g["failed"]:
-            verdict = f"error: {g['error'].splitlines()[0][:140]}"
-        elif g["failed"]:
-            replay = (g["failure"] or {}).get("replay") or "-"
-            first = ((g["failure"] or {}).get("failures") or ["?"])[0]
-            verdict = f"**fail**: {first[:140]} (replay `{Path(replay).name}`)"
-            if g["error"] and g["error"].startswith("FlakyFailure"):
+        failure = g.get("failure") or {}
+        if g["outcome"] == "skip":
+            verdict = f"unsupported ({g['skip_reason']})"
+        elif g["outcome"] == "pass":
+            verdict = (
+                f"pass ({g['examples']} examples, worst err/tol {fmt_ratio(g['worst_ratio'])})"
+            )
+        elif failure:
+            replay = Path(failure.get("file") or "-").name
+            first = (failure.get("messages") or ["?"])[0]
+            verdict = f"**{g['outcome']}**: {first[:140]} (replay `{replay}`)"
+            if failure.get("flaky"):
                 verdict += "; flaky: the same input failed, then passed"
         else:
-            verdict = f"pass ({g['passed']} examples, worst err/tol {g['worst_ratio']:.3f})"
+            verdict = f"{g['outcome']}: {(g.get('error') or '')[:140]}"
         out.append(
-            f"| {report['backend']} {report['version']} | {where} | {g['check']} | {g['op']} | "
-            f"{g['dtype']} | {verdict} |"
+            f"| {backend['name']} {backend.get('version', '')} | {where} | {g['check']} | "
+            f"{g['op']} | {g['dtype']} | {verdict} |"
         )
     return out
 

@@ -111,11 +111,8 @@ def _sweep(w: Workload, device: torch.device, machine) -> list:
     shrinks, expands = SWEEP["decode" if w.layout.startswith("decode") else "long"]
     rows = []
     for cfg in shrinks if key == "shrink" else expands:
-        triton_config.OVERRIDES[key] = cfg
-        try:
+        with triton_config.override(**{key: cfg}):
             r = measure(w, "triton", device, machine.copy_bw_gbs * 1e9, note=f"sweep {cfg}")
-        finally:
-            triton_config.OVERRIDES[key] = None
         r.provider = "triton-sweep"
         _print(r)
         rows.append(r)

@@ -159,8 +159,10 @@ def check(
         log_path = work / "pytest.log"
         doc = _supervise(cmd, env, log_path, report_path, progress_path, deadline, on_progress)
         doc.setdefault("log_tail", log_path.read_text(errors="replace")[-4000:])
-        if doc.get("status") == "running" and doc["child"]["returncode"] == 4 and not doc.get(
-            "plan"
+        if (
+            doc.get("status") == "running"
+            and doc["child"]["returncode"] == 4
+            and not doc.get("plan")
         ):
             tail = doc["log_tail"].strip().splitlines()
             doc.update(status="usage_error", error=tail[-1] if tail else "pytest usage error")
@@ -247,16 +249,21 @@ def _aborted(doc: dict[str, Any], progress_path: Path, failures: Path, backend: 
 
     child = doc.get("child", {})
     timed_out = child.get("killed_for") == "timeout"
-    how = "it stopped making progress and was killed" if timed_out else describe_exit(
-        child.get("returncode")
+    how = (
+        "it stopped making progress and was killed"
+        if timed_out
+        else describe_exit(child.get("returncode"))
     )
     doc["status"] = "aborted"
     progress = _read_json(progress_path)
     records = {g["id"]: g for g in doc.get("groups", [])}
     message = f"the test process did not finish: {how}"
-    if progress is not None and progress.get("group") not in (None,) and progress["group"] not in {
-        gid for gid, g in records.items() if g.get("outcome") != "not run"
-    }:
+    if (
+        progress is not None
+        and progress.get("group") not in (None,)
+        and progress["group"]
+        not in {gid for gid, g in records.items() if g.get("outcome") != "not run"}
+    ):
         kind = "timeout" if timed_out else "crash"
         file = _save_inflight(progress, failures, backend, kind, message)
         records[progress["group"]] = {
@@ -302,7 +309,9 @@ def _save_inflight(
         "worst_ratio": None,
         "case": case.to_json(),
     }
-    path = failures / failure_name(backend, progress["check"], progress["op"], progress["dtype"], case)
+    path = failures / failure_name(
+        backend, progress["check"], progress["op"], progress["dtype"], case
+    )
     try:
         write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     except OSError:

@@ -53,8 +53,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         task = bar.add_task("starting", total=None)
 
         def on_progress(progress: dict, report: dict | None) -> None:
-            if report is not None and not shown["header"] and report.get("backend", {}).get(
-                "target"
+            if (
+                report is not None
+                and not shown["header"]
+                and report.get("backend", {}).get("target")
             ):
                 shown["header"] = True
                 console.print(_header(report))

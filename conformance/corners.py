@@ -94,9 +94,9 @@ def _build_classes() -> list[CornerClass]:
         for v in (b - 1, b, b + 1):
             out.append(CornerClass(f"rank={v}", lambda c, v=v: v in _active_ranks(c)))
     out += [
-        CornerClass("rank>64 not a multiple of 8", lambda c: any(
-            r > 64 and r % 8 for r in _active_ranks(c)
-        )),
+        CornerClass(
+            "rank>64 not a multiple of 8", lambda c: any(r > 64 and r % 8 for r in _active_ranks(c))
+        ),
         CornerClass("rank=128", lambda c: 128 in _active_ranks(c)),
         CornerClass("K>128 ragged", lambda c: _ragged(c.K, 128), ops=WITH_K),
         CornerClass("K>256 ragged", lambda c: _ragged(c.K, 256), ops=WITH_K),
@@ -110,9 +110,10 @@ def _build_classes() -> list[CornerClass]:
         CornerClass("N=0", lambda c: c.out_dim == 0 and c.T > 0, ops=WITH_BASE),
         CornerClass("bs=0 (T=0)", lambda c: c.bs == 0),
         CornerClass("all segments empty", lambda c: c.bs > 0 and c.T == 0),
-        CornerClass("empty segment between others", lambda c: any(
-            n == 0 for n in c.seg_lens[1:-1]
-        ) and c.T > 0),
+        CornerClass(
+            "empty segment between others",
+            lambda c: any(n == 0 for n in c.seg_lens[1:-1]) and c.T > 0,
+        ),
         CornerClass("expand input wider than R", lambda c: c.extra_cols > 0, ops=("expand",)),
         CornerClass("x: column slice", lambda c: c.strides == "col_slice" and c.T > 0),
         CornerClass("x: strided rows", lambda c: c.strides == "row_stride" and c.T > 1),
@@ -126,14 +127,17 @@ def _build_classes() -> list[CornerClass]:
         CornerClass("data: dynamic range", lambda c: c.data == "dynamic" and c.T > 0),
         CornerClass("data: overflow", lambda c: c.data == "overflow" and c.T > 0),
         CornerClass("|s|<2^-10", _small_scaling),
-        CornerClass("s=0 on an adapter", lambda c: any(
-            c.scalings[w] == 0 and c.lora_ranks[w] > 0 for w in c.used_slots
-        )),
-        CornerClass("s<0", lambda c: any(
-            c.scalings[w] < 0 and c.lora_ranks[w] > 0 for w in c.used_slots
-        )),
-        CornerClass("rank 0 beside adapters", lambda c: 0 < len(_active_ranks(c) - {0})
-                    and 0 in _active_ranks(c)),
+        CornerClass(
+            "s=0 on an adapter",
+            lambda c: any(c.scalings[w] == 0 and c.lora_ranks[w] > 0 for w in c.used_slots),
+        ),
+        CornerClass(
+            "s<0", lambda c: any(c.scalings[w] < 0 and c.lora_ranks[w] > 0 for w in c.used_slots)
+        ),
+        CornerClass(
+            "rank 0 beside adapters",
+            lambda c: 0 < len(_active_ranks(c) - {0}) and 0 in _active_ranks(c),
+        ),
         CornerClass("unused slots poisoned", lambda c: c.poison_unused and c.L > len(c.used_slots)),
         CornerClass("permutation", lambda c: c.permute and c.T > 1, needs="permutation"),
     ]
@@ -213,9 +217,10 @@ def _templates(profile: str) -> list[dict]:
             name="sparse pool of 20, slots 3,8,9,16,19",
             seg_lens=(4, 3, 3, 3, 3),
             weight_indices=(3, 8, 9, 16, 19),
-            lora_ranks=tuple(r if w in (3, 8, 9, 16, 19) else 8 for w, r in enumerate(
-                [5] * 3 + [6] + [5] * 4 + [7, 5] + [5] * 6 + [8, 5, 5, 3]
-            )),
+            lora_ranks=tuple(
+                r if w in (3, 8, 9, 16, 19) else 8
+                for w, r in enumerate([5] * 3 + [6] + [5] * 4 + [7, 5] + [5] * 6 + [8, 5, 5, 3])
+            ),
             poison_unused=True,
         ),
         # ranks around 16, 32, 64, past 64 and 128 in one pool, tiny scalings among them
@@ -263,7 +268,11 @@ def _templates(profile: str) -> list[dict]:
         dict(name="all segments empty", seg_lens=(0, 0, 0), weight_indices=(0, 1, 0)),
         dict(name="K=0", seg_lens=(3, 2), lora_ranks=(4, 2), K=0, ops=("shrink", "qkv", "gate_up")),
         dict(
-            name="N=0", seg_lens=(3, 2), lora_ranks=(4, 2), N=0, n_kv=0,
+            name="N=0",
+            seg_lens=(3, 2),
+            lora_ranks=(4, 2),
+            N=0,
+            n_kv=0,
             ops=("expand", "qkv", "gate_up"),
         ),
     ]
@@ -365,8 +374,10 @@ def explicit_cases(
     mine = [c for i, c in enumerate(shared) if i % len(dtypes) == k] + precision
     out = []
     for c in mine:
-        c = c.replace(dtype=dtype, permute=c.permute and permutation, split_b=split and c.op in (
-            "qkv", "gate_up"
-        ))
+        c = c.replace(
+            dtype=dtype,
+            permute=c.permute and permutation,
+            split_b=split and c.op in ("qkv", "gate_up"),
+        )
         out.append(c)
     return out

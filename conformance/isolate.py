@@ -161,8 +161,13 @@ def _worker(read_fd: int, write_fd: int) -> None:
         return
     made, problem = backend_call(lambda: str(cls().version))
     if problem is not None:
-        send.send(("error", "backend_error",
-                   f"backend {name!r}: its constructor or version raised {problem.describe()}"))
+        send.send(
+            (
+                "error",
+                "backend_error",
+                f"backend {name!r}: its constructor or version raised {problem.describe()}",
+            )
+        )
         return
     from conformance.runtime import pick_device
 

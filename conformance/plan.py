@@ -77,7 +77,9 @@ def build_plan(
     return groups
 
 
-def op_dtypes(plan: list[Group], caps: Capabilities, dtypes: tuple[str, ...]) -> dict[str, list[str]]:
+def op_dtypes(
+    plan: list[Group], caps: Capabilities, dtypes: tuple[str, ...]
+) -> dict[str, list[str]]:
     """Per op, the dtypes its diff groups run in (the hand-built corner cases are spread over
     them); ``mixed`` (the lifecycle check): every selected dtype the backend declares."""
     declared = declared_dtypes(caps, dtypes) or list(dtypes[:1])

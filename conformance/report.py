@@ -112,7 +112,9 @@ def summarize(doc: dict[str, Any]) -> None:
         r = ratio_from_json(g.get("worst_ratio"))
         if r is None:
             continue
-        worst = r if worst is None or math.isnan(r) else (worst if math.isnan(worst) else max(worst, r))
+        worst = (
+            r if worst is None or math.isnan(r) else (worst if math.isnan(worst) else max(worst, r))
+        )
     doc["worst_ratio"] = ratio_to_json(worst)
     coverage: dict[str, Any] = {}
     profile = doc.get("settings", {}).get("profile", "ci")
@@ -206,7 +208,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
             f"| {g['id']} | {outcome} | {g.get('examples', 0)} | {g.get('shrink_steps', 0)} | "
             f"{fmt_ratio(g.get('worst_ratio'))} | {g.get('seconds', 0):.1f} |"
         )
-    bad = [g for g in doc.get("groups", []) if g["outcome"] in ("fail", "crash", "timeout", "error")]
+    bad = [
+        g for g in doc.get("groups", []) if g["outcome"] in ("fail", "crash", "timeout", "error")
+    ]
     if bad:
         lines += ["", "### Failures", ""]
         for g in bad:
@@ -263,4 +267,6 @@ def to_junit(doc: dict[str, Any]) -> str:
         case = ET.SubElement(suite, "testcase", classname=name, name="load")
         ET.SubElement(case, "error", message=doc["error"][:200]).text = doc["error"]
     ET.indent(suite)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    )

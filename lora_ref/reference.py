@@ -143,9 +143,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
     def _check_fused(self, x, lora_a, lora_b, base_output, c, prefix, operands):
         info, summary = self._batch()
         names = (f"{prefix}_lora_a", f"{prefix}_lora_b")
-        return check_fused(
-            summary, info.device, x, lora_a, lora_b, base_output, c, names, operands
-        )
+        return check_fused(summary, info.device, x, lora_a, lora_b, base_output, c, names, operands)
 
     def _fused(
         self,

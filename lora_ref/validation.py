@@ -146,7 +146,9 @@ def check_base_output(
     for name, t in _tensors({"x": x, **(operands or {})}):
         in_range = _address_range(t)
         if in_range is not None and in_range[0] < out_range[1] and out_range[0] < in_range[1]:
-            fail("base_output", f"memory of its own, not shared with {name}", f"overlap with {name}")
+            fail(
+                "base_output", f"memory of its own, not shared with {name}", f"overlap with {name}"
+            )
 
 
 def check_shrink(

@@ -218,9 +218,7 @@ class TritonLoRABackend(BaseLoRABackend):
         )
 
     @staticmethod
-    def _output(
-        base_output: torch.Tensor | None, T: int, N: int, x: torch.Tensor
-    ) -> torch.Tensor:
+    def _output(base_output: torch.Tensor | None, T: int, N: int, x: torch.Tensor) -> torch.Tensor:
         if base_output is not None:
             return base_output
         return torch.zeros(T, N, dtype=x.dtype, device=x.device)

@@ -34,9 +34,7 @@ def test_header_and_one_test_per_group(pytester):
     assert result.ret == 0
 
 
-def test_env_var_names_backend_and_two_backends_never_share_a_failure_file(
-    pytester, monkeypatch
-):
+def test_env_var_names_backend_and_two_backends_never_share_a_failure_file(pytester, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     folder = pytester.path / "f"
     for mutant in ("ScalingIgnored", "ScalingTwice"):

@@ -148,8 +148,13 @@ def _lifecycle_steps(ctx: GroupContext) -> st.SearchStrategy[Example]:
             calls = draw(st.integers(1, 3), label="calls")
             first_op = draw(st.sampled_from(OPS), label="op")
             base = draw(
-                cases(first_op, draw(st.sampled_from(dtypes)), ctx.profile.limits,
-                      ctx.profile.row_boundaries, permutation=False),
+                cases(
+                    first_op,
+                    draw(st.sampled_from(dtypes)),
+                    ctx.profile.limits,
+                    ctx.profile.row_boundaries,
+                    permutation=False,
+                ),
                 label="batch",
             )
             step = [base]

@@ -157,8 +157,9 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "scalings have one entry too many",
         lambda c: True,
-        lambda i, c: _with_info(i, scalings=torch.cat([i.batch_info.scalings,
-                                                       i.batch_info.scalings.new_ones(1)])),
+        lambda i, c: _with_info(
+            i, scalings=torch.cat([i.batch_info.scalings, i.batch_info.scalings.new_ones(1)])
+        ),
     ),
     Mutation(
         "lora_ranks are 2-D",
@@ -166,11 +167,13 @@ MUTATIONS: list[Mutation] = [
         lambda i, c: _with_info(i, lora_ranks=i.batch_info.lora_ranks[None]),
     ),
     # the operands
-    Mutation("x is 1-D", lambda c: True, lambda i, c: (i.batch_info, i.x.flatten(), i.args, i.base)),
-    Mutation("x is float64", lambda c: True, lambda i, c: (i.batch_info, i.x.double(), i.args, i.base)),
     Mutation(
-        "x is int32", lambda c: True, lambda i, c: (i.batch_info, i.x.int(), i.args, i.base)
+        "x is 1-D", lambda c: True, lambda i, c: (i.batch_info, i.x.flatten(), i.args, i.base)
     ),
+    Mutation(
+        "x is float64", lambda c: True, lambda i, c: (i.batch_info, i.x.double(), i.args, i.base)
+    ),
+    Mutation("x is int32", lambda c: True, lambda i, c: (i.batch_info, i.x.int(), i.args, i.base)),
     Mutation(
         "weights dtype differs from x",
         lambda c: True,
@@ -191,7 +194,12 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "x has one row too many",
         lambda c: True,
-        lambda i, c: (i.batch_info, torch.cat([i.x, i.x.new_zeros(1, i.x.shape[1])]), i.args, i.base),
+        lambda i, c: (
+            i.batch_info,
+            torch.cat([i.x, i.x.new_zeros(1, i.x.shape[1])]),
+            i.args,
+            i.base,
+        ),
     ),
     Mutation(
         "x has one column too few",
@@ -266,9 +274,12 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "output_offset does not end at N",
         _qkv,
-        lambda i, c: _with_args(i, *i.args[:2], i.args[2] + torch.tensor(
-            [0, 0, 0, 1], dtype=torch.int32, device=i.x.device
-        ), i.args[3]),
+        lambda i, c: _with_args(
+            i,
+            *i.args[:2],
+            i.args[2] + torch.tensor([0, 0, 0, 1], dtype=torch.int32, device=i.x.device),
+            i.args[3],
+        ),
     ),
     Mutation(
         "max_qkv_out_dim below the widest slice",
@@ -278,9 +289,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "gate_up_lora_b has an odd dim 1",
         lambda c: c.op == "gate_up" and not c.split_b,
-        lambda i, c: _with_args(i, i.args[0], torch.cat(
-            [i.args[1], i.args[1][:, :1]], dim=1
-        )),
+        lambda i, c: _with_args(i, i.args[0], torch.cat([i.args[1], i.args[1][:, :1]], dim=1)),
     ),
 ]
 
@@ -312,8 +321,9 @@ def check_bad_inputs(
             result.fail(f"{label}: accepted, expected ValueError or TypeError")
             continue
         if problem.kind == "crash":
-            result.fail(f"{label}: the backend tried to end the process: {problem.describe()}",
-                        "crash")
+            result.fail(
+                f"{label}: the backend tried to end the process: {problem.describe()}", "crash"
+            )
             break
         if not isinstance(problem.exc, ValueError | TypeError):
             result.fail(f"{label}: raised {problem.describe()}, expected ValueError or TypeError")

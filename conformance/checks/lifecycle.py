@@ -44,9 +44,9 @@ def check_lifecycle(
             inputs = build_inputs(case, device)._replace(batch_info=batch)
             exp = expect(case, inputs, backend_cls.capabilities.float32_matmul)
             base = inputs.base.clone() if inputs.base is not None else None
-            out, problem = backend_call(lambda case=case, inputs=inputs, base=base: call(
-                backend, case, inputs, base
-            ))
+            out, problem = backend_call(
+                lambda case=case, inputs=inputs, base=base: call(backend, case, inputs, base)
+            )
             where = f"step {s}, call {k} ({case.op} {case.dtype}, T={case.T})"
             if problem is not None:
                 record_problem(result, problem, where)
@@ -54,7 +54,9 @@ def check_lifecycle(
             verdict = compare(case, out, exp)
             result.note_ratio(verdict.worst_ratio)
             if not verdict.ok:
-                result.fail(f"{where}, after {s} earlier batches on this instance: "
-                            f"{verdict.message} [{case.describe()}]")
+                result.fail(
+                    f"{where}, after {s} earlier batches on this instance: "
+                    f"{verdict.message} [{case.describe()}]"
+                )
                 return result
     return result

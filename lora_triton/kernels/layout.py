@@ -164,9 +164,7 @@ def group_rows(
 
 
 @triton.jit
-def tile_positions(
-    pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, MAX_RANK, BLOCK_M: tl.constexpr
-):
+def tile_positions(pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, MAX_RANK, BLOCK_M: tl.constexpr):
     """The ``BLOCK_M`` positions of row tile ``pid_m``: slot, rank and int64 physical row of
     each (padding positions get slot -1 and rank 0).  Ranks are read from device memory and
     clamped to ``[0, MAX_RANK]``, so no rank can widen an access past its tensor."""

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One device call for the trust evidence (2 x H200; one GPU works too, run one after the other):
+#   GPU 0: tests/gpu; the hostile-metadata script under compute-sanitizer memcheck;
+#          `lora-conformance check triton --profile ci` on CUDA (CUDA-graph groups included);
+#   GPU 1: the thorough campaign, diff and cuda_graph checks, stopped by SIGINT after
+#          CAMPAIGN_S seconds (the CLI keeps its partial report; exit 4).
+# Everything lands in OUT/trust.tar.  Usage (on the device): bash benchmarks/device_trust.sh OUT
+set -u
+out=${1:?output folder}
+work=/tmp/trust
+mkdir -p "$out" "$work"
+source benchmarks/device_common.sh
+device_setup "$work"
+n=$(nvidia-smi -L | wc -l)
+cli="python3 -m conformance.cli"
+
+( export CUDA_VISIBLE_DEVICES=0
+  timeout 240 python3 -m pytest tests/gpu -q -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
+  echo "rc=$?" >> "$work/gpu_tests.log"
+  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    python3 benchmarks/hostile_metadata.py > "$work/memcheck.log" 2>&1
+  echo "rc=$?" >> "$work/memcheck.log"
+  timeout 200 $cli check triton --profile ci --device cuda --report-json "$work/ci.json" \
+    --failures-dir "$work/ci_failures" > "$work/ci.log" 2>&1
+  echo "rc=$?" >> "$work/ci.log"
+) &
+first=$!
+[ "$n" -gt 1 ] || wait $first
+CUDA_VISIBLE_DEVICES=$((n - 1)) timeout -s INT "${CAMPAIGN_S:-420}" $cli check triton \
+  --profile thorough --checks diff cuda_graph --device cuda --report-json "$work/thorough.json" \
+  --failures-dir "$work/thorough_failures" > "$work/thorough.log" 2>&1
+echo "rc=$?" >> "$work/thorough.log"
+wait
+tar -C "$work" -cf "$out/trust.tar" .
+cat "$work/env.txt"
+for f in gpu_tests memcheck ci thorough; do echo "== $f"; tail -n 6 "$work/$f.log"; done
+python3 - "$work" <<'PY'
+import json, sys
+for name in ("ci", "thorough"):
+    try:
+        d = json.load(open(f"{sys.argv[1]}/{name}.json"))
+    except OSError:
+        print(name, "no report"); continue
+    print(name, d["status"], d["verdict"], d["totals"], "worst", d["worst_ratio"])
+    for g in d["groups"]:
+        if g["outcome"] not in ("pass", "skip"):
+            print("  ", g["id"], g["outcome"], (g.get("failure") or {}).get("messages", [""])[:1])
+PY

@@ -1,0 +1,130 @@
+"""A multi-LoRA backend in plain PyTorch: the template for a backend of your own.
+
+Letters: ``T`` tokens, ``K`` input dim, ``L`` adapter slots, ``R`` pool rank, ``r`` one
+adapter's rank, ``c`` stack count (1, 2 gate_up, 3 qkv), ``N`` output dim.
+
+What makes it conform (docs/contract.md in lora-conformance):
+
+* every operation validates its arguments with the shared ``check_*`` functions *before* it
+  writes anything, so bad input is a clear ``ValueError``/``TypeError``;
+* it reads only the first ``c*r`` rows of an adapter's shrink weights and the first ``r`` columns
+  of its expand weights (the rest is garbage);
+* rows of a rank-0 slot are ``base_output`` unchanged, bit for bit;
+* it accumulates in float32 and, in the fused ops, rounds the shrink result to the input dtype
+  before the expand, as serving engines do.
+
+It reads the segment layout on the host (``.tolist()``), which costs a device sync per call and
+rules out CUDA graphs: a real kernel would not, and would declare ``cuda_graph=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lora_ref import BaseLoRABackend, Capabilities
+from lora_ref.validation import (
+    FLOAT_DTYPES,
+    check_expand,
+    check_fused,
+    check_output_offset,
+    check_output_offset_values,
+    check_shrink,
+)
+
+
+class TorchLoRABackend(BaseLoRABackend):
+    """The four operations as a loop over segments, each a float32 matmul."""
+
+    name = "template"
+    capabilities = Capabilities(
+        dtypes=frozenset(FLOAT_DTYPES),
+        devices=frozenset({"cpu", "cuda"}),
+        permutation=True,
+        split_layouts=False,
+        cuda_graph=False,
+        float32_matmul="tf32",
+    )
+
+    @property
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return version("my-lora-backend")
+
+    def _segments(self):
+        """For each non-empty segment: its physical rows, and its adapter's rank and scaling."""
+        info, _ = self._batch()
+        indptr = info.seg_indptr.tolist()
+        ranks, scalings = info.lora_ranks.tolist(), info.scalings.tolist()
+        rows = torch.arange(indptr[-1], device=info.device)
+        if info.permutation is not None:
+            rows = info.permutation.long()
+        for i, w in enumerate(info.weight_indices.tolist()):
+            if indptr[i + 1] > indptr[i]:
+                yield rows[indptr[i] : indptr[i + 1]], w, ranks[w], scalings[w]
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        """``x (T, K)``, ``weights (L, c*R, K)`` -> ``(T, c*R)``; columns ``>= c*r`` unused."""
+        info, summary = self._batch()
+        T, _, R, c = check_shrink(summary, info.device, x, weights, stack_num)
+        out = torch.zeros(T, c * R, dtype=x.dtype, device=x.device)
+        for rows, w, r, _ in self._segments():
+            a = weights[w, : c * r].float()
+            out[rows, : c * r] = (x[rows].float() @ a.T).to(x.dtype)
+        return out
+
+    def run_lora_b_sgemm(self, x, weights, base_output=None):
+        """``x (T, R')``, ``weights (L, N, R)``, ``base_output (T, N)`` -> ``(T, N)``."""
+        info, summary = self._batch()
+        T, _, N = check_expand(summary, info.device, x, weights, base_output)
+        return self._expand(x, weights, base_output, T, [0, N], lambda j, r: slice(0, r))
+
+    def run_qkv_lora(
+        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
+    ):
+        """``qkv_lora_a (L, 3R, K)``, ``qkv_lora_b (L, Nq+2*Nkv, R)`` -> ``(T, Nq+2*Nkv)``."""
+        info, summary = self._batch()
+        check_output_offset(output_offset, max_qkv_out_dim, info.device)
+        names = ("qkv_lora_a", "qkv_lora_b")
+        dims, N = check_fused(
+            summary, info.device, x, qkv_lora_a, qkv_lora_b, base_output, 3, names,
+            {"output_offset": output_offset},
+        )  # fmt: skip
+        bounds = check_output_offset_values(output_offset, max_qkv_out_dim, N)
+        return self._fused(x, qkv_lora_a, qkv_lora_b, base_output, dims.T, 3, bounds)
+
+    def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
+        """``gate_up_lora_a (L, 2R, K)``, ``gate_up_lora_b (L, 2N, R)`` -> ``(T, 2N)``."""
+        info, summary = self._batch()
+        names = ("gate_up_lora_a", "gate_up_lora_b")
+        dims, N = check_fused(
+            summary, info.device, x, gate_up_lora_a, gate_up_lora_b, base_output, 2, names
+        )
+        bounds = [0, N // 2, N]
+        return self._fused(x, gate_up_lora_a, gate_up_lora_b, base_output, dims.T, 2, bounds)
+
+    def _fused(self, x, lora_a, lora_b, base_output, T, c, bounds):
+        """Shrink every slice at once (rounded to the input dtype), then expand slice ``j``
+        from its ``r`` columns ``[j*r, (j+1)*r)``."""
+        inter = torch.zeros(T, lora_a.shape[1], dtype=x.dtype, device=x.device)
+        for rows, w, r, _ in self._segments():
+            inter[rows, : c * r] = (x[rows].float() @ lora_a[w, : c * r].float().T).to(x.dtype)
+        return self._expand(
+            inter, lora_b, base_output, T, bounds, lambda j, r: slice(j * r, (j + 1) * r)
+        )
+
+    def _expand(self, x, weights, base_output, T, bounds, columns):
+        """``out[rows, lo:hi] = base + s * x[rows, columns(j, r)] @ B[w, lo:hi, :r]^T`` for each
+        slice ``j`` = ``[lo, hi)``; rank-0 rows keep ``base`` bit for bit."""
+        N = bounds[-1]
+        if base_output is None:
+            out = torch.zeros(T, N, dtype=torch.float32, device=x.device)
+        else:
+            out = base_output.float()  # a copy: the inputs are never written
+        for rows, w, r, s in self._segments():
+            if r == 0:
+                continue
+            for j, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+                term = x[rows, columns(j, r)].float() @ weights[w, lo:hi, :r].float().T
+                out[rows, lo:hi] += s * term
+        return out.to(x.dtype)
