@@ -10,7 +10,13 @@ MODELS: dict[str, dict[str, int]] = {
     "llama3-70b-tp8": dict(hidden=8192, q=1024, kv=128, inter=3584),
     "qwen2.5-7b": dict(hidden=3584, q=3584, kv=512, inter=18944),
     "mistral-7b": dict(hidden=4096, q=4096, kv=1024, inter=14336),
+    # K and N not multiples of 64 (multiples of 8, so 16-byte rows), timed in float16
+    "odd-fp16": dict(hidden=4000, q=4000, kv=1000, inter=10000),
+    # the CPU smoke mode's shapes (the benchmark suite without CUDA)
+    "tiny-model": dict(hidden=48, q=48, kv=16, inter=40),
 }
+# models timed in another dtype than bfloat16
+MODEL_DTYPES: dict[str, str] = {"odd-fp16": "float16", "tiny-model": "float16"}
 
 # name -> (segment lengths, number of adapters); segment i uses adapter i % adapters
 LAYOUTS: dict[str, tuple[list[int], int]] = {
@@ -19,8 +25,27 @@ LAYOUTS: dict[str, tuple[list[int], int]] = {
     "decode64": ([1] * 64, 8),
     "decode256": ([1] * 256, 32),
     "decode1": ([1] * 8, 1),
+    "decode128x64": ([1] * 128, 64),  # many-adapter decode: 64 adapters, 2 tokens each
+    "decode256-rank0": ([1] * 256, 8),  # most tokens carry no adapter (see RANK0_SHARE)
     "tiny": ([3, 0, 5, 1], 3),
 }
+# layouts where slot 0 has rank 0 and this share of the segments use it
+RANK0_SHARE: dict[str, float] = {"decode256-rank0": 0.75}
+
+# rank 0 in a workload's rank field means: heterogeneous ranks, these in turn over the adapters
+HETERO = 0
+HETERO_RANKS = (8, 16, 32, 64, 96, 128)
 
 # op -> what it runs: the shrink and expand stages alone, or the fused layers end to end
 BENCH_OPS = ("shrink", "shrink_qkv", "expand", "qkv", "gate_up", "shrink_down")
+
+# the cases off the first grid (issue 14): rank 128 and mixed ranks in prefill, many-adapter and
+# rank-0-heavy decode, float16 with K and N not multiples of 64
+OFF_GRID: list[tuple[str, str, str, int]] = (
+    [("llama3-8b", op, lay, r) for op in ("qkv", "gate_up", "shrink_qkv")
+     for lay in ("prefill", "mixed") for r in (128, HETERO)]
+    + [("llama3-8b", op, lay, r) for op in ("qkv", "gate_up", "shrink_qkv", "expand")
+       for lay in ("decode128x64", "decode256-rank0") for r in (8, 64)]
+    + [("odd-fp16", op, lay, r) for op in ("qkv", "gate_up", "shrink_qkv")
+       for lay in ("prefill", "mixed", "decode64") for r in (16, 96)]
+)  # fmt: skip

@@ -7,7 +7,9 @@ Regression gate::
         --benchmark-compare --benchmark-compare-fail=median:10%
 
 Select providers with ``LORA_BENCH_PROVIDERS`` (comma-separated; default ``triton,torch``; any
-backend name, ``reference`` (small shapes only), ``sglang-triton``, ``sglang-csgmv``).
+backend name, ``reference`` (small shapes only), ``sglang-triton``, ``sglang-csgmv``, ``vllm``,
+``flashinfer``, ``torch`` (one adapter's cuBLAS calls) and ``grouped_mm`` (PyTorch's grouped
+GEMM on rows sorted by adapter)).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 import torch
 
 from conformance.bench.providers import get_provider
+from conformance.bench.grid import OFF_GRID
 from conformance.bench.timing import rotation_count
 from conformance.bench.workloads import Workload, make_inputs
 from conformance.benchsuite.conftest import SMOKE
@@ -38,7 +41,7 @@ else:
             ["decode1", "decode64", "decode256", "mixed", "prefill"],
             [8, 16, 64, 128],
         )
-    )
+    ) + OFF_GRID
 
 # nominal bytes/s used only to pick how many replays make a round of ~2 ms (fixed per case, so
 # rounds of two runs are comparable)
@@ -47,11 +50,6 @@ ROUND_SECONDS = 2e-3
 
 
 def _workload(model: str, op: str, layout: str, rank: int) -> Workload:
-    if model == "tiny-model":
-        from conformance.bench import workloads
-
-        workloads.MODELS.setdefault("tiny-model", dict(hidden=48, q=48, kv=16, inter=40))
-        return Workload(model, op, layout, rank, dtype=torch.float16)
     return Workload(model, op, layout, rank)
 
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One device call for the speed grid off the first benchmark grid (issue 14) and the GPU tests
+# (2 x H200; one GPU works too, one job after the other):
+#   GPU 0: tests/gpu (stopped by SIGINT after GPU_TESTS_S, so pytest still prints its summary);
+#   GPU 1: `lora-conformance bench triton torch grouped_mm` on rank 128, mixed ranks 8..128,
+#          many-adapter and rank-0-heavy decode (bf16, Llama-3-8B), then float16 with K and N not
+#          multiples of 64 (triton and torch: grouped_mm is bf16 only).
+# Everything lands in OUT/speed.tar.  Usage (on the device): bash benchmarks/device_speed.sh OUT
+set -u
+out=${1:?output folder}
+work=/tmp/speed
+mkdir -p "$out" "$work"
+source benchmarks/device_common.sh
+device_setup "$work"
+n=$(nvidia-smi -L | wc -l)
+cli="python3 -m conformance.cli"
+
+( export CUDA_VISIBLE_DEVICES=0
+  timeout -s INT "${GPU_TESTS_S:-400}" python3 -m pytest tests/gpu -q -x --tb=short \
+    -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
+  echo "rc=$?" >> "$work/gpu_tests.log"
+) &
+first=$!
+[ "$n" -gt 1 ] || wait $first
+( export CUDA_VISIBLE_DEVICES=$((n - 1))
+  timeout -s INT "${BENCH_S:-330}" $cli bench triton torch grouped_mm --models llama3-8b \
+    --ops qkv gate_up shrink_qkv --layouts prefill mixed decode128x64 decode256-rank0 \
+    --ranks 16 128 0 --out "$work/bf16" > "$work/bench_bf16.log" 2>&1
+  echo "rc=$?" >> "$work/bench_bf16.log"
+  timeout -s INT "${BENCH_FP16_S:-100}" $cli bench triton torch --models odd-fp16 \
+    --ops qkv gate_up --layouts prefill mixed decode64 --ranks 96 --out "$work/fp16" \
+    > "$work/bench_fp16.log" 2>&1
+  echo "rc=$?" >> "$work/bench_fp16.log"
+)
+wait
+tar -C "$work" -cf "$out/speed.tar" .
+cat "$work/env.txt"
+echo "== gpu_tests"; tail -n 25 "$work/gpu_tests.log"
+for f in bf16 fp16; do echo "== bench $f"; cat "$work/$f/bench.md" 2>/dev/null | cut -c1-120; done
