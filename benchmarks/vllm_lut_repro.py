@@ -70,12 +70,12 @@ def determinism() -> None:
 
 def graph_capture() -> None:
     from conformance.case import Case
-from conformance.inputs import build_inputs
+    from conformance.inputs import build_inputs
     from lora_ref import get_backend_from_name
 
     case = Case(
         op="expand", dtype="bfloat16", seg_lens=(64, 64), weight_indices=(0, 1),
-        lora_ranks=(16, 16), scalings=(1.0, 0.5), R=16, K=16, N=4096, n_kv=0, stack=1,
+        lora_ranks=(16, 16), scalings=(1.0, 0.5), R=16, K=0, N=4096, n_kv=0, stack=1,
         has_base=True, poison="nan", seed=0,
     )  # fmt: skip
     inputs = build_inputs(case, torch.device("cuda"))

@@ -52,6 +52,22 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _qkv_slices_aligned(N: int, max_dim: int) -> bool:
+    """Whether every qkv slice bound is a multiple of 16, known from host ints alone.
+
+    The contract fixes ``output_offset = [0, Nq, Nq+Nkv, N]`` with ``N = Nq + 2*Nkv`` and
+    ``max_dim = max(Nq, Nkv)``: either ``Nq = max_dim`` or ``Nkv = max_dim``.  The hint holds
+    when both readings give bounds that are multiples of 16 (no device read, no sync, no cache;
+    the kernel rounds device offsets to 16 under the hint, so even hostile ones stay aligned).
+    """
+    readings = []
+    if (N - max_dim) % 2 == 0 and 0 <= (N - max_dim) // 2 <= max_dim:
+        readings.append((max_dim, (N - max_dim) // 2))
+    if 0 <= N - 2 * max_dim <= max_dim:
+        readings.append((N - 2 * max_dim, max_dim))
+    return bool(readings) and all(o % 16 == 0 for nq, nkv in readings for o in (nq, nq + nkv, N))
+
+
 class TritonLoRABackend(BaseLoRABackend):
     """Triton kernels for shrink, expand, fused qkv and fused gate_up."""
 
@@ -136,10 +152,9 @@ class TritonLoRABackend(BaseLoRABackend):
             summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names,
             {"output_offset": output_offset},
         )  # fmt: skip
-        aligned = False
         if not _capturing():
-            offsets = check_output_offset_values(output_offset, max_qkv_out_dim, N)
-            aligned = all(o % 16 == 0 for o in offsets)
+            check_output_offset_values(output_offset, max_qkv_out_dim, N)
+        aligned = _qkv_slices_aligned(N, max_qkv_out_dim)
         return self._fused(
             x, qkv_lora_a, lora_b, base_output, dims, N, max_qkv_out_dim, output_offset, aligned
         )

@@ -38,6 +38,7 @@ class ExpandConfig:
     block_n: int
     num_warps: int = 4
     num_stages: int = 2
+    n_per_prog: int = 1  # column tiles one program sweeps (the input tile loaded once)
 
 
 @dataclass(frozen=True)

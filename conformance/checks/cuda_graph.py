@@ -34,6 +34,8 @@ def graph_layouts(case: Case, capacity: int) -> list[Case]:
                 weight_indices=tuple(slots),
                 permute=False,
                 strides="contiguous",
+                # refills draw slots anew: every slot must hold a real adapter
+                poison_unused=False,
             )
         )
     return out
@@ -45,6 +47,7 @@ def check_cuda_graph(
     """Capture ``case.op`` once, refill the batch info in place with other layouts, replay, diff."""
     result = CaseResult(case, check="cuda_graph", params={"capacity": capacity})
     device = torch.device("cuda")
+    case = case.replace(poison_unused=False)
     layouts = graph_layouts(case, capacity)
     first = build_inputs(layouts[0], device)
     c0 = layouts[0]

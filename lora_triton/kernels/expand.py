@@ -19,9 +19,10 @@ weights nor the input are read past their columns), and qkv offsets to ``0 <= lo
 positions come from ``layout.py``, which bounds slots and rows.  Whatever the metadata holds,
 no access leaves the tensors.
 
-Grid: (position tiles x column tiles of the widest slice, slices).  Column tiles past the end of
-a narrower slice exit at once.  A program takes the distinct adapters among its positions one
-after the other (one per 16-row tile in the grouped layout); each output element has exactly one
+Grid: (position tiles x groups of ``N_PER_PROG`` column tiles of the widest slice, slices).
+Groups past the end of a narrower slice exit at once.  A program loads each adapter's input
+tile once and sweeps its column tiles, whose ``base`` and weight loads the compiler pipelines.
+A program takes the distinct adapters among its positions one after the other (one per 16-row tile in the grouped layout); each output element has exactly one
 writer, so no atomics are needed.  ``base`` is loaded before the adapter's operands, so its
 latency hides behind theirs.
 """
@@ -42,7 +43,7 @@ from lora_triton.kernels.shrink import RowLayout
 _NO_SLOT = 2**30
 
 
-@triton.jit(do_not_specialize=["P", "N_TILES"])
+@triton.jit(do_not_specialize=["P", "N_GROUPS"])
 def _expand_kernel(
     # pointers
     x_ptr,
@@ -59,7 +60,7 @@ def _expand_kernel(
     R_POOL,
     MAX_RANK,
     SLICE_N,
-    N_TILES,
+    N_GROUPS,
     # strides
     stride_xm,
     stride_xk,
@@ -77,10 +78,11 @@ def _expand_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_R: tl.constexpr,
+    N_PER_PROG: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    pid_m = pid // N_TILES
-    pid_n = pid % N_TILES
+    pid_m = pid // N_GROUPS
+    pid_g = pid % N_GROUPS
     j = tl.program_id(1)
     if HAS_OFFSETS:
         # device values: clamped to 0 <= n_lo <= n_hi <= N_TOTAL
@@ -90,13 +92,13 @@ def _expand_kernel(
         n_lo = j * SLICE_N
         n_hi = n_lo + SLICE_N
     if ALIGNED:
-        # the host checked every slice bound is a multiple of 16: keeps accesses 16 bytes wide
-        n_lo = tl.multiple_of(n_lo, 16)
-        n_hi = tl.multiple_of(n_hi, 16)
-    n_start = n_lo + pid_n * BLOCK_N
-    if n_start < n_hi:
-        offs_n = n_start + tl.arange(0, BLOCK_N)
-        n_mask = (offs_n >= n_lo) & (offs_n < n_hi)
+        # the host knows every valid slice bound is a multiple of 16: keeps accesses 16 bytes
+        # wide.  Rounding is a no-op for valid offsets and keeps hostile ones aligned
+        n_lo = tl.multiple_of(n_lo // 16 * 16, 16)
+        n_hi = tl.multiple_of(n_hi // 16 * 16, 16)
+    # this program's N_PER_PROG column tiles, starting at n_first
+    n_first = n_lo + pid_g * (N_PER_PROG * BLOCK_N)
+    if n_first < n_hi:
         slots, ranks, rows64 = tile_positions(
             pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, MAX_RANK, BLOCK_M
         )
@@ -105,37 +107,41 @@ def _expand_kernel(
         slot = tl.min(remaining, axis=0)
         while slot < NO_SLOT:
             sel = remaining == slot
-            out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
-            mask = sel[:, None] & n_mask[None, :]
-            if HAS_BASE:
-                base = tl.load(out_ptrs, mask=mask, other=0.0)
             r = clamp_rank(tl.load(ranks_ptr + slot), MAX_RANK)
             scale = tl.load(scalings_ptr + slot)
             r_mask = offs_r < r
+            # the adapter's input tile, loaded once for all of this program's column tiles
             xt = tl.load(
                 x_ptr + rows64[:, None] * stride_xm + (j * r + offs_r)[None, :] * stride_xk,
                 mask=sel[:, None] & r_mask[None, :],
                 other=0.0,
             )
-            # int64: slot * stride_wl passes 2**31 when L*N*R does.  The load is masked by the
-            # pool rank only (wide accesses); columns >= r are garbage and are replaced by zeros.
-            bt = tl.load(
-                w_ptr
-                + slot.to(tl.int64) * stride_wl
-                + offs_n[None, :] * stride_wn
-                + offs_r[:, None] * stride_wk,
-                mask=(offs_r[:, None] < R_POOL) & n_mask[None, :],
-                other=0.0,
-            )
-            bt = tl.where(r_mask[:, None], bt, tl.zeros_like(bt))
             if CAST_F32:
                 # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
                 xt = xt.to(tl.float32)
-                bt = bt.to(tl.float32)
-            acc = tl.dot(xt, bt) * scale
-            if HAS_BASE:
-                acc += base.to(tl.float32)
-            tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+            # int64: slot * stride_wl passes 2**31 when L*N*R does
+            w_base = w_ptr + slot.to(tl.int64) * stride_wl
+            for t in tl.range(0, N_PER_PROG):
+                offs_n = n_first + t * BLOCK_N + tl.arange(0, BLOCK_N)
+                n_mask = (offs_n >= n_lo) & (offs_n < n_hi)
+                out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
+                mask = sel[:, None] & n_mask[None, :]
+                if HAS_BASE:
+                    base = tl.load(out_ptrs, mask=mask, other=0.0)
+                # masked by the pool rank only (wide accesses); columns >= r are garbage and are
+                # replaced by zeros
+                bt = tl.load(
+                    w_base + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk,
+                    mask=(offs_r[:, None] < R_POOL) & n_mask[None, :],
+                    other=0.0,
+                )
+                bt = tl.where(r_mask[:, None], bt, tl.zeros_like(bt))
+                if CAST_F32:
+                    bt = bt.to(tl.float32)
+                acc = tl.dot(xt, bt) * scale
+                if HAS_BASE:
+                    acc += base.to(tl.float32)
+                tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
             remaining = tl.where(sel, NO_SLOT, remaining)
             slot = tl.min(remaining, axis=0)
 
@@ -172,9 +178,9 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
     if T == 0 or plan.slice_width == 0 or out.shape[1] == 0:
         return
     config = plan.config
-    n_tiles = triton.cdiv(plan.slice_width, config.block_n)
+    n_groups = triton.cdiv(triton.cdiv(plan.slice_width, config.block_n), config.n_per_prog)
     P = plan.layout.pos_slot.numel()
-    grid = (triton.cdiv(P, config.block_m) * n_tiles, plan.num_slices)
+    grid = (triton.cdiv(P, config.block_m) * n_groups, plan.num_slices)
     R = weights.shape[2]
     _expand_kernel[grid](
         x,
@@ -190,7 +196,7 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
         R,
         min(R, x.shape[1] // plan.num_slices),
         plan.slice_width,
-        n_tiles,
+        n_groups,
         x.stride(0),
         x.stride(1),
         weights.stride(0),
@@ -206,6 +212,7 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
         BLOCK_R=rank_block(R),
+        N_PER_PROG=config.n_per_prog,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

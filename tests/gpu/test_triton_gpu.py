@@ -36,7 +36,7 @@ def triton_backend():
 def test_gpu_grid(op, dtype, triton_backend):
     strategy = cases(op, dtype, PROFILES["dev"].limits, permutation=True)
 
-    @settings(max_examples=60, deadline=None, derandomize=True, database=None)
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None)
     @given(data=st.data())
     def run(data):
         case = data.draw(strategy)
