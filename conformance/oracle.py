@@ -22,7 +22,11 @@ magnitude.  With ``u`` the unit roundoff of the input dtype (2^-11 float16, 2^-8
     ``float32_matmul="tf32"`` (SPEC.md allows it);
   - the rounding of the fused paths' intermediate ``x @ A^T`` to the input dtype: ``u``;
   - the float32 multiply by the scaling: ``u32``.
-* ``floor``: two subnormal spacings of the dtype, for results that underflow.
+* ``floor``: two subnormal spacings of the dtype, for results that underflow; in the fused ops
+  also ``ALPHA * spacing * M_B`` with ``M_B = |s| * sum_k |B[n, k]|``: a shrink result rounded
+  to the input dtype inside its subnormal range carries an absolute error of up to half a
+  spacing, which the expand multiplies by ``s * B`` (a GPU campaign found it: float16,
+  dynamic-range data, scaling 40).
 * ``ALPHA = 2`` absorbs what the bound leaves out (an accumulator that rounds at each tile).
 
 Overflow: where the exact value lies beyond the dtype's range (``|ref| + tol`` reaches the
@@ -38,6 +42,7 @@ error-to-tolerance ratio seen is reported by every run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -78,32 +83,34 @@ class Expectation:
         return bool(torch.isfinite(self.ref).all() and torch.isfinite(self.tol).all())
 
 
-def _abs_info(info: LoRABatchInfo) -> LoRABatchInfo:
-    return LoRABatchInfo(
-        bs=info.bs,
-        seg_lens=info.seg_lens,
-        seg_indptr=info.seg_indptr,
-        max_len=info.max_len,
-        weight_indices=info.weight_indices,
-        lora_ranks=info.lora_ranks,
-        scalings=info.scalings.abs(),
-        permutation=info.permutation,
-        use_cuda_graph=info.use_cuda_graph,
-    )
+def magnitudes(case: Case, inputs: Inputs, ref: ReferenceLoRABackend):
+    """The exact result and the two magnitude bounds of the tolerance model, all float64.
 
-
-def _abs(arg: object) -> object:
-    if isinstance(arg, tuple):
-        return tuple(_abs(a) for a in arg)
-    if isinstance(arg, torch.Tensor) and arg.is_floating_point():
-        return arg.abs()
-    return arg
-
-
-def _abs_inputs(inputs: Inputs) -> Inputs:
-    """The same call on absolute values: its result is the magnitude bound ``M``."""
-    args = tuple(_abs(a) for a in inputs.args)
-    return Inputs(_abs_info(inputs.batch_info), inputs.x.abs(), args, None)
+    ``M``: the same call on absolute values (``|x|``, ``|A|``, ``|B|``, ``|s|``, no base).
+    ``M_B`` (fused ops only, else None): ``|s| * sum_k |B[w, n, k]|`` over the adapter's rank,
+    which scales the absolute rounding error of a shrink result that falls in the subnormal
+    range of the input dtype.  ``ref`` must be inside its ``exact()`` block.
+    """
+    info = inputs.batch_info
+    exact = call(ref, case, inputs, inputs.base)
+    absolute = dataclasses.replace(info, scalings=info.scalings.abs())
+    args = tuple(
+        tuple(a.abs() for a in arg) if isinstance(arg, tuple)
+        else arg.abs() if isinstance(arg, torch.Tensor) and arg.is_floating_point()
+        else arg
+        for arg in inputs.args
+    )  # fmt: skip
+    ref.set_batch_info(absolute)
+    magnitude = call(ref, case, Inputs(absolute, inputs.x.abs(), args, None), None)
+    b_magnitude = None
+    if case.op in ("qkv", "gate_up"):
+        # an intermediate of ones: x (T, 1) @ A (L, c*R, 1)^T
+        ones_x = torch.ones(inputs.x.shape[0], 1, dtype=inputs.x.dtype, device=inputs.x.device)
+        ones_a = torch.ones(*args[0].shape[:2], 1, dtype=args[0].dtype, device=args[0].device)
+        b_args = (ones_a, *args[1:])
+        b_magnitude = call(ref, case, Inputs(absolute, ones_x, b_args, None), None)
+    ref.set_batch_info(info)
+    return exact, magnitude, b_magnitude
 
 
 def chain_roundoff(case: Case, float32_matmul: str, device: torch.device) -> float:
@@ -127,13 +134,19 @@ def tolerance(
     base: torch.Tensor | None,
     float32_matmul: str,
     device: torch.device,
+    b_magnitude: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Each element's bound from the magnitude ``M`` and ``|base|`` (the module docstring)."""
+    """Each element's bound from ``M``, ``|base|`` and, for the fused ops, ``M_B`` (the module
+    docstring)."""
     dtype = getattr(torch, case.dtype)
     u = UNIT_ROUNDOFF[dtype]
+    spacing = SUBNORMAL_SPACING[dtype]
     chain = chain_roundoff(case, float32_matmul, device)
     base_mag = base.double().abs() if base is not None else torch.zeros_like(magnitude)
-    return ALPHA * (chain * magnitude + u * (base_mag + magnitude)) + 2 * SUBNORMAL_SPACING[dtype]
+    tol = ALPHA * (chain * magnitude + u * (base_mag + magnitude)) + 2 * spacing
+    if b_magnitude is not None:  # a shrink result rounded into the subnormal range
+        tol = tol + ALPHA * spacing * b_magnitude
+    return tol
 
 
 def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectation:
@@ -142,12 +155,8 @@ def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectat
     dtype = torch_dtype(case.dtype)
     ref_backend = ReferenceLoRABackend(batch_info=inputs.batch_info)
     with ref_backend.exact():
-        ref = call(ref_backend, case, inputs, inputs.base)
-        abs_in = _abs_inputs(inputs)
-        ref_backend.set_batch_info(abs_in.batch_info)
-        magnitude = call(ref_backend, case, abs_in, None)
-
-    tol = tolerance(case, magnitude, inputs.base, float32_matmul, device)
+        ref, magnitude, b_magnitude = magnitudes(case, inputs, ref_backend)
+    tol = tolerance(case, magnitude, inputs.base, float32_matmul, device, b_magnitude)
     if bool((tol < 0).any()):
         raise AssertionError("oracle: a negative tolerance; the magnitude run saw a signed input")
 

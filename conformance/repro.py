@@ -49,20 +49,8 @@ def reference(case, made, float32_matmul, device):
     """The float64 result and each element's tolerance (the harness's oracle)."""
     ref = ReferenceLoRABackend(batch_info=made.batch_info)
     with ref.exact():
-        exact = call(ref, case, made, made.base)
-        info = dataclasses.replace(made.batch_info, scalings=made.batch_info.scalings.abs())
-        absolute = Inputs(
-            info,
-            made.x.abs(),
-            tuple(
-                a.abs() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                for a in made.args
-            ),
-            None,
-        )
-        ref.set_batch_info(info)
-        magnitude = call(ref, case, absolute, None)
-    return exact, tolerance(case, magnitude, made.base, float32_matmul, device)
+        exact, magnitude, b_magnitude = magnitudes(case, made, ref)
+    return exact, tolerance(case, magnitude, made.base, float32_matmul, device, b_magnitude)
 
 
 def main() -> int:
@@ -172,6 +160,8 @@ class Case(SimpleNamespace):
         f"SUBNORMAL_SPACING = {{torch.float16: {oracle.SUBNORMAL_SPACING[_t('float16')]!r}, "
         f"torch.bfloat16: {oracle.SUBNORMAL_SPACING[_t('bfloat16')]!r}, "
         f"torch.float32: {oracle.SUBNORMAL_SPACING[_t('float32')]!r}}}\n\n\n",
+        _source(oracle.magnitudes),
+        "\n\n",
         _source(oracle.chain_roundoff),
         "\n\n",
         _source(oracle.tolerance),

@@ -155,7 +155,10 @@ def expand_config(T: int, R: int, slice_width: int) -> ExpandConfig:
         return ExpandConfig(16, 256, num_warps=8) if R > 32 else ExpandConfig(16, 128)
     block_m = 32 if R <= 32 else 64
     block_n = 128 if R <= 64 else 64
-    return ExpandConfig(block_m, block_n, num_warps=4, num_stages=2)
+    # benchmarks/results/2026-11-28-h200-trust/sweep.md: a program sweeping 8 column tiles
+    # (input tile loaded once, base and weight loads pipelined) took gate_up prefill r=128 from
+    # 586 to 300 us and r=16 from 170 to 158 us
+    return ExpandConfig(block_m, block_n, num_warps=4, num_stages=3, n_per_prog=8)
 
 
 def rank_block(R: int) -> int:

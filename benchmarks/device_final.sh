@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The closing device call (2 x H200; one GPU works too):
+#   GPU 0: tests/gpu; `lora-conformance check triton --profile ci` on CUDA;
+#   GPU 1: `lora-conformance bench triton torch grouped_mm` on the off-grid cases (rank 128,
+#          mixed ranks, many-adapter and rank-0-heavy decode) and the first grid's prefill and
+#          mixed qkv/gate_up cases, then float16 with K and N not multiples of 64.
+# Everything lands in OUT/final.tar.  Usage (on the device): bash benchmarks/device_final.sh OUT
+set -u
+out=${1:?output folder}
+work=/tmp/final
+mkdir -p "$out" "$work"
+source benchmarks/device_common.sh
+device_setup "$work"
+n=$(nvidia-smi -L | wc -l)
+cli="python3 -m conformance.cli"
+( export CUDA_VISIBLE_DEVICES=0
+  timeout -s INT "${GPU_TESTS_S:-280}" python3 -m pytest tests/gpu -q --tb=short \
+    -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
+  echo "rc=$?" >> "$work/gpu_tests.log"
+  timeout -s INT "${CI_S:-150}" $cli check triton --profile ci --device cuda \
+    --report-json "$work/ci.json" --failures-dir "$work/ci_failures" > "$work/ci.log" 2>&1
+  echo "rc=$?" >> "$work/ci.log"
+) &
+first=$!
+[ "$n" -gt 1 ] || wait $first
+( export CUDA_VISIBLE_DEVICES=$((n - 1))
+  timeout -s INT "${BENCH_S:-330}" $cli bench triton torch grouped_mm --models llama3-8b \
+    --ops qkv gate_up shrink_qkv --layouts prefill mixed decode128x64 decode256-rank0 \
+    --ranks 16 128 0 --out "$work/bf16" > "$work/bench_bf16.log" 2>&1
+  echo "rc=$?" >> "$work/bench_bf16.log"
+  timeout -s INT "${BENCH_FP16_S:-80}" $cli bench triton torch --models odd-fp16 \
+    --ops qkv gate_up --layouts prefill mixed decode64 --ranks 96 --out "$work/fp16" \
+    > "$work/bench_fp16.log" 2>&1
+  echo "rc=$?" >> "$work/bench_fp16.log"
+)
+wait
+tar -C "$work" -cf "$out/final.tar" .
+echo "== gpu_tests"; tail -n 12 "$work/gpu_tests.log"
+echo "== ci"; tail -n 4 "$work/ci.log"
+for f in bf16 fp16; do echo "== bench $f"; grep triton "$work/$f/bench.md" 2>/dev/null | cut -c1-100; done
