@@ -19,7 +19,7 @@ magnitude.  With ``u`` the unit roundoff of the input dtype (2^-11 float16, 2^-8
   - float32 accumulation of each GEMM: ``K * u32`` (shrink) and ``R * u32`` (expand);
   - operand truncation to TF32 (``2 * 2^-10`` per GEMM: tensor cores drop the low mantissa
     bits rather than round) for float32 inputs on a GPU, when the backend declares
-    ``float32_matmul="tf32"`` (SPEC.md allows it);
+    ``float32_matmul="tf32"`` (the contract allows it);
   - the rounding of the fused paths' intermediate ``x @ A^T`` to the input dtype: ``u``;
   - the float32 multiply by the scaling: ``u32``.
 * ``floor``: two subnormal spacings of the dtype, for results that underflow; in the fused ops

@@ -1,4 +1,4 @@
-"""The interface every multi-LoRA backend implements (SPEC.md, "Operations").
+"""The interface every multi-LoRA backend implements (docs/contract.md, section 3).
 
 Letters: ``T`` tokens, ``K`` input dim, ``L`` adapter slots, ``R`` pool rank, ``r`` one
 adapter's rank, ``c`` stack count (1 plain, 2 gate_up, 3 qkv), ``N`` output dim.
@@ -23,7 +23,7 @@ class Capabilities:
         dtypes: input dtypes accepted.
         devices: device types accepted (``"cpu"``, ``"cuda"``).
         permutation: honours ``LoRABatchInfo.permutation``.
-        split_layouts: accepts the split expand-weight tuples of SPEC.md.
+        split_layouts: accepts the split expand-weight tuples of the contract.
         cuda_graph: its ``run_*`` methods can be captured and replayed after an in-place refill.
         float32_matmul: ``"tf32"`` if float32 inputs may be multiplied at TF32 precision on a GPU,
             ``"ieee"`` if float32 products are exact.

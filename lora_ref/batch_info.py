@@ -52,7 +52,7 @@ class BatchSummary:
 
 @dataclass
 class LoRABatchInfo:
-    """One batch's segment layout and adapter metadata (see SPEC.md, "LoRABatchInfo").
+    """One batch's segment layout and adapter metadata (docs/contract.md, section 1).
 
     Attributes:
         bs: number of live segments.
@@ -81,7 +81,7 @@ class LoRABatchInfo:
         return self.seg_lens.device
 
     def validate(self) -> BatchSummary:
-        """Check every invariant of SPEC.md and return the host summary.
+        """Check every invariant of the contract (docs/contract.md) and return the host summary.
 
         Raises ``TypeError`` for a wrong dtype and ``ValueError`` for anything else, naming the
         field, what was expected and what came.  This reads the tensors on the host (a device

@@ -13,7 +13,7 @@ around the kernel, and this adapter does the same:
   of the weights (kept while the weights are unchanged, as a server converts an adapter once), and
   each expand input's columns ``>= r`` too: ``0 * NaN`` is NaN, so one side is not enough;
 * a fused slice's input is cut out of the shrink result at the row's own rank (slices are packed
-  at ``r``), and the shrink result is in the input dtype, as SPEC.md's fused paths round it;
+  at ``r``), and the shrink result is in the input dtype, as the contract's fused paths round it;
 * the expand's product is scaled per row in float32 and added to ``base_output`` only on rows
   whose slot has a rank, so rank-0 rows stay ``base`` bit for bit;
 * ``d_in`` and ``d_out`` are padded with zeros to multiples of 8: the SM90 CUTLASS kernel loads

@@ -1,0 +1,69 @@
+"""The off-grid table of BENCHMARKS.md: the Triton backend before and after the expand change,
+against one adapter's cuBLAS calls (torch) and PyTorch's grouped GEMM, with the targets of
+issue 14.
+
+Usage: python benchmarks/offgrid_table.py BEFORE/bench_bf16.json AFTER/bench_bf16.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def _rows(path: str) -> dict[tuple[str, str], dict]:
+    doc = json.loads(Path(path).read_text())
+    return {(r["workload"], r["provider"]): r for r in doc["rows"]}, doc["machine"]
+
+
+def target(row: dict, torch_us: float | None) -> tuple[str, bool]:
+    """Issue 14's target of a case, and whether ``row`` (the Triton row) meets it."""
+    if row["layout"].startswith("decode"):
+        bound = 1.5 * max(row["floor_us"], torch_us or 0.0)
+        return f"<= {bound:.1f} us", row["us"] <= bound
+    need = 75 if row["op"].startswith("shrink") else 60
+    return f">= {need}% BW", row["pct_of_copy_bw"] >= need
+
+
+def main(before_path: str, after_path: str) -> None:
+    before, _ = _rows(before_path)
+    after, machine = _rows(after_path)
+    print(f"Card: {machine['gpu']}, driver {machine['driver']}, torch {machine['torch']}, "
+          f"triton {machine['triton']}; copy bandwidth {machine['copy_bw_gbs']:.0f} GB/s "
+          f"(after), {machine['date']}\n")  # fmt: skip
+    print("| workload | before us (% BW) | after us (% BW) | torch us | grouped_mm us | target "
+          "| met | grouped_mm / after |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |")
+    pct = {"before": [], "after": []}
+    met = {"before": 0, "after": 0}
+    for (workload, provider), row in after.items():
+        if provider != "triton":
+            continue
+        old = before.get((workload, "triton"))
+        torch_row = after.get((workload, "torch"))
+        gmm = after.get((workload, "grouped_mm"))
+        torch_us = torch_row["us"] if torch_row else None
+        text, ok = target(row, torch_us)
+        old_ok = target(old, before.get((workload, "torch"), {}).get("us"))[1] if old else False
+        met["after"] += ok
+        met["before"] += old_ok
+        pct["after"].append(row["pct_of_copy_bw"])
+        if old:
+            pct["before"].append(old["pct_of_copy_bw"])
+        gmm_us = gmm["us"] if gmm and gmm["us"] else None
+        ratio = f"{gmm_us / row['us']:.2f}x" if gmm_us else "-"
+        print(
+            f"| {workload} | {old['us']:.1f} ({old['pct_of_copy_bw']:.0f}%) | "
+            f"{row['us']:.1f} ({row['pct_of_copy_bw']:.0f}%) | {torch_us or 0:.1f} | "
+            f"{gmm_us or 0:.1f} | {text} | {'yes' if ok else 'no'} | {ratio} |"
+        )
+    for k in ("before", "after"):
+        g = math.exp(sum(math.log(p) for p in pct[k]) / len(pct[k]))
+        print(f"\n{k}: geometric mean {g:.1f}% of copy BW over {len(pct[k])} cases; "
+              f"target met in {met[k]}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
