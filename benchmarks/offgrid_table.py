@@ -33,8 +33,10 @@ def main(before_path: str, after_path: str) -> None:
     print(f"Card: {machine['gpu']}, driver {machine['driver']}, torch {machine['torch']}, "
           f"triton {machine['triton']}; copy bandwidth {machine['copy_bw_gbs']:.0f} GB/s "
           f"(after), {machine['date']}\n")  # fmt: skip
-    print("| workload | before us (% BW) | after us (% BW) | torch us | grouped_mm us | target "
-          "| met | grouped_mm / after |")
+    print(
+        "| workload | before us (% BW) | after us (% BW) | torch us | grouped_mm us | target "
+        "| met | grouped_mm / after |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |")
     pct = {"before": [], "after": []}
     met = {"before": 0, "after": 0}

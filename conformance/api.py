@@ -12,6 +12,7 @@ never 0.  Ctrl-C reaches the child once; it stops, the partial report is kept, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -236,10 +237,8 @@ def _supervise(
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

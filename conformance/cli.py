@@ -10,6 +10,7 @@ outlived its deadline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import traceback
@@ -17,8 +18,15 @@ from pathlib import Path
 
 from conformance import profiles
 from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
-from conformance.report import EXIT_CODES, EXIT_CRASH, EXIT_FAIL, EXIT_INTERRUPTED, EXIT_PASS
-from conformance.report import EXIT_USAGE, fmt_ratio
+from conformance.report import (
+    EXIT_CODES,
+    EXIT_CRASH,
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    EXIT_USAGE,
+    fmt_ratio,
+)
 
 
 class UsageError(Exception):
@@ -157,10 +165,8 @@ def _print_table(doc: dict, console) -> None:
         if f.get("case"):
             from conformance.case import Case, CaseError
 
-            try:
+            with contextlib.suppress(CaseError):
                 console.print(f"    case: {Case.from_json(f['case']).describe()}", markup=False)
-            except CaseError:
-                pass
         if f.get("file"):
             console.print(f"    replay: lora-conformance replay {f['file']}", markup=False)
     missed = {op: e["missed"] for op, e in doc.get("coverage", {}).items() if e.get("missed")}
@@ -439,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--max-elements", type=int, default=1 << 26,
                      help="largest tensor a file may ask for, in elements")  # fmt: skip
     rep.add_argument("--emit-script", default=None, metavar="PATH",
-                     help="write a standalone repro script (torch + the backend) instead")  # fmt: skip
+                     help="write a standalone repro script instead")  # fmt: skip
     rep.set_defaults(func=cmd_replay)
 
     from conformance.bench.grid import BENCH_OPS, LAYOUTS, MODELS

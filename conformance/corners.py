@@ -79,7 +79,7 @@ def _build_classes() -> list[CornerClass]:
         wide = b not in CI_ROWS
         for v in (b - 1, b, b + 1):
             out.append(CornerClass(f"seg_len={v}", lambda c, v=v: v in c.seg_lens, wide_only=wide))
-            out.append(CornerClass(f"T={v}", lambda c, v=v: c.T == v, wide_only=wide))
+            out.append(CornerClass(f"T={v}", lambda c, v=v: v == c.T, wide_only=wide))
     out += [
         CornerClass("segments>16", lambda c: sum(n > 0 for n in c.seg_lens) > 16),
         CornerClass("segments>32", lambda c: sum(n > 0 for n in c.seg_lens) > 32),
@@ -136,9 +136,9 @@ def _build_classes() -> list[CornerClass]:
         ),
         CornerClass(
             "rank 0 beside adapters",
-            lambda c: 0 < len(_active_ranks(c) - {0}) and 0 in _active_ranks(c),
+            lambda c: len(_active_ranks(c) - {0}) > 0 and 0 in _active_ranks(c),
         ),
-        CornerClass("unused slots poisoned", lambda c: c.poison_unused and c.L > len(c.used_slots)),
+        CornerClass("unused slots poisoned", lambda c: c.poison_unused and len(c.used_slots) < c.L),
         CornerClass("permutation", lambda c: c.permute and c.T > 1, needs="permutation"),
     ]
     return out

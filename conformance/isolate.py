@@ -10,6 +10,7 @@ channel.  ``lora-conformance replay`` uses the same worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,6 @@ from typing import Any
 
 from conformance.checks import CHECKS, Example
 from conformance.checks.harness import CaseResult
-
 
 _TIMEOUT = object()
 
@@ -101,10 +101,8 @@ class IsolatedBackend:
     def run(self, check: str, example: Example) -> CaseResult:
         self.start()
         assert self.proc is not None
-        try:
+        with contextlib.suppress(OSError):
             self._send.send(("run", check, example))
-        except OSError:
-            pass
         reply = self._receive(self.deadline)
         if reply is not None and reply is not _TIMEOUT:
             return reply

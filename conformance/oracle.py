@@ -51,7 +51,7 @@ import torch
 from conformance.case import Case
 from conformance.inputs import Inputs, call, overflow_threshold, physical_row_slots
 from conformance.ops import torch_dtype
-from lora_ref import LoRABatchInfo, ReferenceLoRABackend
+from lora_ref import ReferenceLoRABackend
 
 ALPHA = 2.0
 U32 = 2.0**-24
@@ -152,7 +152,6 @@ def tolerance(
 def expect(case: Case, inputs: Inputs, float32_matmul: str = "tf32") -> Expectation:
     """Compute the reference result and the tolerance of every element of ``case``."""
     device = inputs.x.device
-    dtype = torch_dtype(case.dtype)
     ref_backend = ReferenceLoRABackend(batch_info=inputs.batch_info)
     with ref_backend.exact():
         ref, magnitude, b_magnitude = magnitudes(case, inputs, ref_backend)

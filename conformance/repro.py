@@ -61,7 +61,8 @@ def main() -> int:
     T, D = sum(case.seg_lens), case.out_dim
     dtype = getattr(torch, case.dtype)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (T, D) or out.dtype != dtype:
-        print(f"REPRODUCED: returned {getattr(out, 'shape', type(out))}, expected ({T}, {D}) {dtype}")
+        got = getattr(out, "shape", type(out))
+        print(f"REPRODUCED: returned {got}, expected ({T}, {D}) {dtype}")
         return 1
     exact, tol = reference(case, made, FLOAT32_MATMUL, device)
     perm = made.batch_info.permutation

@@ -1,4 +1,4 @@
-"""The ground truth: the contract's four operations (docs/contract.md) as a plain float64 loop over segments.
+"""The ground truth: the contract's four operations (docs/contract.md) as float64 loops.
 
 Readability beats speed here; this file *is* the spec in code.  Every operation validates all of
 its inputs first, computes in float64 on the inputs' device with no intermediate rounding, and

@@ -90,7 +90,8 @@ class TritonLoRABackend(BaseLoRABackend):
         from lora_ref.reference import ReferenceLoRABackend
 
         mode = "interpreter" if interpreting() else "compiled"
-        return f"lora-conformance {ReferenceLoRABackend().version} (Triton {triton.__version__}, {mode})"
+        harness = ReferenceLoRABackend().version
+        return f"lora-conformance {harness} (Triton {triton.__version__}, {mode})"
 
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
         super().set_batch_info(batch_info)

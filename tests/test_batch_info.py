@@ -93,7 +93,7 @@ def test_refill_validates_on_the_host_before_writing(source, message):
 
 def test_refill_needs_graph_buffers():
     plain = make_batch_info([2], [0], [1], [1.0])
-    with pytest.raises(ValueError, match="target.use_cuda_graph: expected True"):
+    with pytest.raises(ValueError, match=r"target\.use_cuda_graph: expected True"):
         refill_batch_info(plain, make_batch_info([1, 1], [0, 0], [1], [1.0]))
 
 

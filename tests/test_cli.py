@@ -117,8 +117,9 @@ def test_failure_is_saved_replayed_and_emitted_as_a_script(tmp_path, capsys):
 
 def test_nan_is_reported_as_nan(tmp_path):
     report = tmp_path / "r.json"
-    code = main(["check", "tests.meta.mutants:NaNTailTile", "--ops", "qkv", "--dtypes", "float32",
-                 "--checks", "diff", "--failures-dir", str(tmp_path), "--report-json", str(report)])  # fmt: skip
+    args = ["--ops", "qkv", "--dtypes", "float32", "--checks", "diff"]
+    out = ["--failures-dir", str(tmp_path), "--report-json", str(report)]
+    code = main(["check", "tests.meta.mutants:NaNTailTile", *args, *out])
     assert code == 1
     doc = json.loads(report.read_text())
     assert doc["groups"][0]["worst_ratio"] == "nan" and doc["worst_ratio"] == "nan"

@@ -25,7 +25,7 @@ def _expand(base_value: float, scaling: float) -> tuple[Case, object, object]:
 
 def test_infinity_is_right_where_the_exact_value_passes_the_range():
     # base 65504 (float16's largest) plus 40: the exact 65544 rounds to +inf
-    case, inputs, exp = _expand(65504.0, 40.0)
+    case, _inputs, exp = _expand(65504.0, 40.0)
     assert bool((exp.ref > 65504).all())
     inf = torch.full((2, 3), math.inf, dtype=torch.float16)
     assert compare(case, inf, exp).ok
@@ -36,7 +36,7 @@ def test_infinity_is_right_where_the_exact_value_passes_the_range():
 
 
 def test_infinity_is_wrong_inside_the_range():
-    case, inputs, exp = _expand(100.0, 1.0)
+    case, _inputs, exp = _expand(100.0, 1.0)
     out = torch.full((2, 3), math.inf, dtype=torch.float16)
     verdict = compare(case, out, exp)
     assert not verdict.ok and verdict.worst_ratio == math.inf

@@ -22,8 +22,8 @@ import time
 import pytest
 import torch
 
-from conformance.bench.providers import get_provider
 from conformance.bench.grid import OFF_GRID
+from conformance.bench.providers import get_provider
 from conformance.bench.timing import rotation_count
 from conformance.bench.workloads import Workload, make_inputs
 from conformance.benchsuite.conftest import SMOKE

@@ -115,6 +115,10 @@ def _requires(flag: str, text: str) -> Callable[[Capabilities, str], str | None]
     return lambda caps, device: None if getattr(caps, flag) else f"{text} not declared by backend"
 
 
+def _has_rows(case: Case) -> bool:
+    return case.T > 0
+
+
 def _graph_needs(caps: Capabilities, device: str) -> str | None:
     if not caps.cuda_graph:
         return "CUDA graphs not declared by backend (cuda_graph=False)"
@@ -301,7 +305,7 @@ CHECKS: dict[str, Check] = {
             0.25,
             True,
             _graph_needs,
-            lambda ctx: _plain(_drawn(ctx, permute=False).filter(lambda c: c.T > 0)),
+            lambda ctx: _plain(_drawn(ctx, permute=False).filter(_has_rows)),
             lambda ctx: [],
             lambda b, e, d: check_cuda_graph(b, e.case, e.params.get("capacity", 12)),
         ),

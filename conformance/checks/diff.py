@@ -21,8 +21,8 @@ from conformance.checks.harness import (
     snapshot,
 )
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.oracle import Expectation, compare, expect
 from conformance.ops import torch_dtype
+from conformance.oracle import Expectation, compare, expect
 from lora_ref import BaseLoRABackend
 
 

@@ -22,18 +22,18 @@ no access leaves the tensors.
 Grid: (position tiles x groups of ``N_PER_PROG`` column tiles of the widest slice, slices).
 Groups past the end of a narrower slice exit at once.  A program loads each adapter's input
 tile once and sweeps its column tiles, whose ``base`` and weight loads the compiler pipelines.
-A program takes the distinct adapters among its positions one after the other (one per 16-row tile in the grouped layout); each output element has exactly one
-writer, so no atomics are needed.  ``base`` is loaded before the adapter's operands, so its
-latency hides behind theirs.
+A program takes the distinct adapters among its positions one after the other (one per 16-row
+tile in the grouped layout); each output element has exactly one writer, so no atomics are
+needed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
-
-from dataclasses import dataclass
 
 from lora_ref.runtime import interpreting
 from lora_triton.config import ExpandConfig, rank_block

@@ -21,11 +21,11 @@ a result.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
-
-from dataclasses import dataclass
 
 from lora_ref.runtime import interpreting
 from lora_triton.config import ShrinkConfig

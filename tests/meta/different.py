@@ -6,6 +6,8 @@ Every one validates through the shared checks (``lora_ref.validation``), as any 
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from lora_ref import ReferenceLoRABackend
@@ -51,7 +53,7 @@ class Float32ChunkedAccumulation(ReferenceLoRABackend):
         for rows, w, r, s in self._segments():
             if r == 0:
                 continue
-            for j, (lo, hi) in enumerate(zip(offsets, offsets[1:], strict=False)):
+            for j, (lo, hi) in enumerate(itertools.pairwise(offsets)):
                 inter = self._chunked(x[rows], lora_a[w, j * r : (j + 1) * r]).to(x.dtype)
                 term = self._chunked(inter, lora_b[w, lo:hi, :r]) * s
                 base = base_output[rows, lo:hi].float() if base_output is not None else 0.0
@@ -95,7 +97,7 @@ class GroupedBmmInPlace(ReferenceLoRABackend):
             if r == 0:
                 continue
             xs = x[rows].float()
-            for j, (lo, hi) in enumerate(zip(offsets, offsets[1:], strict=False)):
+            for j, (lo, hi) in enumerate(itertools.pairwise(offsets)):
                 a = lora_a[w, j * r : (j + 1) * r].float()
                 inter = torch.bmm(xs[None], a.T[None])[0].to(x.dtype).float()
                 b = lora_b[w, lo:hi, :r].float()
@@ -114,7 +116,7 @@ class RoundedIntermediateFloat64(ReferenceLoRABackend):
             if r == 0:
                 continue
             xs = x[rows].double()
-            for j, (lo, hi) in enumerate(zip(offsets, offsets[1:], strict=False)):
+            for j, (lo, hi) in enumerate(itertools.pairwise(offsets)):
                 inter = (xs @ lora_a[w, j * r : (j + 1) * r].double().T).to(x.dtype).double()
                 out[rows, lo:hi] += s * (inter @ lora_b[w, lo:hi, :r].double().T)
         return self._finish(out, x.dtype)

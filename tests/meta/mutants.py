@@ -6,6 +6,8 @@ and, where there is one, the engine that shipped it.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from lora_ref import ReferenceLoRABackend
@@ -321,7 +323,7 @@ class LastRowDroppedWhenTMultipleOf64(ReferenceLoRABackend):
     off-by-one in the row-tile count).  Corner: T=64, T=128."""
 
     def _segments(self):
-        info, summary = self._batch()
+        _info, summary = self._batch()
         T = summary.num_tokens
         segs = super()._segments()
         if T and T % 64 == 0 and segs:
@@ -447,7 +449,7 @@ class NTailPast128Unwritten(ReferenceLoRABackend):
     def _fused(self, x, lora_a, lora_b, base_output, T, N, offsets):
         out = super()._fused(x, lora_a, lora_b, base_output, T, N, offsets)
         base = self._base(base_output, T, N, x).to(out.dtype)
-        for lo, hi in zip(offsets, offsets[1:], strict=False):
+        for lo, hi in itertools.pairwise(offsets):
             if hi - lo > 128 and (hi - lo) % 128:
                 cut = lo + (hi - lo) // 128 * 128
                 out[:, cut:hi] = base[:, cut:hi]
@@ -673,7 +675,7 @@ class StaleSegmentsAcrossBatches(ReferenceLoRABackend):
     def _segments(self):
         if self._cached is None:
             self._cached = super()._segments()
-        info, summary = self._batch()
+        _info, summary = self._batch()
         T = summary.num_tokens
         return [(rows[rows < T], w, r, s) for rows, w, r, s in self._cached]
 

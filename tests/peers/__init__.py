@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-import types
-
 import tempfile
+import types
 from pathlib import Path
 
 from conformance.engine import GroupRecord, run_plan

@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import types
 
-import pytest
 import torch
 
-from conformance.inputs import build_inputs, call
-from conformance.ops import OPS
-from conformance.checks.diff import check_diff
 from tests.peers import adapter_on_cpu, first_failure
-from tests.peers.test_sglang import _case
 
 MODULE = "conformance.peers.vllm_backend"
 

@@ -19,6 +19,8 @@ rules out CUDA graphs: a real kernel would not, and would declare ``cuda_graph=T
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from lora_ref import BaseLoRABackend, Capabilities
@@ -124,7 +126,7 @@ class TorchLoRABackend(BaseLoRABackend):
         for rows, w, r, s in self._segments():
             if r == 0:
                 continue
-            for j, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            for j, (lo, hi) in enumerate(itertools.pairwise(bounds)):
                 term = x[rows, columns(j, r)].float() @ weights[w, lo:hi, :r].float().T
                 out[rows, lo:hi] += s * term
         return out.to(x.dtype)
