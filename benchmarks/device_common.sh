@@ -37,3 +37,19 @@ bench_gate() {
     "${compare[@]}" > "$dir/pb_slowed.log" 2>&1
   echo "rc=$?" >> "$dir/pb_slowed.log"
 }
+
+# bench_offgrid DIR: `lora-conformance bench` on the cases off the first grid: rank 128 and mixed
+# ranks 8..128 in prefill and mixed batches, 64-adapter and rank-0-heavy decode (bf16, triton,
+# torch and grouped_mm), then float16 with K and N not multiples of 64 (triton and torch).
+# Logs DIR/bench_{bf16,fp16}.log (each ending with the exit status); tables in DIR/{bf16,fp16}/.
+bench_offgrid() {
+  local dir=$1 cli="python3 -m conformance.cli"
+  timeout -s INT "${BENCH_S:-330}" $cli bench triton torch grouped_mm --models llama3-8b \
+    --ops qkv gate_up shrink_qkv --layouts prefill mixed decode128x64 decode256-rank0 \
+    --ranks 16 128 0 --out "$dir/bf16" > "$dir/bench_bf16.log" 2>&1
+  echo "rc=$?" >> "$dir/bench_bf16.log"
+  timeout -s INT "${BENCH_FP16_S:-100}" $cli bench triton torch --models odd-fp16 \
+    --ops qkv gate_up --layouts prefill mixed decode64 --ranks 96 --out "$dir/fp16" \
+    > "$dir/bench_fp16.log" 2>&1
+  echo "rc=$?" >> "$dir/bench_fp16.log"
+}

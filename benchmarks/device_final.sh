@@ -23,16 +23,7 @@ cli="python3 -m conformance.cli"
 ) &
 first=$!
 [ "$n" -gt 1 ] || wait $first
-( export CUDA_VISIBLE_DEVICES=$((n - 1))
-  timeout -s INT "${BENCH_S:-330}" $cli bench triton torch grouped_mm --models llama3-8b \
-    --ops qkv gate_up shrink_qkv --layouts prefill mixed decode128x64 decode256-rank0 \
-    --ranks 16 128 0 --out "$work/bf16" > "$work/bench_bf16.log" 2>&1
-  echo "rc=$?" >> "$work/bench_bf16.log"
-  timeout -s INT "${BENCH_FP16_S:-80}" $cli bench triton torch --models odd-fp16 \
-    --ops qkv gate_up --layouts prefill mixed decode64 --ranks 96 --out "$work/fp16" \
-    > "$work/bench_fp16.log" 2>&1
-  echo "rc=$?" >> "$work/bench_fp16.log"
-)
+CUDA_VISIBLE_DEVICES=$((n - 1)) bench_offgrid "$work"
 wait
 tar -C "$work" -cf "$out/final.tar" .
 echo "== gpu_tests"; tail -n 12 "$work/gpu_tests.log"

@@ -335,7 +335,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _describe_backend(name: str) -> dict:
     from conformance.checks.harness import backend_call
-    from conformance.ops import dtype_name
+    from conformance.runtime import describe_backend
     from lora_ref import get_backend_from_name
 
     cls, problem = backend_call(lambda: get_backend_from_name(name))
@@ -343,20 +343,8 @@ def _describe_backend(name: str) -> dict:
         text = str(problem.exc).splitlines()[0] if str(problem.exc) else type(problem.exc).__name__
         return {"name": name, "installed": False, "error": text[:200]}
     version, problem = backend_call(lambda: str(cls().version))
-    caps = cls.capabilities
-    return {
-        "name": name,
-        "installed": True,
-        "target": f"{cls.__module__}:{cls.__qualname__}",
-        "version": version if problem is None else f"version raised {problem.describe()}",
-        "capabilities": {
-            "dtypes": sorted(dtype_name(d) for d in caps.dtypes),
-            "devices": sorted(caps.devices),
-            "permutation": caps.permutation,
-            "split_layouts": caps.split_layouts,
-            "cuda_graph": caps.cuda_graph,
-        },
-    }
+    shown = version if problem is None else f"version raised {problem.describe()}"
+    return {"installed": True, **describe_backend(cls, name, shown)}
 
 
 # --- the parser -----------------------------------------------------------------------------

@@ -221,9 +221,13 @@ class _Run:
             return
         self.loaded = True
         from conformance.checks import CHECKS
-        from conformance.ops import dtype_name
         from conformance.plan import build_plan
-        from conformance.runtime import environment, harness_version, pick_device
+        from conformance.runtime import (
+            describe_backend,
+            environment,
+            harness_version,
+            pick_device,
+        )
         from lora_ref import get_backend_from_name
         from lora_ref.registry import BackendLoadError, BackendNotFoundError
 
@@ -259,19 +263,7 @@ class _Run:
         p = profiles.get(self.profile)
         n = config.getoption("--lora-max-examples") or p.examples
         self.doc.update(
-            backend={
-                "name": self.name,
-                "target": f"{cls.__module__}:{cls.__qualname__}",
-                "version": version,
-                "capabilities": {
-                    "dtypes": sorted(dtype_name(d) for d in caps.dtypes),
-                    "devices": sorted(caps.devices),
-                    "permutation": caps.permutation,
-                    "split_layouts": caps.split_layouts,
-                    "cuda_graph": caps.cuda_graph,
-                    "float32_matmul": caps.float32_matmul,
-                },
-            },
+            backend=describe_backend(cls, self.name, version),
             environment=environment(self.device),
             settings={
                 "profile": self.profile,

@@ -40,6 +40,25 @@ def pick_device(backend_cls: type[BaseLoRABackend], requested: str | None) -> to
     return torch.device("cuda")
 
 
+def describe_backend(cls: type[BaseLoRABackend], name: str, version: str) -> dict[str, Any]:
+    """A backend as reports and ``lora-conformance list`` show it: name, ``module:Class``,
+    version and declared capabilities."""
+    caps = cls.capabilities
+    return {
+        "name": name,
+        "target": f"{cls.__module__}:{cls.__qualname__}",
+        "version": version,
+        "capabilities": {
+            "dtypes": sorted(str(d).removeprefix("torch.") for d in caps.dtypes),
+            "devices": sorted(caps.devices),
+            "permutation": caps.permutation,
+            "split_layouts": caps.split_layouts,
+            "cuda_graph": caps.cuda_graph,
+            "float32_matmul": caps.float32_matmul,
+        },
+    }
+
+
 def package_version(dist: str) -> str:
     try:
         return version(dist)
