@@ -169,9 +169,14 @@ def _print_table(doc: dict, console) -> None:
                 console.print(f"    case: {Case.from_json(f['case']).describe()}", markup=False)
         if f.get("file"):
             console.print(f"    replay: lora-conformance replay {f['file']}", markup=False)
-    missed = {op: e["missed"] for op, e in doc.get("coverage", {}).items() if e.get("missed")}
-    for op, names in missed.items():
-        console.print(f"[yellow]corner classes not reached[/] in {op}: {', '.join(names)}")
+    for op, entry in doc.get("coverage", {}).items():
+        promised, missed = entry.get("promised", []), entry.get("missed", [])
+        reached = sum(entry["counts"].get(c, 0) for c in promised)
+        line = (
+            f"corners, {op}: {len(promised) - len(missed)} of {len(promised)} promised classes "
+            f"reached ({reached} example-class hits; counts in the JSON report)"
+        )
+        console.print(line if not missed else f"[yellow]{line}; missed: {', '.join(missed)}[/]")
     totals = doc.get("totals", {})
     code = doc.get("exit_code")
     color = "green" if code == EXIT_PASS else "red"

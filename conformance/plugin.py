@@ -32,7 +32,7 @@ from conformance import profiles
 from conformance.checks import NAMES as CHECK_NAMES
 from conformance.failures import write_atomic
 from conformance.ops import DTYPE_NAMES, OPS
-from conformance.report import SCHEMA, fmt_ratio, now, ratio_to_json, write_report
+from conformance.report import SCHEMA, fmt_ratio, now, ratio_to_json, summarize, write_report
 from lora_ref.runtime import use_interpreter_without_gpu
 
 # Triton reads TRITON_INTERPRET once, when it is first imported, and any test module may import
@@ -367,6 +367,15 @@ class _Run:
             tr.write_line(
                 f"{g.id:<32} {outcome:<36.36} {r['examples']:>6} examples "
                 f"{r['shrink_steps']:>5} shrink steps  worst err/tol {fmt_ratio(r['worst_ratio'])}"
+            )
+        doc = {**self.doc, "groups": list(self.records.values())}
+        summarize(doc)
+        for op, entry in doc["coverage"].items():
+            missed = entry["missed"]
+            tr.write_line(
+                f"corners, {op}: {len(entry['promised']) - len(missed)} of "
+                f"{len(entry['promised'])} promised classes reached"
+                + (f"; missed: {', '.join(missed)}" if missed else "")
             )
         total = sum(r["examples"] for r in self.records.values())
         tr.write_line(

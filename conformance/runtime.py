@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lora_ref import BaseLoRABackend
+from lora_ref.runtime import interpreting
 
 
 def pick_device(backend_cls: type[BaseLoRABackend], requested: str | None) -> torch.device:
@@ -101,7 +102,7 @@ def environment(device: torch.device | None = None) -> dict[str, Any]:
         "gpu_sms": None,
         "cuda": torch.version.cuda,
         "driver": None,
-        "triton_interpret": os.environ.get("TRITON_INTERPRET", "0") == "1",
+        "triton_interpret": interpreting(),
     }
     if device is not None and device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

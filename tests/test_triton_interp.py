@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from conformance.case import Case
 from conformance.checks.diff import check_diff
+from conformance.ops import stack_count
 from lora_ref import get_backend_from_name, make_batch_info
 from lora_ref.runtime import interpreting
 
@@ -41,7 +42,7 @@ def case(op, **kw):
         K=37,
         N=19,
         n_kv=0,
-        stack={"qkv": 3, "gate_up": 2}.get(op, 1),
+        stack=stack_count(op),
         has_base=True,
     )
     defaults.update(kw)

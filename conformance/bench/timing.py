@@ -30,14 +30,6 @@ def copy_bandwidth(device: torch.device, nbytes: int = 2**30, repeats: int = 10)
     return 2 * nbytes / statistics.median(times)
 
 
-def matmul_rate(device: torch.device, n: int = 8192, dtype: torch.dtype = torch.bfloat16) -> float:
-    """Dense matrix-product rate in FLOP/s on random data."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    seconds = time_calls([lambda: a @ b], replays=5)
-    return 2 * n**3 / seconds
-
-
 def time_calls(
     calls: list[Callable[[], object]],
     replays: int = 20,

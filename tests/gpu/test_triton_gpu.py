@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from conformance.case import Case
 from conformance.checks.cuda_graph import check_cuda_graph
 from conformance.checks.diff import check_diff
+from conformance.ops import stack_count
 from conformance.profiles import PROFILES
 from conformance.strategies import cases
 from lora_ref import get_backend_from_name, make_batch_info
@@ -62,7 +63,7 @@ def test_gpu_llama_shapes(op, dtype, triton_backend):
         K=4096,
         N=N,
         n_kv=n_kv,
-        stack={"qkv": 3, "gate_up": 2}.get(op, 1),
+        stack=stack_count(op),
         permute=True,
         has_base=True,
         seed=11,

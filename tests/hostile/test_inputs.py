@@ -21,6 +21,7 @@ from conformance.case import Case
 from conformance.checks.bad_input import mutations_for
 from conformance.checks.harness import GuardedOutput, changed, guarded_output, snapshot
 from conformance.inputs import Inputs, build_inputs, call
+from conformance.ops import stack_count
 from conformance.oracle import expect
 from lora_ref import get_backend_from_name, make_batch_info
 
@@ -40,7 +41,7 @@ def _case(op: str, **kw) -> Case:
         K=0 if op == "expand" else 12,
         N=0 if op == "shrink" else 8,
         n_kv=4 if op == "qkv" else 0,
-        stack={"qkv": 3, "gate_up": 2, "shrink": 2}.get(op, 1),
+        stack=stack_count(op, shrink_stack=2),
         has_base=op != "shrink",
         permute=True,
         seed=3,

@@ -14,6 +14,7 @@ import torch
 
 from conformance.case import Case
 from conformance.checks.diff import check_diff
+from conformance.ops import stack_count
 from lora_ref import BackendNotFoundError, get_backend_from_name
 
 try:
@@ -45,7 +46,7 @@ def _case(op, dtype, **kw):
         K=64,
         N=48,
         n_kv=16 if op == "qkv" else 0,
-        stack={"qkv": 3, "gate_up": 2}.get(op, 1),
+        stack=stack_count(op),
         has_base=True,
         poison="nan",
         seed=4,
