@@ -53,3 +53,26 @@ bench_offgrid() {
     > "$dir/bench_fp16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_fp16.log"
 }
+
+# gpu_tests DIR SECONDS: tests/gpu, stopped by SIGINT after SECONDS (pytest still prints its
+# summary); log DIR/gpu_tests.log ending with the exit status.
+gpu_tests() {
+  timeout -s INT "$2" python3 -m pytest tests/gpu -q --tb=short -p no:cacheprovider \
+    > "$1/gpu_tests.log" 2>&1
+  echo "rc=$?" >> "$1/gpu_tests.log"
+}
+
+# check_ci_cuda DIR SECONDS: `lora-conformance check triton --profile ci` on CUDA; DIR/ci.json,
+# DIR/ci.log (ending with the exit status), failures in DIR/ci_failures.
+check_ci_cuda() {
+  timeout -s INT "$2" python3 -m conformance.cli check triton --profile ci --device cuda \
+    --report-json "$1/ci.json" --failures-dir "$1/ci_failures" > "$1/ci.log" 2>&1
+  echo "rc=$?" >> "$1/ci.log"
+}
+
+# memcheck_hostile DIR SECONDS: benchmarks/hostile_metadata.py under compute-sanitizer memcheck.
+memcheck_hostile() {
+  timeout "$2" compute-sanitizer --tool memcheck --error-exitcode 9 \
+    python3 benchmarks/hostile_metadata.py > "$1/memcheck.log" 2>&1
+  echo "rc=$?" >> "$1/memcheck.log"
+}

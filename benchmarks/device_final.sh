@@ -12,14 +12,9 @@ mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
 device_setup "$work"
 n=$(nvidia-smi -L | wc -l)
-cli="python3 -m conformance.cli"
 ( export CUDA_VISIBLE_DEVICES=0
-  timeout -s INT "${GPU_TESTS_S:-280}" python3 -m pytest tests/gpu -q --tb=short \
-    -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
-  echo "rc=$?" >> "$work/gpu_tests.log"
-  timeout -s INT "${CI_S:-150}" $cli check triton --profile ci --device cuda \
-    --report-json "$work/ci.json" --failures-dir "$work/ci_failures" > "$work/ci.log" 2>&1
-  echo "rc=$?" >> "$work/ci.log"
+  gpu_tests "$work" "${GPU_TESTS_S:-280}"
+  check_ci_cuda "$work" "${CI_S:-150}"
 ) &
 first=$!
 [ "$n" -gt 1 ] || wait $first

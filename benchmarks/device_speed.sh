@@ -15,9 +15,7 @@ device_setup "$work"
 n=$(nvidia-smi -L | wc -l)
 
 ( export CUDA_VISIBLE_DEVICES=0
-  timeout -s INT "${GPU_TESTS_S:-400}" python3 -m pytest tests/gpu -q -x --tb=short \
-    -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
-  echo "rc=$?" >> "$work/gpu_tests.log"
+  gpu_tests "$work" "${GPU_TESTS_S:-400}"
 ) &
 first=$!
 [ "$n" -gt 1 ] || wait $first

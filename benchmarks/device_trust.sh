@@ -15,14 +15,9 @@ n=$(nvidia-smi -L | wc -l)
 cli="python3 -m conformance.cli"
 
 ( export CUDA_VISIBLE_DEVICES=0
-  timeout 240 python3 -m pytest tests/gpu -q -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
-  echo "rc=$?" >> "$work/gpu_tests.log"
-  timeout 240 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    python3 benchmarks/hostile_metadata.py > "$work/memcheck.log" 2>&1
-  echo "rc=$?" >> "$work/memcheck.log"
-  timeout 200 $cli check triton --profile ci --device cuda --report-json "$work/ci.json" \
-    --failures-dir "$work/ci_failures" > "$work/ci.log" 2>&1
-  echo "rc=$?" >> "$work/ci.log"
+  gpu_tests "$work" 240
+  memcheck_hostile "$work" 240
+  check_ci_cuda "$work" 200
 ) &
 first=$!
 [ "$n" -gt 1 ] || wait $first

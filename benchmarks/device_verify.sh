@@ -12,12 +12,8 @@ source benchmarks/device_common.sh
 device_setup "$work"
 n=$(nvidia-smi -L | wc -l)
 ( export CUDA_VISIBLE_DEVICES=0
-  timeout -s INT "${GPU_TESTS_S:-330}" python3 -m pytest tests/gpu -q --tb=short \
-    -p no:cacheprovider > "$work/gpu_tests.log" 2>&1
-  echo "rc=$?" >> "$work/gpu_tests.log"
-  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
-    python3 benchmarks/hostile_metadata.py > "$work/memcheck.log" 2>&1
-  echo "rc=$?" >> "$work/memcheck.log"
+  gpu_tests "$work" "${GPU_TESTS_S:-330}"
+  memcheck_hostile "$work" 150
 ) &
 first=$!
 [ "$n" -gt 1 ] || wait $first
