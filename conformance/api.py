@@ -22,13 +22,14 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from conformance import profiles
 from conformance.case import Case, CaseError
-from conformance.failures import FORMAT, failure_name, write_atomic
+from conformance.failures import save_failure, write_atomic
 from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
-from conformance.report import SCHEMA, Report, now, write_report
+from conformance.report import SCHEMA, Report, group_record, now, write_report
 
 WATCHDOG_GRACE = 60.0
 
@@ -257,32 +258,19 @@ def _aborted(doc: dict[str, Any], progress_path: Path, failures: Path, backend: 
     progress = _read_json(progress_path)
     records = {g["id"]: g for g in doc.get("groups", [])}
     message = f"the test process did not finish: {how}"
-    if (
-        progress is not None
-        and progress.get("group") not in (None,)
-        and progress["group"]
-        not in {gid for gid, g in records.items() if g.get("outcome") != "not run"}
-    ):
+    ran = {gid for gid, g in records.items() if g.get("outcome") != "not run"}
+    if progress is not None and progress.get("group") and progress["group"] not in ran:
         kind = "timeout" if timed_out else "crash"
         file = _save_inflight(progress, failures, backend, kind, message)
-        records[progress["group"]] = {
-            "id": progress["group"], "check": progress["check"], "op": progress["op"],
-            "dtype": progress["dtype"], "outcome": kind, "examples": progress["examples"],
-            "shrink_steps": progress["shrink_steps"], "seconds": 0.0, "worst_ratio": None,
-            "corners": {}, "skip_reason": None, "error": message,
-            "failure": {"kind": kind, "messages": [message + " during this example"],
-                        "case": progress.get("case"), "params": progress.get("params"),
-                        "file": file, "flaky": False},
-        }  # fmt: skip
-    groups = []
-    for gid in doc.get("plan") or list(records):
-        check, op, dtype = gid.split("-")
-        groups.append(records.get(gid) or {
-            "id": gid, "check": check, "op": op, "dtype": dtype, "outcome": "not run",
-            "examples": 0, "shrink_steps": 0, "seconds": 0.0, "worst_ratio": None,
-            "corners": {}, "skip_reason": None, "error": None, "failure": None,
-        })  # fmt: skip
-    doc["groups"] = groups
+        records[progress["group"]] = group_record(
+            progress["group"], kind, examples=progress["examples"],
+            shrink_steps=progress["shrink_steps"], error=message,
+            failure={"kind": kind, "messages": [message + " during this example"],
+                     "case": progress.get("case"), "params": progress.get("params"),
+                     "file": file, "flaky": False},
+        )  # fmt: skip
+    plan = doc.get("plan") or list(records)
+    doc["groups"] = [records.get(gid) or group_record(gid, "not run") for gid in plan]
     if not doc.get("error"):
         doc["error"] = message + (
             " before the first example (while loading the backend?)" if progress is None else ""
@@ -292,27 +280,16 @@ def _aborted(doc: dict[str, Any], progress_path: Path, failures: Path, backend: 
 def _save_inflight(
     progress: dict[str, Any], failures: Path, backend: str, kind: str, message: str
 ) -> str | None:
+    """Save the in-flight example as a failure file; None when its case is unreadable or the
+    folder unwritable."""
     try:
         case = Case.from_json(progress.get("case"))
     except CaseError:
         return None
-    doc = {
-        "format": FORMAT,
-        "backend": backend,
-        "check": progress["check"],
-        "op": progress["op"],
-        "dtype": progress["dtype"],
-        "params": progress.get("params") or {},
-        "kind": kind,
-        "failures": [message + " during this example"],
-        "worst_ratio": None,
-        "case": case.to_json(),
-    }
-    path = failures / failure_name(
-        backend, progress["check"], progress["op"], progress["dtype"], case
-    )
-    try:
-        write_atomic(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    except OSError:
-        return None
-    return str(path)
+    result = SimpleNamespace(
+        check=progress["check"], params=progress.get("params") or {}, kind=kind,
+        failures=[message + " during this example"], worst_ratio=None, case=case,
+    )  # fmt: skip
+    group = SimpleNamespace(op=progress["op"], dtype=progress["dtype"])
+    path = save_failure(failures, result, backend, group)
+    return str(path) if path is not None else None

@@ -176,10 +176,6 @@ def call(backend: Any, case: Any, inputs: Inputs, base: torch.Tensor | None) -> 
     return getattr(backend, method)(inputs.x, *inputs.args, base_output=base)
 
 
-def max_finite(dtype: torch.dtype) -> float:
-    return float(torch.finfo(dtype).max)
-
-
 def overflow_threshold(dtype: torch.dtype) -> float:
     """The smallest magnitude that rounds to infinity in ``dtype`` (max + half an ulp)."""
     info = torch.finfo(dtype)

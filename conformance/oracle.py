@@ -78,10 +78,6 @@ class Expectation:
     exact_rows: torch.Tensor
     base: torch.Tensor | None
 
-    @property
-    def representable(self) -> bool:
-        return bool(torch.isfinite(self.ref).all() and torch.isfinite(self.tol).all())
-
 
 def magnitudes(case: Case, inputs: Inputs, ref: ReferenceLoRABackend):
     """The exact result and the two magnitude bounds of the tolerance model, all float64.

@@ -32,7 +32,15 @@ from conformance import profiles
 from conformance.checks import NAMES as CHECK_NAMES
 from conformance.failures import write_atomic
 from conformance.ops import DTYPE_NAMES, OPS
-from conformance.report import SCHEMA, fmt_ratio, now, ratio_to_json, summarize, write_report
+from conformance.report import (
+    SCHEMA,
+    fmt_ratio,
+    group_record,
+    now,
+    ratio_to_json,
+    summarize,
+    write_report,
+)
 from lora_ref.runtime import use_interpreter_without_gpu
 
 # Triton reads TRITON_INTERPRET once, when it is first imported, and any test module may import
@@ -166,15 +174,6 @@ def pytest_configure_node(node) -> None:
     run = getattr(node.config, "_lora", None)
     if run is not None:
         node.workerinput["lora_seed"] = run.seed
-
-
-def _empty_record(group, outcome: str, reason: str | None) -> dict[str, Any]:
-    return {
-        "id": group.id, "check": group.check, "op": group.op, "dtype": group.dtype,
-        "outcome": outcome, "examples": 0, "shrink_steps": 0, "seconds": 0.0,
-        "worst_ratio": None, "corners": {}, "skip_reason": reason, "error": None,
-        "failure": None,
-    }  # fmt: skip
 
 
 def record_json(rec) -> str:
@@ -338,7 +337,7 @@ class _Run:
             group = next((g for g in self.plan_all if g.id == gid), None)
             if group is not None:
                 reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else "skipped"
-                self.records[gid] = _empty_record(group, "skip", str(reason))
+                self.records[gid] = group_record(gid, "skip", skip_reason=str(reason))
                 self.write()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -348,7 +347,9 @@ class _Run:
             return
         for g in self.plan:
             if g.id not in self.records:
-                self.records[g.id] = _empty_record(g, "skip" if g.skip else "not run", g.skip)
+                self.records[g.id] = group_record(
+                    g.id, "skip" if g.skip else "not run", skip_reason=g.skip
+                )
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         self.doc["status"] = "interrupted" if interrupted else "complete"
         self.doc["finished"] = now()

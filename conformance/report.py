@@ -38,6 +38,19 @@ EXIT_CODES = {
 }
 
 
+def group_record(group_id: str, outcome: str, **fields: Any) -> dict[str, Any]:
+    """A group's report record with nothing measured (a skip, a group never run, a crash the
+    supervisor saw); ``fields`` override the defaults."""
+    check, op, dtype = group_id.split("-")
+    record: dict[str, Any] = {
+        "id": group_id, "check": check, "op": op, "dtype": dtype, "outcome": outcome,
+        "examples": 0, "shrink_steps": 0, "seconds": 0.0, "worst_ratio": None, "corners": {},
+        "skip_reason": None, "error": None, "failure": None,
+    }  # fmt: skip
+    record.update(fields)
+    return record
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 

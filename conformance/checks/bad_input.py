@@ -49,10 +49,6 @@ def _other_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.float32 if t.dtype != torch.float32 else torch.float16
 
 
-def _copy(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone()
-
-
 def _bad_indptr(i: Inputs, c: Case) -> Call:
     ptr = i.batch_info.seg_indptr.clone()
     ptr[1] += 1

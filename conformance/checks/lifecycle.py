@@ -35,13 +35,14 @@ def check_lifecycle(
         return result
     backend = made
     for s, step in enumerate(steps):
-        batch = build_inputs(step[0], device).batch_info
+        built = [build_inputs(case, device) for case in step]
+        batch = built[0].batch_info  # every call of the step shares its first call's batch
         _, problem = backend_call(lambda batch=batch: backend.set_batch_info(batch))
         if problem is not None:
             record_problem(result, problem, f"step {s}: set_batch_info")
             return result
-        for k, case in enumerate(step):
-            inputs = build_inputs(case, device)._replace(batch_info=batch)
+        for k, (case, made) in enumerate(zip(step, built, strict=True)):
+            inputs = made._replace(batch_info=batch)
             exp = expect(case, inputs, backend_cls.capabilities.float32_matmul)
             base = inputs.base.clone() if inputs.base is not None else None
             out, problem = backend_call(
