@@ -42,13 +42,14 @@ bench_gate() {
 # ranks 8..128 in prefill and mixed batches, 64-adapter and rank-0-heavy decode (bf16, triton,
 # torch and grouped_mm), then float16 with K and N not multiples of 64 (triton and torch).
 # Logs DIR/bench_{bf16,fp16}.log (each ending with the exit status); tables in DIR/{bf16,fp16}/.
+# BENCH_PROVIDERS and BENCH_FP16_PROVIDERS replace the provider lists.
 bench_offgrid() {
   local dir=$1 cli="python3 -m conformance.cli"
-  timeout -s INT "${BENCH_S:-330}" $cli bench triton torch grouped_mm --models llama3-8b \
+  timeout -s INT "${BENCH_S:-330}" $cli bench ${BENCH_PROVIDERS:-triton torch grouped_mm} --models llama3-8b \
     --ops qkv gate_up shrink_qkv --layouts prefill mixed decode128x64 decode256-rank0 \
     --ranks 16 128 0 --out "$dir/bf16" > "$dir/bench_bf16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_bf16.log"
-  timeout -s INT "${BENCH_FP16_S:-100}" $cli bench triton torch --models odd-fp16 \
+  timeout -s INT "${BENCH_FP16_S:-100}" $cli bench ${BENCH_FP16_PROVIDERS:-triton torch} --models odd-fp16 \
     --ops qkv gate_up --layouts prefill mixed decode64 --ranks 96 --out "$dir/fp16" \
     > "$dir/bench_fp16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_fp16.log"
@@ -75,4 +76,34 @@ memcheck_hostile() {
   timeout "$2" compute-sanitizer --tool memcheck --error-exitcode 9 \
     python3 benchmarks/hostile_metadata.py > "$1/memcheck.log" 2>&1
   echo "rc=$?" >> "$1/memcheck.log"
+}
+
+# ncu_cases DIR NAME TREE: Nsight Compute (SpeedOfLight and DRAM bytes) on benchmarks/ncu_cases.py
+# with the lora_triton found first in TREE; DIR/ncu_NAME.csv, DIR/ncu_NAME.md, DIR/ncu_NAME.log.
+ncu_cases() {
+  local dir=$1 name=$2 tree=$3 ncu
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  PYTHONPATH=$tree:$PYTHONPATH timeout "${NCU_S:-150}" "$ncu" --profile-from-start off \
+    --section SpeedOfLight --metrics dram__bytes_read.sum,dram__bytes_write.sum --csv \
+    python3 benchmarks/ncu_cases.py > "$dir/ncu_$name.csv" 2> "$dir/ncu_$name.log"
+  echo "rc=$?" >> "$dir/ncu_$name.log"
+  python3 benchmarks/ncu_cases.py --table "$dir/ncu_$name.csv" > "$dir/ncu_$name.md" 2>> "$dir/ncu_$name.log"
+}
+
+# bench_decode DIR: the first grid's decode cases (decode64: 8 adapters, decode256: 32), whose
+# launch rule depends on the number of row tiles; DIR/decode/, DIR/bench_decode.log.
+bench_decode() {
+  timeout -s INT "${BENCH_DECODE_S:-120}" python3 -m conformance.cli bench \
+    ${BENCH_DECODE_PROVIDERS:-triton torch} --models llama3-8b --ops qkv gate_up expand shrink_qkv \
+    --layouts decode64 decode256 --ranks 16 64 --out "$1/decode" > "$1/bench_decode.log" 2>&1
+  echo "rc=$?" >> "$1/bench_decode.log"
+}
+
+# thorough_cuda DIR SECONDS: the thorough campaign (diff and cuda_graph checks) on CUDA, stopped
+# by SIGINT after SECONDS (the partial report counts what ran); DIR/thorough.{json,log}.
+thorough_cuda() {
+  timeout -s INT "$2" python3 -m conformance.cli check triton --profile thorough \
+    --checks diff cuda_graph --device cuda --report-json "$1/thorough.json" \
+    --failures-dir "$1/thorough_failures" > "$1/thorough.log" 2>&1
+  echo "rc=$?" >> "$1/thorough.log"
 }

@@ -21,10 +21,7 @@ cli="python3 -m conformance.cli"
 ) &
 first=$!
 [ "$n" -gt 1 ] || wait $first
-CUDA_VISIBLE_DEVICES=$((n - 1)) timeout -s INT "${CAMPAIGN_S:-420}" $cli check triton \
-  --profile thorough --checks diff cuda_graph --device cuda --report-json "$work/thorough.json" \
-  --failures-dir "$work/thorough_failures" > "$work/thorough.log" 2>&1
-echo "rc=$?" >> "$work/thorough.log"
+CUDA_VISIBLE_DEVICES=$((n - 1)) thorough_cuda "$work" "${CAMPAIGN_S:-420}"
 wait
 tar -C "$work" -cf "$out/trust.tar" .
 cat "$work/env.txt"

@@ -40,6 +40,7 @@ class BatchSummary:
         num_segments: length of the segment buffers (``bs``, or the graph capacity).
         num_adapters: distinct slots among the non-empty segments (a launch-size hint only: a
             CUDA-graph refill may change it).
+        min_adapter_rank: smallest rank among those slots (0 when there are none; a hint too).
     """
 
     num_tokens: int
@@ -48,6 +49,7 @@ class BatchSummary:
     max_rank: int
     num_segments: int
     num_adapters: int = 0
+    min_adapter_rank: int = 0
 
 
 @dataclass
@@ -187,13 +189,15 @@ class LoRABatchInfo:
                     f"{self.permutation.tolist()[:16]}...",
                 )
 
+        used = {w for w, n in zip(slots, lens, strict=True) if n > 0}
         return BatchSummary(
             num_tokens=num_tokens,
             num_slots=num_slots,
             max_weight_index=max(slots, default=-1),
             max_rank=max(ranks, default=0),
             num_segments=capacity,
-            num_adapters=len({w for w, n in zip(slots, lens, strict=True) if n > 0}),
+            num_adapters=len(used),
+            min_adapter_rank=min((ranks[w] for w in used), default=0),
         )
 
     def _shape(self, name: str) -> str:

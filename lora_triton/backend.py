@@ -221,8 +221,9 @@ class TritonLoRABackend(BaseLoRABackend):
         layout: RowLayout | None = None,
     ) -> ExpandPlan:
         info, _ = self._batch()
+        layout = layout or self._positions(T)
         return ExpandPlan(
-            layout=layout or self._positions(T),
+            layout=layout,
             lora_ranks=info.lora_ranks,
             scalings=info.scalings,
             num_slices=num_slices,
@@ -230,7 +231,7 @@ class TritonLoRABackend(BaseLoRABackend):
             offsets=offsets,
             has_base=has_base,
             aligned=aligned,
-            config=expand_config(T, R, slice_width),
+            config=expand_config(T, R, slice_width, layout.pos_slot.numel()),
         )
 
     @staticmethod

@@ -39,6 +39,7 @@ class ExpandConfig:
     num_warps: int = 4
     num_stages: int = 2
     n_per_prog: int = 1  # column tiles one program sweeps (the input tile loaded once)
+    rank_buckets: int = 3  # rank tiles tried per adapter: BLOCK_R, BLOCK_R/2, BLOCK_R/4
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,13 @@ def shrink_config(
         )
     # from the 2026-11-28 H200 sweeps (benchmarks/results/): long rows want tall tiles, short
     # batches want K split until the grid (busy tiles x splits) fills the chip
-    block_n = max(16, min(64, triton.next_power_of_2(cR)))
     decode = T <= DECODE_ROWS
+    if not decode and cR >= 384:
+        # 2026-11-29 sweeps: 128-wide column tiles read x 3 times instead of 6 (shrink_qkv
+        # r=128 prefill 53 -> 41 us, mixed 67 -> 42 us); at c*R = 256 Nsight Compute timed
+        # them slower (gate_up r=128 45 -> 54 us), so narrower outputs keep 64
+        return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4)
+    block_n = max(16, min(64, triton.next_power_of_2(cR)))
     block_m = 16 if decode else (64 if cR >= 64 else 32)
     # busy row tiles: at least one per adapter, at least T / block_m
     tiles = max(_tiles(T, block_m), min(num_adapters, T)) * _tiles(cR, block_n)
@@ -140,18 +146,33 @@ def shrink_config(
     )
 
 
-def expand_config(T: int, R: int, slice_width: int) -> ExpandConfig:
-    """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles over adapter-grouped rows."""
+DECODE_SWEEP_TILES = 20  # decode row tiles from which a program sweeps several column tiles
+
+
+def expand_config(T: int, R: int, slice_width: int, positions: int | None = None) -> ExpandConfig:
+    """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles over adapter-grouped rows.
+
+    ``positions``: the length ``P`` of the batch's grouped layout (``T`` when not given); on
+    decode batches it bounds the number of 16-row tiles, about one per adapter.
+    """
     if _override.expand is not None:
         return _override.expand
     if pinned():
+        block_n = 32 if slice_width <= 32 else 128
         return ExpandConfig(
             16 if T <= PINNED_SMALL else 64,
-            32 if slice_width <= 32 else 128,
+            block_n,
             num_stages=1,
+            # two column tiles per program when the slice has them: the prefetching sweep runs
+            n_per_prog=2 if slice_width > block_n else 1,
         )
     # from the 2026-11-28 H200 sweeps: 16-row tiles for decode, wider for larger ranks
     if T <= DECODE_ROWS:
+        if triton.cdiv(positions or T, 16) >= DECODE_SWEEP_TILES:
+            # many adapters: 2026-11-29 sweep, 8 column tiles per program with pipelined weight
+            # loads (64-adapter gate_up decode r=128 284 -> 171 us, r=16 51 -> 41 us)
+            return ExpandConfig(16, 64, num_warps=4, num_stages=3, n_per_prog=8)
+        # few row tiles: one column tile per program keeps the grid full
         return ExpandConfig(16, 256, num_warps=8) if R > 32 else ExpandConfig(16, 128)
     block_m = 32 if R <= 32 else 64
     block_n = 128 if R <= 64 else 64

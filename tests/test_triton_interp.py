@@ -181,6 +181,33 @@ def test_triton_tiles_holding_several_adapters(op, block_m, monkeypatch):
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
 
+@pytest.mark.parametrize("n_per_prog", [1, 3])
+@pytest.mark.parametrize("has_base", [True, False])
+@pytest.mark.parametrize("op", ["expand", "gate_up", "qkv"])
+def test_triton_rank_buckets_and_column_sweeps(op, has_base, n_per_prog):
+    """Pool rank 64: ranks 64, 32 and 16 fill a rank tile (no rank mask); 40, 20 and 5 take a
+    masked one of each width; rank 0 is skipped.  A program sweeps 1 or 3 column tiles (the
+    last group partly past the slice) with the next tile's base prefetched.  Garbage is NaN."""
+    from lora_triton import config
+
+    ranks = (64, 40, 32, 20, 16, 5, 0)
+    c = case(
+        op,
+        seg_lens=(3, 2, 4, 1, 2, 3, 2),
+        weight_indices=tuple(range(7)),
+        lora_ranks=ranks,
+        scalings=(0.5, -1.0, 2.0, 0.25, 1.5, -3.0, 1.0),
+        R=64,
+        K=24,
+        N=100 if op != "qkv" else 90,
+        n_kv=30 if op == "qkv" else 0,
+        has_base=has_base,
+    ).replace(poison="nan")
+    with config.override(expand=config.ExpandConfig(16, 16, num_stages=1, n_per_prog=n_per_prog)):
+        result = check_diff(TRITON, c, CPU)
+    assert result.ok, "\n".join([*result.failures, c.describe()])
+
+
 def _layout_model(seg_lens, weight_indices, perm, num_slots, align=16):
     """The grouped layout in plain Python: slots ascending, rows in logical order, each group
     padded to ``align`` positions with slot -1."""

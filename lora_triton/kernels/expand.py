@@ -43,6 +43,99 @@ from lora_triton.kernels.shrink import RowLayout
 _NO_SLOT = 2**30
 
 
+@triton.jit
+def _sweep_columns(
+    x_ptr,
+    w_base,
+    out_ptr,
+    rows64,
+    sel,
+    j,
+    r,
+    scale,
+    n_first,
+    n_lo,
+    n_hi,
+    R_POOL,
+    stride_xm,
+    stride_xk,
+    stride_wn,
+    stride_wk,
+    stride_om,
+    stride_on,
+    HAS_BASE: tl.constexpr,
+    CAST_F32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    WIDTH: tl.constexpr,
+    FULL: tl.constexpr,
+    PREFETCH: tl.constexpr,
+    N_PER_PROG: tl.constexpr,
+):
+    """One adapter's rows of this tile, over the program's column tiles, with a rank tile
+    ``WIDTH >= r`` wide.  ``FULL``: ``r == WIDTH``, so no column is garbage and no load needs a
+    rank mask (loads stay 16 bytes wide and feed the dot directly).  ``PREFETCH``: base is
+    loaded one column tile ahead (full rank tiles with base, several column tiles)."""
+    offs_r = tl.arange(0, WIDTH)
+    if FULL:
+        xt = tl.load(
+            x_ptr + rows64[:, None] * stride_xm + (j * WIDTH + offs_r)[None, :] * stride_xk,
+            mask=sel[:, None],
+            other=0.0,
+        )
+    else:
+        r_mask = offs_r < r
+        xt = tl.load(
+            x_ptr + rows64[:, None] * stride_xm + (j * r + offs_r)[None, :] * stride_xk,
+            mask=sel[:, None] & r_mask[None, :],
+            other=0.0,
+        )
+    if CAST_F32:
+        # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
+        xt = xt.to(tl.float32)
+    row_ptrs = out_ptr + rows64[:, None] * stride_om
+    if PREFETCH:
+        # base tiles are prefetched one column tile ahead, by hand: the compiler pipelines only
+        # the loads that feed the dot, and a base load waited on in place leaves the kernel
+        # bound by DRAM latency (2026-11-29: qkv prefill r=128 102 -> 91 us).  Full rank tiles
+        # only: the masked path stages its weights through registers and got slower with it
+        offs_n = n_first + tl.arange(0, BLOCK_N)
+        base_next = tl.load(
+            row_ptrs + offs_n[None, :] * stride_on,
+            mask=sel[:, None] & ((offs_n >= n_lo) & (offs_n < n_hi))[None, :],
+            other=0.0,
+        )
+    for t in tl.range(0, N_PER_PROG):
+        offs_n = n_first + t * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = (offs_n >= n_lo) & (offs_n < n_hi)
+        out_ptrs = row_ptrs + offs_n[None, :] * stride_on
+        mask = sel[:, None] & n_mask[None, :]
+        if PREFETCH:
+            base = base_next
+            ahead = offs_n + BLOCK_N  # >= n_lo; masked off past n_hi and after the last tile
+            base_next = tl.load(
+                row_ptrs + ahead[None, :] * stride_on,
+                mask=sel[:, None] & ((ahead < n_hi) & (t + 1 < N_PER_PROG))[None, :],
+                other=0.0,
+            )
+        elif HAS_BASE:
+            base = tl.load(out_ptrs, mask=mask, other=0.0)
+        w_ptrs = w_base + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk
+        if FULL:
+            bt = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
+        else:
+            # masked by the pool rank only (wide accesses); columns >= r are garbage and are
+            # replaced by zeros
+            bt = tl.load(w_ptrs, mask=(offs_r[:, None] < R_POOL) & n_mask[None, :], other=0.0)
+            bt = tl.where(r_mask[:, None], bt, tl.zeros_like(bt))
+        if CAST_F32:
+            bt = bt.to(tl.float32)
+        acc = tl.dot(xt, bt) * scale
+        if HAS_BASE:
+            acc += base.to(tl.float32)
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
 @triton.jit(do_not_specialize=["P", "N_GROUPS"])
 def _expand_kernel(
     # pointers
@@ -78,6 +171,9 @@ def _expand_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_R: tl.constexpr,
+    HALF_R: tl.constexpr,
+    QUARTER_R: tl.constexpr,
+    PREFETCH_FULL: tl.constexpr,
     N_PER_PROG: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -102,46 +198,59 @@ def _expand_kernel(
         slots, ranks, rows64 = tile_positions(
             pos_slot_ptr, pos_row_ptr, ranks_ptr, pid_m, P, MAX_RANK, BLOCK_M
         )
-        offs_r = tl.arange(0, BLOCK_R)
         remaining = tl.where(ranks > 0, slots, NO_SLOT)
         slot = tl.min(remaining, axis=0)
         while slot < NO_SLOT:
             sel = remaining == slot
             r = clamp_rank(tl.load(ranks_ptr + slot), MAX_RANK)
             scale = tl.load(scalings_ptr + slot)
-            r_mask = offs_r < r
-            # the adapter's input tile, loaded once for all of this program's column tiles
-            xt = tl.load(
-                x_ptr + rows64[:, None] * stride_xm + (j * r + offs_r)[None, :] * stride_xk,
-                mask=sel[:, None] & r_mask[None, :],
-                other=0.0,
-            )
-            if CAST_F32:
-                # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
-                xt = xt.to(tl.float32)
             # int64: slot * stride_wl passes 2**31 when L*N*R does
             w_base = w_ptr + slot.to(tl.int64) * stride_wl
-            for t in tl.range(0, N_PER_PROG):
-                offs_n = n_first + t * BLOCK_N + tl.arange(0, BLOCK_N)
-                n_mask = (offs_n >= n_lo) & (offs_n < n_hi)
-                out_ptrs = out_ptr + rows64[:, None] * stride_om + offs_n[None, :] * stride_on
-                mask = sel[:, None] & n_mask[None, :]
-                if HAS_BASE:
-                    base = tl.load(out_ptrs, mask=mask, other=0.0)
-                # masked by the pool rank only (wide accesses); columns >= r are garbage and are
-                # replaced by zeros
-                bt = tl.load(
-                    w_base + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk,
-                    mask=(offs_r[:, None] < R_POOL) & n_mask[None, :],
-                    other=0.0,
-                )
-                bt = tl.where(r_mask[:, None], bt, tl.zeros_like(bt))
-                if CAST_F32:
-                    bt = bt.to(tl.float32)
-                acc = tl.dot(xt, bt) * scale
-                if HAS_BASE:
-                    acc += base.to(tl.float32)
-                tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+            # rank buckets: the narrowest of BLOCK_R, HALF_R and QUARTER_R (0: no bucket) that
+            # holds r; with no rank mask when r fills it exactly.  r >= 1 here
+            if r == BLOCK_R:
+                _sweep_columns(
+                    x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
+                    R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
+                    HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, True, PREFETCH_FULL,
+                    N_PER_PROG,
+                )  # fmt: skip
+            elif r > HALF_R:
+                _sweep_columns(
+                    x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
+                    R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
+                    HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, False, False, N_PER_PROG,
+                )  # fmt: skip
+            elif HALF_R > 0:
+                if r == HALF_R:
+                    _sweep_columns(
+                        x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
+                        R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
+                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, True,
+                        PREFETCH_FULL, N_PER_PROG,
+                    )  # fmt: skip
+                elif r > QUARTER_R:
+                    _sweep_columns(
+                        x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
+                        R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
+                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, False, False,
+                        N_PER_PROG,
+                    )  # fmt: skip
+                elif QUARTER_R > 0:
+                    if r == QUARTER_R:
+                        _sweep_columns(
+                            x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo,
+                            n_hi, R_POOL, stride_xm, stride_xk, stride_wn, stride_wk,
+                            stride_om, stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N,
+                            QUARTER_R, True, PREFETCH_FULL, N_PER_PROG,
+                        )  # fmt: skip
+                    else:
+                        _sweep_columns(
+                            x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo,
+                            n_hi, R_POOL, stride_xm, stride_xk, stride_wn, stride_wk,
+                            stride_om, stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N,
+                            QUARTER_R, False, False, N_PER_PROG,
+                        )  # fmt: skip
             remaining = tl.where(sel, NO_SLOT, remaining)
             slot = tl.min(remaining, axis=0)
 
@@ -182,6 +291,7 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
     P = plan.layout.pos_slot.numel()
     grid = (triton.cdiv(P, config.block_m) * n_groups, plan.num_slices)
     R = weights.shape[2]
+    block_r = rank_block(R)
     _expand_kernel[grid](
         x,
         weights,
@@ -211,7 +321,10 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
         NO_SLOT=_NO_SLOT,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
-        BLOCK_R=rank_block(R),
+        BLOCK_R=block_r,
+        HALF_R=block_r // 2 if config.rank_buckets >= 2 and block_r >= 32 else 0,
+        QUARTER_R=block_r // 4 if config.rank_buckets >= 3 and block_r >= 64 else 0,
+        PREFETCH_FULL=plan.has_base and config.n_per_prog > 1,
         N_PER_PROG=config.n_per_prog,
         num_warps=config.num_warps,
         num_stages=config.num_stages,

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Launch-rule sweeps and Nsight Compute profiles (2 x H200; one GPU works too, serially):
+#   GPU 0: benchmarks/config_sweep.py $SWEEP_A (default: expand)
+#   GPU 1: with NCU=1, ncu on benchmarks/ncu_cases.py with the kernels of .before/ (the last
+#          landed lora_triton, carried) and with the working tree's; then config_sweep.py
+#          $SWEEP_B (default: decode shrink).
+# Everything lands in OUT/sweep.tar.  Usage (on the device): bash benchmarks/device_sweep.sh OUT
+set -u
+out=${1:?output folder}
+work=/tmp/sweep
+mkdir -p "$out" "$work"
+source benchmarks/device_common.sh
+device_setup "$work"
+n=$(nvidia-smi -L | wc -l)
+( export CUDA_VISIBLE_DEVICES=0
+  timeout -s INT "${SWEEP_S:-500}" python3 benchmarks/config_sweep.py "$work/a" ${SWEEP_A:-expand} \
+    > "$work/sweep_a.log" 2>&1
+  echo "rc=$?" >> "$work/sweep_a.log"
+) &
+first=$!
+[ "$n" -gt 1 ] || wait $first
+( export CUDA_VISIBLE_DEVICES=$((n - 1))
+  if [ "${NCU:-0}" = 1 ]; then
+    ncu_cases "$work" before .before
+    ncu_cases "$work" after .
+  fi
+  timeout -s INT "${SWEEP_B_S:-400}" python3 benchmarks/config_sweep.py "$work/b" ${SWEEP_B:-decode shrink} \
+    > "$work/sweep_b.log" 2>&1
+  echo "rc=$?" >> "$work/sweep_b.log"
+)
+wait
+tar -C "$work" -cf "$out/sweep.tar" .
+for f in "$work"/sweep_*.log; do echo "== $f"; grep -v "^ *$" "$f" | cut -c1-150 | tail -n 80; done
+for f in "$work"/ncu_*.md; do echo "== $f"; cat "$f"; done
