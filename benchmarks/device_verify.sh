@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call after a kernel change (2 x H200; one GPU works too):
 #   GPU 0: tests/gpu, then the hostile-metadata script under compute-sanitizer memcheck;
-#   GPU 1: the expand sweep (benchmarks/expand_sweep.py), then `lora-conformance bench` on the
+#   GPU 1: the expand sweep (benchmarks/config_sweep.py expand), then `lora-conformance bench` on the
 #          qkv cases whose alignment hint the hardening had lost.
 # Everything lands in OUT/verify.tar.  Usage (on the device): bash benchmarks/device_verify.sh OUT
 set -u
@@ -18,7 +18,7 @@ n=$(nvidia-smi -L | wc -l)
 first=$!
 [ "$n" -gt 1 ] || wait $first
 ( export CUDA_VISIBLE_DEVICES=$((n - 1))
-  timeout -s INT "${SWEEP_S:-300}" python3 benchmarks/expand_sweep.py "$work/sweep" \
+  timeout -s INT "${SWEEP_S:-300}" python3 benchmarks/config_sweep.py "$work/sweep" expand \
     > "$work/sweep.log" 2>&1
   echo "rc=$?" >> "$work/sweep.log"
   timeout -s INT 120 python3 -m conformance.cli bench triton --ops qkv --layouts prefill mixed \

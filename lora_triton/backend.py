@@ -204,7 +204,10 @@ class TritonLoRABackend(BaseLoRABackend):
         self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int, layout: RowLayout
     ) -> torch.Tensor:
         info, summary = self._batch()
-        config = shrink_config(x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters)
+        config = shrink_config(
+            x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters,
+            full_rank=summary.min_adapter_rank == R,
+        )  # fmt: skip
         return shrink(
             x, lora_a, stack_num=c, layout=layout, lora_ranks=info.lora_ranks, config=config
         )

@@ -98,11 +98,18 @@ def row_align(T: int) -> int:
 
 
 def shrink_config(
-    T: int, K: int, cR: int, dtype: torch.dtype, device: torch.device, num_adapters: int = 1
+    T: int,
+    K: int,
+    cR: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    num_adapters: int = 1,
+    full_rank: bool = True,
 ) -> ShrinkConfig:
     """Shrink ``(T, K) x (c*R, K)^T``: one pass over ``x``; split K when rows are too few.
 
     ``num_adapters``: distinct adapters of the batch; each adds at most one partly filled tile.
+    ``full_rank``: every adapter of the batch has the pool rank (a hint: speed only).
     """
     if _override.shrink is not None:
         return _override.shrink
@@ -118,10 +125,11 @@ def shrink_config(
     # from the 2026-11-28 H200 sweeps (benchmarks/results/): long rows want tall tiles, short
     # batches want K split until the grid (busy tiles x splits) fills the chip
     decode = T <= DECODE_ROWS
-    if not decode and cR >= 384:
+    if not decode and cR >= 384 and full_rank:
         # 2026-11-29 sweeps: 128-wide column tiles read x 3 times instead of 6 (shrink_qkv
-        # r=128 prefill 53 -> 41 us, mixed 67 -> 42 us); at c*R = 256 Nsight Compute timed
-        # them slower (gate_up r=128 45 -> 54 us), so narrower outputs keep 64
+        # r=128 prefill 52 -> 42 us, mixed 65 -> 43 us).  Slower where Nsight Compute or the
+        # bench timed them: c*R = 256 (gate_up r=128 45 -> 54 us) and ranks 8..128 in one batch
+        # (shrink_qkv prefill 22 -> 40 us), so those keep 64
         return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4)
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
     block_m = 16 if decode else (64 if cR >= 64 else 32)
@@ -146,7 +154,8 @@ def shrink_config(
     )
 
 
-DECODE_SWEEP_TILES = 20  # decode row tiles from which a program sweeps several column tiles
+DECODE_SWEEP_TILES = 20  # decode row tiles from which rank-128 programs sweep column tiles
+DECODE_MANY_TILES = 64  # ... and from which every rank does
 
 
 def expand_config(T: int, R: int, slice_width: int, positions: int | None = None) -> ExpandConfig:
@@ -168,12 +177,18 @@ def expand_config(T: int, R: int, slice_width: int, positions: int | None = None
         )
     # from the 2026-11-28 H200 sweeps: 16-row tiles for decode, wider for larger ranks
     if T <= DECODE_ROWS:
-        if triton.cdiv(positions or T, 16) >= DECODE_SWEEP_TILES:
-            # many adapters: 2026-11-29 sweep, 8 column tiles per program with pipelined weight
-            # loads (64-adapter gate_up decode r=128 284 -> 171 us, r=16 51 -> 41 us)
+        tiles = triton.cdiv(positions or T, 16)
+        if tiles >= DECODE_MANY_TILES or (tiles >= DECODE_SWEEP_TILES and R >= 128):
+            # weight-read bound (many adapters, or wide ones): 8 column tiles per program with
+            # pipelined weight loads.  2026-11-29 bench: 64-adapter gate_up decode r=128
+            # 301 -> 170 us, r=16 49 -> 41 us; 8 adapters at r=128 56 -> 36 us.  With 32
+            # adapters at r <= 64 it lost (expand r=16 5.5 -> 7.3 us)
             return ExpandConfig(16, 64, num_warps=4, num_stages=3, n_per_prog=8)
-        # few row tiles: one column tile per program keeps the grid full
-        return ExpandConfig(16, 256, num_warps=8) if R > 32 else ExpandConfig(16, 128)
+        # few row tiles: one column tile per program keeps the grid full.  One rank bucket:
+        # at 8 adapters and r=64 the extra buckets cost (gate_up decode64 26 -> 34 us)
+        if R > 32:
+            return ExpandConfig(16, 256, num_warps=8, rank_buckets=1)
+        return ExpandConfig(16, 128, rank_buckets=1)
     block_m = 32 if R <= 32 else 64
     block_n = 128 if R <= 64 else 64
     # benchmarks/results/2026-11-28-h200-trust/sweep.md: a program sweeping 8 column tiles
