@@ -136,6 +136,30 @@ def _sweep_columns(
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit
+def _sweep_width(
+    x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
+    HAS_BASE: tl.constexpr, CAST_F32: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, WIDTH: tl.constexpr, PREFETCH_FULL: tl.constexpr,
+    N_PER_PROG: tl.constexpr,
+):  # fmt: skip
+    """``_sweep_columns`` with a rank tile ``WIDTH >= r`` wide: without rank masks (and with the
+    base prefetch when ``PREFETCH_FULL``) when ``r`` fills it exactly."""
+    if r == WIDTH:
+        _sweep_columns(
+            x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
+            stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE, CAST_F32,
+            BLOCK_M, BLOCK_N, WIDTH, True, PREFETCH_FULL, N_PER_PROG,
+        )  # fmt: skip
+    else:
+        _sweep_columns(
+            x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
+            stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE, CAST_F32,
+            BLOCK_M, BLOCK_N, WIDTH, False, False, N_PER_PROG,
+        )  # fmt: skip
+
+
 @triton.jit(do_not_specialize=["P", "N_GROUPS"])
 def _expand_kernel(
     # pointers
@@ -207,50 +231,28 @@ def _expand_kernel(
             # int64: slot * stride_wl passes 2**31 when L*N*R does
             w_base = w_ptr + slot.to(tl.int64) * stride_wl
             # rank buckets: the narrowest of BLOCK_R, HALF_R and QUARTER_R (0: no bucket) that
-            # holds r; with no rank mask when r fills it exactly.  r >= 1 here
-            if r == BLOCK_R:
-                _sweep_columns(
-                    x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
-                    R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
-                    HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, True, PREFETCH_FULL,
-                    N_PER_PROG,
-                )  # fmt: skip
-            elif r > HALF_R:
-                _sweep_columns(
-                    x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
-                    R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
-                    HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, False, False, N_PER_PROG,
+            # holds r (r >= 1 here)
+            if r > HALF_R:
+                _sweep_width(
+                    x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
+                    stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE,
+                    CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, PREFETCH_FULL, N_PER_PROG,
                 )  # fmt: skip
             elif HALF_R > 0:
-                if r == HALF_R:
-                    _sweep_columns(
+                if r > QUARTER_R:
+                    _sweep_width(
                         x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
                         R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
-                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, True,
-                        PREFETCH_FULL, N_PER_PROG,
-                    )  # fmt: skip
-                elif r > QUARTER_R:
-                    _sweep_columns(
-                        x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
-                        R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
-                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, False, False,
+                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, PREFETCH_FULL,
                         N_PER_PROG,
                     )  # fmt: skip
                 elif QUARTER_R > 0:
-                    if r == QUARTER_R:
-                        _sweep_columns(
-                            x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo,
-                            n_hi, R_POOL, stride_xm, stride_xk, stride_wn, stride_wk,
-                            stride_om, stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N,
-                            QUARTER_R, True, PREFETCH_FULL, N_PER_PROG,
-                        )  # fmt: skip
-                    else:
-                        _sweep_columns(
-                            x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo,
-                            n_hi, R_POOL, stride_xm, stride_xk, stride_wn, stride_wk,
-                            stride_om, stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N,
-                            QUARTER_R, False, False, N_PER_PROG,
-                        )  # fmt: skip
+                    _sweep_width(
+                        x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
+                        R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
+                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, QUARTER_R,
+                        PREFETCH_FULL, N_PER_PROG,
+                    )  # fmt: skip
             remaining = tl.where(sel, NO_SLOT, remaining)
             slot = tl.min(remaining, axis=0)
 
