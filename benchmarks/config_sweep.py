@@ -20,59 +20,92 @@ from conformance.bench.workloads import Workload, make_inputs
 from lora_triton import config
 from lora_triton.config import ExpandConfig as E
 from lora_triton.config import ShrinkConfig as S
+from lora_triton.kernels import expand as expand_kernel
+from lora_triton.kernels import shrink as shrink_kernel
 
 M = "llama3-8b"
-# round 2 (2026-11-29): the base tile prefetched one column tile ahead; round 1's lists and
-# results are in benchmarks/results/2026-11-29-h200-speed/call1-sweep/
+# round 4 (2026-11-29, session 6): a row tile no taller than the layout's group alignment holds
+# one adapter, so the kernels end their adapter loop after one pass (fewer registers); taller
+# tiles come with that alignment: (config, align).  None: the shipped rule.  Rounds 1 to 3 are in
+# benchmarks/results/2026-11-29-h200-speed*/ and in this file's git history
 PREFILL_EXPAND = [
-    E(64, 64, 4, 3, 8),
+    None,
+    E(64, 64, 4, 3, 8, rank_buckets=1),
     E(64, 64, 4, 2, 8),
-    E(64, 64, 4, 3, 4),
+    E(64, 64, 4, 4, 8),
     E(64, 64, 8, 3, 8),
     E(64, 128, 4, 3, 4),
-    E(32, 128, 4, 3, 8),
-    E(128, 64, 4, 3, 8),
-    E(128, 128, 8, 3, 4),
+    (E(128, 64, 8, 3, 8), 128),
+    (E(128, 64, 8, 2, 8), 128),
+    (E(128, 128, 8, 2, 4), 128),
+    (E(128, 64, 4, 3, 8), 128),
 ]
 DECODE_EXPAND = [
-    E(16, 128, 4, 3, 4),
-    E(16, 128, 4, 4, 4),
-    E(16, 128, 4, 3, 8),
+    None,
     E(16, 64, 4, 3, 8),
-    E(16, 256, 4, 3, 2),
+    E(16, 64, 4, 4, 8),
+    E(16, 128, 4, 3, 4),
+    E(16, 128, 4, 3, 8),
 ]
 PREFILL_SHRINK = [
-    S(64, 64, 256, 1, 4, 3),
+    None,
+    S(64, 64, 64, 1, 4, 4),
+    S(64, 64, 64, 1, 4, 3),
+    S(64, 64, 128, 1, 4, 3),
     S(64, 128, 64, 1, 4, 4),
     S(64, 128, 64, 1, 4, 3),
-    S(128, 128, 128, 1, 8, 3),
-    S(64, 128, 128, 1, 8, 3),
+    (S(128, 64, 64, 1, 4, 4), 128),
+    (S(128, 64, 64, 1, 8, 4), 128),
+    (S(128, 128, 64, 1, 8, 3), 128),
+    (S(128, 128, 64, 1, 8, 4), 128),
 ]
 SWEEPS = {
     "expand": (
         "expand",
         PREFILL_EXPAND,
-        [(M, "qkv", "prefill", 128), (M, "gate_up", "prefill", 128),
+        [(M, "gate_up", "prefill", 128), (M, "qkv", "prefill", 128),
          (M, "gate_up", "prefill", HETERO), (M, "qkv", "mixed", HETERO),
-         (M, "gate_up", "prefill", 16), (M, "qkv", "prefill", 16),
-         (M, "gate_up", "mixed", 128), ("odd-fp16", "gate_up", "prefill", 96)],
+         (M, "gate_up", "mixed", 128), ("odd-fp16", "gate_up", "prefill", 96),
+         (M, "gate_up", "prefill", 16), (M, "qkv", "prefill", 16)],
     ),
     "decode": (
         "expand",
         DECODE_EXPAND,
-        [(M, "gate_up", "decode128x64", 128), (M, "gate_up", "decode128x64", 16),
-         (M, "gate_up", "decode128x64", HETERO), (M, "qkv", "decode128x64", 16),
-         (M, "gate_up", "decode256-rank0", 128), (M, "qkv", "decode64", 16),
-         (M, "expand", "decode64", 16), (M, "gate_up", "decode256", 16)],
+        [(M, "gate_up", "decode128x64", HETERO), (M, "qkv", "decode128x64", HETERO),
+         (M, "gate_up", "decode128x64", 16), (M, "qkv", "decode128x64", 16),
+         (M, "gate_up", "decode128x64", 128), (M, "qkv", "decode64", 16),
+         (M, "gate_up", "decode256", 64)],
     ),
     "shrink": (
         "shrink",
         PREFILL_SHRINK,
-        [(M, "shrink_qkv", "prefill", 128), (M, "shrink_qkv", "prefill", 16),
-         (M, "shrink_qkv", "mixed", 16), (M, "shrink_qkv", "mixed", 128),
-         (M, "shrink_qkv", "prefill", HETERO), (M, "shrink", "prefill", 64)],
+        [(M, "shrink_qkv", "prefill", 128), (M, "gate_up", "prefill", 128),
+         (M, "shrink_qkv", "mixed", 128), (M, "shrink_qkv", "prefill", HETERO),
+         (M, "shrink_qkv", "prefill", 16), (M, "shrink_qkv", "mixed", 16)],
     ),
 }  # fmt: skip
+
+
+def _compiled(kernels) -> dict[int, object]:
+    """Every compiled kernel of these Triton functions, by identity (Triton's caches; empty if
+    this Triton keeps them elsewhere)."""
+    found: dict[int, object] = {}
+    for fn in kernels:
+        for entry in getattr(fn, "device_caches", {}).values():
+            cache = entry[0] if isinstance(entry, tuple) else entry
+            for k in getattr(cache, "values", lambda: [])():
+                found[id(k)] = k
+    return found
+
+
+def _registers(new) -> str:
+    """``regs/spills/shared KB`` of the kernels compiled for one candidate."""
+    out = []
+    for k in new:
+        regs, spills = getattr(k, "n_regs", "?"), getattr(k, "n_spills", "?")
+        shared = getattr(getattr(k, "metadata", None), "shared", 0) // 1024
+        out.append(f"{regs}r/{spills}s/{shared}K")
+    return " [" + " ".join(sorted(set(out))) + "]" if out else ""
 
 
 def _close(got: torch.Tensor, want: torch.Tensor, w: Workload) -> bool:
@@ -88,6 +121,7 @@ def _close(got: torch.Tensor, want: torch.Tensor, w: Workload) -> bool:
 def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
     stage, candidates, cases = SWEEPS[name]
     make = get_provider("triton")
+    kernels = [expand_kernel._expand_kernel, shrink_kernel._shrink_kernel]
     bw = machine.copy_bw_gbs * 1e9
     for model, op, layout, rank in cases:
         w = Workload(model, op, layout, rank)
@@ -97,10 +131,14 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
             for s in range(1, rotation_count(first.nbytes()))
         ]
         base = first.base.clone() if first.base is not None else None
+        seen = _compiled(kernels)
         want = make(w, first)().clone()  # the shipped rule (fused ops write into base)
-        for cfg in candidates:
-            kw = {stage: cfg}
-            with config.override(**kw):
+        shipped = _registers(k for i, k in _compiled(kernels).items() if i not in seen)
+        for candidate in candidates:
+            cfg, align = candidate if isinstance(candidate, tuple) else (candidate, None)
+            seen = _compiled(kernels)
+            kw = {stage: cfg} if cfg is not None else {}
+            with config.override(**kw, align=align):
                 if base is not None:
                     first.base.copy_(base)
                 ok = _close(make(w, first)(), want, w)
@@ -108,7 +146,11 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
             floor = w.bytes_moved() / bw * 1e6
             row = Row(w.label, model, op, layout, rank, "triton", us, floor,
                       100 * floor / us if us else None, w.flops() / us / 1e6 if us else None,
-                      w.bytes_moved(), w.flops(), str(cfg) + ("" if ok else " WRONG"))  # fmt: skip
+                      w.bytes_moved(), w.flops(),
+                      f"{cfg or 'shipped rule'}{f' align={align}' if align else ''}"
+                      f"{'' if ok else ' WRONG'}"
+                      f"{_registers(k for i, k in _compiled(kernels).items() if i not in seen)}"
+                      f"{shipped if cfg is None else ''}")  # fmt: skip
             rows.append(row)
             print(f"{w.label:<40} {us or 0:8.1f} us {row.pct_of_copy_bw or 0:4.0f}% {row.note}",
                   flush=True)  # fmt: skip

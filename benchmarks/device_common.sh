@@ -18,6 +18,16 @@ device_setup() {
     date -u; } > "$1/env.txt" 2>&1
 }
 
+# peers_setup: after device_setup with .peers/ carried, an empty module in place of vLLM's compiled
+# CUDA ops (92 MB, built against another torch, not carried; its LoRA ops are Triton and do not
+# use them, but vllm.platforms.cuda imports them), and FlashInfer's JIT target (sm_90a).
+peers_setup() {
+  cat > /tmp/site/vllm/_C_stable_libtorch.py <<'PY'
+"""Stand-in for vLLM's compiled CUDA ops, which were not carried (benchmarks/device_common.sh)."""
+PY
+  export FLASHINFER_CUDA_ARCH_LIST=9.0a
+}
+
 # bench_gate DIR PROVIDERS: the pytest-benchmark gate on a subset of the grid.  Saves a baseline
 # with PROVIDERS, compares the triton provider against it (must pass), then again with a
 # device-side spin injected into each triton call (must fail).  Logs DIR/pb_{save,compare,slowed}.log,
@@ -25,7 +35,8 @@ device_setup() {
 bench_gate() {
   local dir=$1 providers=$2
   local suite="python3 -m pytest --pyargs conformance.benchsuite -q -p no:cacheprovider"
-  local subset="llama3-8b and (qkv or shrink_qkv) and (decode64 or prefill) and 16"
+  # first-grid qkv and gate_up prefill at rank 16, and the off-grid rank 128
+  local subset="${GATE_SUBSET:-llama3-8b and (qkv or gate_up) and prefill and (16 or 128) and not shrink}"
   local compare=(--benchmark-storage="$dir/pb" --benchmark-compare --benchmark-compare-fail=median:10%)
   LORA_BENCH_PROVIDERS=$providers timeout 120 $suite -k "$subset" \
     --benchmark-autosave --benchmark-storage="$dir/pb" > "$dir/pb_save.log" 2>&1
@@ -53,6 +64,14 @@ bench_offgrid() {
     --ops qkv gate_up --layouts prefill mixed decode64 --ranks 96 --out "$dir/fp16" \
     > "$dir/bench_fp16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_fp16.log"
+}
+
+# left SECONDS: SECONDS, or what is left before the call's deadline (DEADLINE seconds after the
+# script started, default 540) less 20 s for packing up; at least 1 (`timeout 0` never stops).
+left() {
+  local rest=$(( ${DEADLINE:-540} - SECONDS - 20 ))
+  [ "$rest" -gt 1 ] || rest=1
+  echo $(( $1 < rest ? $1 : rest ))
 }
 
 # gpu_tests DIR SECONDS: tests/gpu, stopped by SIGINT after SECONDS (pytest still prints its
@@ -84,7 +103,7 @@ ncu_cases() {
   local dir=$1 name=$2 tree=$3 ncu
   ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
   PYTHONPATH=$tree:$PYTHONPATH timeout "${NCU_S:-150}" "$ncu" --profile-from-start off \
-    --section SpeedOfLight --metrics dram__bytes_read.sum,dram__bytes_write.sum --csv \
+    --section SpeedOfLight --metrics "$(python3 benchmarks/ncu_cases.py --metrics)" --csv \
     python3 benchmarks/ncu_cases.py > "$dir/ncu_$name.csv" 2> "$dir/ncu_$name.log"
   echo "rc=$?" >> "$dir/ncu_$name.log"
   python3 benchmarks/ncu_cases.py --table "$dir/ncu_$name.csv" > "$dir/ncu_$name.md" 2>> "$dir/ncu_$name.log"

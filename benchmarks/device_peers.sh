@@ -27,10 +27,7 @@ work=/tmp/peers
 mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
 device_setup "$work"
-cat > /tmp/site/vllm/_C_stable_libtorch.py <<'PY'
-"""Stand-in for vLLM's compiled CUDA ops, which were not carried (benchmarks/device_peers.sh)."""
-PY
-export FLASHINFER_CUDA_ARCH_LIST=9.0a
+peers_setup
 cli="python3 -m conformance.cli"
 
 check() {  # check NAME PROFILE[-LABEL] SECONDS [more args]

@@ -6,6 +6,7 @@ case: the layout, shrink and expand kernels of the Triton backend.
 
 Usage (on the device):
     ncu --profile-from-start off --section SpeedOfLight --metrics dram__bytes_read.sum,...
+        (the metric names of METRICS)
         --csv python3 benchmarks/ncu_cases.py > ncu.csv
     python3 benchmarks/ncu_cases.py --table ncu.csv   # one row per kernel launch
 """
@@ -30,6 +31,9 @@ METRICS = {
     "Compute (SM) Throughput": "sm %",
     "dram__bytes_read.sum": "read MB",
     "dram__bytes_write.sum": "write MB",
+    "lts__t_bytes.sum": "L2 MB",
+    "launch__registers_per_thread": "regs",
+    "sm__warps_active.avg.pct_of_peak_sustained_active": "occupancy %",
 }
 
 
@@ -61,6 +65,11 @@ def _scaled(name: str, unit: str, value: str) -> float:
     return v * scale.get(unit, 1.0) if name != "DRAM Throughput" else v
 
 
+def metric_names() -> str:
+    """The raw metrics to ask ncu for (``--metrics``), besides its SpeedOfLight section."""
+    return ",".join(m for m in METRICS if "_" in m)
+
+
 def table(path: str) -> str:
     """One Markdown row per profiled kernel, in launch order (cases in ``CASES`` order)."""
     launches: dict[str, dict[str, object]] = defaultdict(dict)
@@ -85,5 +94,7 @@ def table(path: str) -> str:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--table"]:
         print(table(sys.argv[2]), end="")
+    elif sys.argv[1:2] == ["--metrics"]:
+        print(metric_names())
     else:
         profile()

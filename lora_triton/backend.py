@@ -104,6 +104,7 @@ class TritonLoRABackend(BaseLoRABackend):
         builds it once and hands it to both of its stages."""
         info, _ = self._batch()
         if info.use_cuda_graph or self._layout is None:
+            align = row_align(T)
             layout = RowLayout(
                 *group_rows(
                     info.seg_indptr,
@@ -111,8 +112,9 @@ class TritonLoRABackend(BaseLoRABackend):
                     info.permutation,
                     T,
                     info.lora_ranks.numel(),
-                    row_align(T),
-                )
+                    align,
+                ),
+                align,
             )
             if info.use_cuda_graph:
                 return layout

@@ -46,6 +46,7 @@ class ExpandConfig:
 class _Overrides:
     shrink: ShrinkConfig | None = None
     expand: ExpandConfig | None = None
+    align: int | None = None
 
 
 _override = _Overrides()
@@ -53,12 +54,15 @@ _override = _Overrides()
 
 @contextlib.contextmanager
 def override(
-    shrink: ShrinkConfig | None = None, expand: ExpandConfig | None = None
+    shrink: ShrinkConfig | None = None,
+    expand: ExpandConfig | None = None,
+    align: int | None = None,
 ) -> Iterator[None]:
-    """Within this block, every launch uses the given configurations (benchmark sweeps)."""
+    """Within this block, every launch uses the given configurations and every batch layout
+    the given group alignment (benchmark sweeps)."""
     global _override
     saved = _override
-    _override = _Overrides(shrink, expand)
+    _override = _Overrides(shrink, expand, align)
     try:
         yield
     finally:
@@ -93,7 +97,11 @@ PINNED_SMALL = 16  # pinned rule: batches and widths up to this use 16-wide tile
 def row_align(T: int) -> int:
     """Row tile that adapter groups start on (``kernels/layout.py``): the tallest ``block_m``
     the heuristics below pick for a batch of ``T`` rows, so no tile straddles two adapters
-    (the pinned rule's taller tiles for large batches do straddle: that path stays covered)."""
+    (the pinned rule's taller tiles for large batches do straddle: that path stays covered).
+    A power of two.  The kernels skip their loop over a tile's adapters when their tile is no
+    taller than this."""
+    if _override.align is not None:
+        return _override.align
     return 16 if pinned() or T <= DECODE_ROWS else 64
 
 

@@ -159,20 +159,23 @@ def test_interpreter_config_is_pinned():
     assert expand_config(4096, 64, 4096).block_n == 128
 
 
+# a decode batch whose 14 rows interleave 5 adapters (one of rank 0)
+INTERLEAVED_DECODE = dict(
+    seg_lens=(1,) * 14,
+    weight_indices=(4, 1, 1, 0, 2, 3, 1, 0, 4, 2, 1, 3, 0, 4),
+    lora_ranks=(3, 0, 5, 2, 6),
+    scalings=(1.0, 2.0, -0.5, 3.0, 0.25),
+)
+
+
 @pytest.mark.parametrize("block_m", [16, 64])
 @pytest.mark.parametrize("op", ["shrink", "qkv"])
 def test_triton_tiles_holding_several_adapters(op, block_m, monkeypatch):
     """A 16-row tile holds one adapter group; a 64-row tile holds several and loops over them."""
     from lora_triton import config
 
-    decode = dict(
-        seg_lens=(1,) * 14,
-        weight_indices=(4, 1, 1, 0, 2, 3, 1, 0, 4, 2, 1, 3, 0, 4),
-        lora_ranks=(3, 0, 5, 2, 6),
-        scalings=(1.0, 2.0, -0.5, 3.0, 0.25),
-    )
     extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
-    c = case(op, **{**extra, **decode}).replace(seed=block_m)
+    c = case(op, **{**extra, **INTERLEAVED_DECODE}).replace(seed=block_m)
     with config.override(
         config.ShrinkConfig(block_m, 16, 32, num_stages=1),
         config.ExpandConfig(block_m, 32, num_stages=1),
@@ -181,22 +184,45 @@ def test_triton_tiles_holding_several_adapters(op, block_m, monkeypatch):
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
 
+@pytest.mark.parametrize("op", ["shrink", "qkv"])
+def test_triton_one_adapter_tiles_at_a_wider_alignment(op):
+    """With groups aligned to 64 positions, 64-row tiles hold one adapter each, and the kernels
+    end their adapter loop after one pass (``ONE_ADAPTER``); the interleaved decode batch of the
+    test above gives the same result."""
+    from lora_triton import config
+    from lora_triton.kernels.shrink import RowLayout
+
+    extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
+    c = case(op, **{**extra, **INTERLEAVED_DECODE}).replace(seed=7)
+    assert RowLayout(torch.empty(0), torch.empty(0), 64).one_adapter(64)
+    with config.override(
+        config.ShrinkConfig(64, 16, 32, num_stages=1),
+        config.ExpandConfig(64, 32, num_stages=1),
+        align=64,
+    ):
+        assert config.row_align(14) == 64
+        result = check_diff(TRITON, c, CPU)
+    assert result.ok, "\n".join([*result.failures, c.describe()])
+
+
 @pytest.mark.parametrize("n_per_prog", [1, 3])
 @pytest.mark.parametrize("has_base", [True, False])
 @pytest.mark.parametrize("op", ["expand", "gate_up", "qkv"])
 def test_triton_rank_buckets_and_column_sweeps(op, has_base, n_per_prog):
-    """Pool rank 64: ranks 64, 32 and 16 fill a rank tile (no rank mask); 40, 20 and 5 take a
-    masked one of each width; rank 0 is skipped.  A program sweeps 1 or 3 column tiles (the
-    last group partly past the slice) with the next tile's base prefetched.  Garbage is NaN."""
+    """Pool rank 64, rank tiles 64, 32 and 16: ranks 64, 32 and 16 fill theirs; 40, 24 and 8
+    are multiples of 8 that take the 16-byte masked path (rows past the rank never loaded);
+    20 and 5 take the general masked path (garbage loaded, then zeroed); rank 0 is skipped.
+    A program sweeps 1 or 3 column tiles (the last group partly past the slice) with the next
+    tile's base prefetched.  Garbage is NaN."""
     from lora_triton import config
 
-    ranks = (64, 40, 32, 20, 16, 5, 0)
+    ranks = (64, 40, 32, 24, 20, 16, 8, 5, 0)
     c = case(
         op,
-        seg_lens=(3, 2, 4, 1, 2, 3, 2),
-        weight_indices=tuple(range(7)),
+        seg_lens=(3, 2, 4, 1, 1, 2, 2, 3, 2),
+        weight_indices=tuple(range(9)),
         lora_ranks=ranks,
-        scalings=(0.5, -1.0, 2.0, 0.25, 1.5, -3.0, 1.0),
+        scalings=(0.5, -1.0, 2.0, 0.75, 0.25, 1.5, -2.0, -3.0, 1.0),
         R=64,
         K=24,
         N=100 if op != "qkv" else 90,

@@ -34,16 +34,19 @@ PROVIDERS = os.environ.get("LORA_BENCH_PROVIDERS", "triton,torch").split(",")
 if SMOKE:
     GRID = [("tiny-model", op, "tiny", 8) for op in ("shrink_qkv", "expand", "qkv", "gate_up")]
 else:
-    GRID = (
-        list(
-            itertools.product(
-                ["llama3-8b", "llama3-70b-tp1", "llama3-70b-tp8", "qwen2.5-7b", "mistral-7b"],
-                ["shrink_qkv", "shrink", "expand", "qkv", "gate_up"],
-                ["decode1", "decode64", "decode256", "mixed", "prefill"],
-                [8, 16, 64, 128],
-            )
+    # the off-grid cases that the product already holds (rank 128 prefill and mixed) once
+    GRID = list(
+        dict.fromkeys(
+            [
+                *itertools.product(
+                    ["llama3-8b", "llama3-70b-tp1", "llama3-70b-tp8", "qwen2.5-7b", "mistral-7b"],
+                    ["shrink_qkv", "shrink", "expand", "qkv", "gate_up"],
+                    ["decode1", "decode64", "decode256", "mixed", "prefill"],
+                    [8, 16, 64, 128],
+                ),
+                *OFF_GRID,
+            ]
         )
-        + OFF_GRID
     )
 
 # nominal bytes/s used only to pick how many replays make a round of ~2 ms (fixed per case, so

@@ -22,9 +22,16 @@ no access leaves the tensors.
 Grid: (position tiles x groups of ``N_PER_PROG`` column tiles of the widest slice, slices).
 Groups past the end of a narrower slice exit at once.  A program loads each adapter's input
 tile once and sweeps its column tiles, whose ``base`` and weight loads the compiler pipelines.
-A program takes the distinct adapters among its positions one after the other (one per 16-row
-tile in the grouped layout); each output element has exactly one writer, so no atomics are
-needed.
+A program takes the distinct adapters among its positions one after the other; each output
+element has exactly one writer, so no atomics are needed.  When the tile is no taller than the
+layout's group alignment (``ONE_ADAPTER``, every launch rule but the interpreter's tall tiles)
+the tile holds one adapter and the loop ends after it: a loop that carries the tile's positions
+kept ~250 registers per thread live in the sm_90 build, ~160 without it.
+
+An adapter's rank picks a rank tile (``BLOCK_R``, ``/2`` or ``/4``: the narrowest that holds
+it).  A rank that is a multiple of 8 loads 16-byte vectors straight into shared memory, columns
+past the rank masked off, so the weights' garbage columns are never read.  Other ranks load
+the pool's columns and replace the garbage with zeros in registers (slower).
 """
 
 from __future__ import annotations
@@ -68,19 +75,22 @@ def _sweep_columns(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     WIDTH: tl.constexpr,
-    FULL: tl.constexpr,
+    VEC8: tl.constexpr,
     PREFETCH: tl.constexpr,
     N_PER_PROG: tl.constexpr,
 ):
     """One adapter's rows of this tile, over the program's column tiles, with a rank tile
-    ``WIDTH >= r`` wide.  ``FULL``: ``r == WIDTH``, so no column is garbage and no load needs a
-    rank mask (loads stay 16 bytes wide and feed the dot directly).  ``PREFETCH``: base is
-    loaded one column tile ahead (full rank tiles with base, several column tiles)."""
+    ``WIDTH >= r`` wide.  ``VEC8``: ``r`` is a multiple of 8, so the rank masks are constant over
+    8 columns and the loads stay 16 bytes wide (the weights go straight to shared memory, rows
+    past ``r`` zero-filled, never read).  ``PREFETCH``: base is loaded one column tile ahead
+    (``VEC8`` tiles with base, several column tiles)."""
     offs_r = tl.arange(0, WIDTH)
-    if FULL:
+    if VEC8:
+        r8 = r // 8 * 8  # == r, written so that the compiler sees a multiple of 8
+        r_mask = offs_r < r8
         xt = tl.load(
-            x_ptr + rows64[:, None] * stride_xm + (j * WIDTH + offs_r)[None, :] * stride_xk,
-            mask=sel[:, None],
+            x_ptr + rows64[:, None] * stride_xm + (j * r8 + offs_r)[None, :] * stride_xk,
+            mask=sel[:, None] & r_mask[None, :],
             other=0.0,
         )
     else:
@@ -97,8 +107,8 @@ def _sweep_columns(
     if PREFETCH:
         # base tiles are prefetched one column tile ahead, by hand: the compiler pipelines only
         # the loads that feed the dot, and a base load waited on in place leaves the kernel
-        # bound by DRAM latency (2026-11-29: qkv prefill r=128 102 -> 91 us).  Full rank tiles
-        # only: the masked path stages its weights through registers and got slower with it
+        # bound by DRAM latency (2026-11-29: qkv prefill r=128 102 -> 91 us).  VEC8 tiles
+        # only: the general path stages its weights through registers and got slower with it
         offs_n = n_first + tl.arange(0, BLOCK_N)
         base_next = tl.load(
             row_ptrs + offs_n[None, :] * stride_on,
@@ -121,8 +131,9 @@ def _sweep_columns(
         elif HAS_BASE:
             base = tl.load(out_ptrs, mask=mask, other=0.0)
         w_ptrs = w_base + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk
-        if FULL:
-            bt = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
+        if VEC8:
+            # rows >= r are never read: the masked copy fills them with zeros
+            bt = tl.load(w_ptrs, mask=r_mask[:, None] & n_mask[None, :], other=0.0)
         else:
             # masked by the pool rank only (wide accesses); columns >= r are garbage and are
             # replaced by zeros
@@ -141,16 +152,16 @@ def _sweep_width(
     x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
     HAS_BASE: tl.constexpr, CAST_F32: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, WIDTH: tl.constexpr, PREFETCH_FULL: tl.constexpr,
+    BLOCK_N: tl.constexpr, WIDTH: tl.constexpr, PREFETCH_BASE: tl.constexpr,
     N_PER_PROG: tl.constexpr,
 ):  # fmt: skip
-    """``_sweep_columns`` with a rank tile ``WIDTH >= r`` wide: without rank masks (and with the
-    base prefetch when ``PREFETCH_FULL``) when ``r`` fills it exactly."""
-    if r == WIDTH:
+    """``_sweep_columns`` with a rank tile ``WIDTH >= r`` wide: 16-byte loads (and the base
+    prefetch when ``PREFETCH_BASE``) when ``r`` is a multiple of 8, the general path otherwise."""
+    if r % 8 == 0:
         _sweep_columns(
             x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
             stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE, CAST_F32,
-            BLOCK_M, BLOCK_N, WIDTH, True, PREFETCH_FULL, N_PER_PROG,
+            BLOCK_M, BLOCK_N, WIDTH, True, PREFETCH_BASE, N_PER_PROG,
         )  # fmt: skip
     else:
         _sweep_columns(
@@ -197,8 +208,9 @@ def _expand_kernel(
     BLOCK_R: tl.constexpr,
     HALF_R: tl.constexpr,
     QUARTER_R: tl.constexpr,
-    PREFETCH_FULL: tl.constexpr,
+    PREFETCH_BASE: tl.constexpr,
     N_PER_PROG: tl.constexpr,
+    ONE_ADAPTER: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_m = pid // N_GROUPS
@@ -236,14 +248,14 @@ def _expand_kernel(
                 _sweep_width(
                     x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
                     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE,
-                    CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, PREFETCH_FULL, N_PER_PROG,
+                    CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, PREFETCH_BASE, N_PER_PROG,
                 )  # fmt: skip
             elif HALF_R > 0:
                 if r > QUARTER_R:
                     _sweep_width(
                         x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
                         R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
-                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, PREFETCH_FULL,
+                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, PREFETCH_BASE,
                         N_PER_PROG,
                     )  # fmt: skip
                 elif QUARTER_R > 0:
@@ -251,10 +263,16 @@ def _expand_kernel(
                         x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
                         R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
                         stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, QUARTER_R,
-                        PREFETCH_FULL, N_PER_PROG,
+                        PREFETCH_BASE, N_PER_PROG,
                     )  # fmt: skip
-            remaining = tl.where(sel, NO_SLOT, remaining)
-            slot = tl.min(remaining, axis=0)
+            if ONE_ADAPTER:
+                # the tile holds one adapter group (layout.py): nothing is left.  Ending here
+                # keeps the loop from carrying the tile's positions (2026-11-29, H200: 255 -> 156
+                # registers per thread, gate_up prefill r=128 257 -> 213 us)
+                slot = NO_SLOT
+            else:
+                remaining = tl.where(sel, NO_SLOT, remaining)
+                slot = tl.min(remaining, axis=0)
 
 
 @dataclass(frozen=True)
@@ -326,8 +344,9 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
         BLOCK_R=block_r,
         HALF_R=block_r // 2 if config.rank_buckets >= 2 and block_r >= 32 else 0,
         QUARTER_R=block_r // 4 if config.rank_buckets >= 3 and block_r >= 64 else 0,
-        PREFETCH_FULL=plan.has_base and config.n_per_prog > 1,
+        PREFETCH_BASE=plan.has_base and config.n_per_prog > 1,
         N_PER_PROG=config.n_per_prog,
+        ONE_ADAPTER=plan.layout.one_adapter(config.block_m),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

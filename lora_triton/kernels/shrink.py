@@ -14,9 +14,10 @@ read or write outside its tensors.
 
 Grid: (position tiles x column tiles, K splits).  A program owns ``BLOCK_M`` positions,
 ``BLOCK_N`` output columns and one K split, and makes one K sweep per distinct adapter among its
-positions, that adapter's rows masked in.  The grouped layout makes that one adapter per 16-row
-tile.  Nothing beyond an adapter's ``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach
-a result.
+positions, that adapter's rows masked in.  The grouped layout makes that one adapter per tile
+when the tile is no taller than its group alignment (``ONE_ADAPTER``), and the loop then ends
+after one pass, with fewer registers live (as in the expand).  Nothing beyond an adapter's
+``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach a result.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def _shrink_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    ONE_ADAPTER: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_m = pid // N_TILES
@@ -109,8 +111,11 @@ def _shrink_kernel(
             acc.to(out_ptr.dtype.element_ty),
             mask=sel[:, None] & n_mask[None, :],
         )
-        remaining = tl.where(sel, NO_SLOT, remaining)
-        slot = tl.min(remaining, axis=0)
+        if ONE_ADAPTER:
+            slot = NO_SLOT  # the tile holds one adapter group (layout.py), as in the expand
+        else:
+            remaining = tl.where(sel, NO_SLOT, remaining)
+            slot = tl.min(remaining, axis=0)
 
 
 @triton.jit(do_not_specialize=["NUMEL"])
@@ -127,10 +132,17 @@ def _split_k_sum_kernel(ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl
 @dataclass(frozen=True)
 class RowLayout:
     """The adapter-grouped positions of one batch (``layout.group_rows``): int32 ``pos_slot (P,)``
-    and ``pos_row (P,)``, shared by the shrink and expand of one call."""
+    and ``pos_row (P,)``, shared by the shrink and expand of one call.  ``align``: the position
+    multiple every adapter group starts on, so a row tile of at most ``align`` positions
+    holds one adapter."""
 
     pos_slot: torch.Tensor
     pos_row: torch.Tensor
+    align: int
+
+    def one_adapter(self, block_m: int) -> bool:
+        """Row tiles of ``block_m`` positions (a power of two) hold at most one adapter."""
+        return block_m <= self.align
 
 
 def shrink(
@@ -189,6 +201,7 @@ def shrink(
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
         BLOCK_K=config.block_k,
+        ONE_ADAPTER=layout.one_adapter(config.block_m),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
