@@ -6,8 +6,9 @@
 #   GPU 1: tests/gpu, unless GPU_TESTS=0.
 # The peers are named by their adapter classes: without an installed distribution the entry
 # points that register `vllm` and `flashinfer` do not exist.
-# Needs .peers/ (benchmarks/make_peers_bundle.sh), carried.  SGLang is not here: its kernels'
-# imports pull in torchvision and transformers, which the image lacks.
+# Needs .peers/ (benchmarks/make_peers_bundle.sh), carried.  SGLang is not here: importing its
+# kernels imports sglang.srt, which pulls in transformers and torchvision; with their wheels it
+# does not fit beside .peers/ in one call's carry.
 # Everything lands in OUT/offgrid_peers.tar.  Usage: bash benchmarks/device_offgrid_peers.sh OUT
 set -u
 out=${1:?output folder}
