@@ -42,8 +42,8 @@ from lora_ref.validation import (
 )
 from lora_triton.config import expand_config, row_align, shrink_config
 from lora_triton.kernels.expand import ExpandPlan, expand
-from lora_triton.kernels.layout import group_rows
-from lora_triton.kernels.shrink import RowLayout, shrink
+from lora_triton.kernels.layout import RowLayout, group_rows
+from lora_triton.kernels.shrink import shrink
 
 use_interpreter_without_gpu()
 
@@ -104,17 +104,13 @@ class TritonLoRABackend(BaseLoRABackend):
         builds it once and hands it to both of its stages."""
         info, _ = self._batch()
         if info.use_cuda_graph or self._layout is None:
-            align = row_align(T)
-            layout = RowLayout(
-                *group_rows(
-                    info.seg_indptr,
-                    info.weight_indices,
-                    info.permutation,
-                    T,
-                    info.lora_ranks.numel(),
-                    align,
-                ),
-                align,
+            layout = group_rows(
+                info.seg_indptr,
+                info.weight_indices,
+                info.permutation,
+                T,
+                info.lora_ranks.numel(),
+                row_align(T),
             )
             if info.use_cuda_graph:
                 return layout

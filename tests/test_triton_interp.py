@@ -168,39 +168,29 @@ INTERLEAVED_DECODE = dict(
 )
 
 
-@pytest.mark.parametrize("block_m", [16, 64])
+@pytest.mark.parametrize(
+    ("block_m", "align", "seed"), [(16, None, 16), (64, None, 64), (64, 64, 7)]
+)
 @pytest.mark.parametrize("op", ["shrink", "qkv"])
-def test_triton_tiles_holding_several_adapters(op, block_m, monkeypatch):
-    """A 16-row tile holds one adapter group; a 64-row tile holds several and loops over them."""
+def test_triton_tiles_holding_several_adapters(op, block_m, align, seed):
+    """At the interpreter's alignment (16), a 16-row tile holds one adapter group and a 64-row
+    tile holds several and loops over them.  With groups aligned to 64 positions, 64-row tiles
+    hold one adapter each and the kernels end their adapter loop after one pass
+    (``ONE_ADAPTER``)."""
     from lora_triton import config
+    from lora_triton.kernels.layout import RowLayout
 
     extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
-    c = case(op, **{**extra, **INTERLEAVED_DECODE}).replace(seed=block_m)
+    c = case(op, **{**extra, **INTERLEAVED_DECODE}).replace(seed=seed)
+    if align:
+        assert RowLayout(torch.empty(0), torch.empty(0), align).one_adapter(block_m)
     with config.override(
         config.ShrinkConfig(block_m, 16, 32, num_stages=1),
         config.ExpandConfig(block_m, 32, num_stages=1),
+        align=align,
     ):
-        result = check_diff(TRITON, c, CPU)
-    assert result.ok, "\n".join([*result.failures, c.describe()])
-
-
-@pytest.mark.parametrize("op", ["shrink", "qkv"])
-def test_triton_one_adapter_tiles_at_a_wider_alignment(op):
-    """With groups aligned to 64 positions, 64-row tiles hold one adapter each, and the kernels
-    end their adapter loop after one pass (``ONE_ADAPTER``); the interleaved decode batch of the
-    test above gives the same result."""
-    from lora_triton import config
-    from lora_triton.kernels.shrink import RowLayout
-
-    extra = dict(n_kv=6, N=20) if op == "qkv" else dict(stack=2)
-    c = case(op, **{**extra, **INTERLEAVED_DECODE}).replace(seed=7)
-    assert RowLayout(torch.empty(0), torch.empty(0), 64).one_adapter(64)
-    with config.override(
-        config.ShrinkConfig(64, 16, 32, num_stages=1),
-        config.ExpandConfig(64, 32, num_stages=1),
-        align=64,
-    ):
-        assert config.row_align(14) == 64
+        if align:
+            assert config.row_align(14) == align
         result = check_diff(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
@@ -269,7 +259,7 @@ def test_grouped_layout_matches_its_model(segs, permute, align):
     T = sum(seg_lens)
     perm = list(reversed(range(T))) if permute else None
     indptr = torch.tensor([0, *itertools.accumulate(seg_lens)], dtype=torch.int32)
-    pos_slot, pos_row = group_rows(
+    layout = group_rows(
         indptr,
         torch.tensor(weights, dtype=torch.int32),
         torch.tensor(perm, dtype=torch.int32) if perm else None,
@@ -277,6 +267,8 @@ def test_grouped_layout_matches_its_model(segs, permute, align):
         num_slots,
         align,
     )
+    pos_slot, pos_row = layout.pos_slot, layout.pos_row
+    assert layout.align == align
     P = num_positions(T, len(segs), num_slots, align)
     slots, rows = _layout_model(seg_lens, weights, perm, num_slots, align)
     assert len(slots) <= P

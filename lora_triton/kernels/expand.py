@@ -44,8 +44,7 @@ import triton.language as tl
 
 from lora_ref.runtime import interpreting
 from lora_triton.config import ExpandConfig, rank_block
-from lora_triton.kernels.layout import clamp_rank, tile_positions
-from lora_triton.kernels.shrink import RowLayout
+from lora_triton.kernels.layout import RowLayout, clamp_rank, tile_positions
 
 _NO_SLOT = 2**30
 
@@ -72,7 +71,6 @@ def _sweep_columns(
     stride_on,
     HAS_BASE: tl.constexpr,
     CAST_F32: tl.constexpr,
-    BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     WIDTH: tl.constexpr,
     VEC8: tl.constexpr,
@@ -86,20 +84,13 @@ def _sweep_columns(
     (``VEC8`` tiles with base, several column tiles)."""
     offs_r = tl.arange(0, WIDTH)
     if VEC8:
-        r8 = r // 8 * 8  # == r, written so that the compiler sees a multiple of 8
-        r_mask = offs_r < r8
-        xt = tl.load(
-            x_ptr + rows64[:, None] * stride_xm + (j * r8 + offs_r)[None, :] * stride_xk,
-            mask=sel[:, None] & r_mask[None, :],
-            other=0.0,
-        )
-    else:
-        r_mask = offs_r < r
-        xt = tl.load(
-            x_ptr + rows64[:, None] * stride_xm + (j * r + offs_r)[None, :] * stride_xk,
-            mask=sel[:, None] & r_mask[None, :],
-            other=0.0,
-        )
+        r = r // 8 * 8  # unchanged, written so that the compiler sees a multiple of 8
+    r_mask = offs_r < r
+    xt = tl.load(
+        x_ptr + rows64[:, None] * stride_xm + (j * r + offs_r)[None, :] * stride_xk,
+        mask=sel[:, None] & r_mask[None, :],
+        other=0.0,
+    )
     if CAST_F32:
         # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
         xt = xt.to(tl.float32)
@@ -151,9 +142,8 @@ def _sweep_columns(
 def _sweep_width(
     x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on,
-    HAS_BASE: tl.constexpr, CAST_F32: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, WIDTH: tl.constexpr, PREFETCH_BASE: tl.constexpr,
-    N_PER_PROG: tl.constexpr,
+    HAS_BASE: tl.constexpr, CAST_F32: tl.constexpr, BLOCK_N: tl.constexpr,
+    WIDTH: tl.constexpr, PREFETCH_BASE: tl.constexpr, N_PER_PROG: tl.constexpr,
 ):  # fmt: skip
     """``_sweep_columns`` with a rank tile ``WIDTH >= r`` wide: 16-byte loads (and the base
     prefetch when ``PREFETCH_BASE``) when ``r`` is a multiple of 8, the general path otherwise."""
@@ -161,13 +151,13 @@ def _sweep_width(
         _sweep_columns(
             x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
             stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE, CAST_F32,
-            BLOCK_M, BLOCK_N, WIDTH, True, PREFETCH_BASE, N_PER_PROG,
+            BLOCK_N, WIDTH, True, PREFETCH_BASE, N_PER_PROG,
         )  # fmt: skip
     else:
         _sweep_columns(
             x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
             stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE, CAST_F32,
-            BLOCK_M, BLOCK_N, WIDTH, False, False, N_PER_PROG,
+            BLOCK_N, WIDTH, False, False, N_PER_PROG,
         )  # fmt: skip
 
 
@@ -248,21 +238,21 @@ def _expand_kernel(
                 _sweep_width(
                     x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
                     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE,
-                    CAST_F32, BLOCK_M, BLOCK_N, BLOCK_R, PREFETCH_BASE, N_PER_PROG,
+                    CAST_F32, BLOCK_N, BLOCK_R, PREFETCH_BASE, N_PER_PROG,
                 )  # fmt: skip
             elif HALF_R > 0:
                 if r > QUARTER_R:
                     _sweep_width(
                         x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
                         R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
-                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, HALF_R, PREFETCH_BASE,
+                        stride_on, HAS_BASE, CAST_F32, BLOCK_N, HALF_R, PREFETCH_BASE,
                         N_PER_PROG,
                     )  # fmt: skip
                 elif QUARTER_R > 0:
                     _sweep_width(
                         x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi,
                         R_POOL, stride_xm, stride_xk, stride_wn, stride_wk, stride_om,
-                        stride_on, HAS_BASE, CAST_F32, BLOCK_M, BLOCK_N, QUARTER_R,
+                        stride_on, HAS_BASE, CAST_F32, BLOCK_N, QUARTER_R,
                         PREFETCH_BASE, N_PER_PROG,
                     )  # fmt: skip
             if ONE_ADAPTER:

@@ -30,6 +30,8 @@ past ``P`` are dropped.  So every ``pos_slot`` is -1 or a slot in ``[0, L)`` and
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -125,6 +127,22 @@ def num_positions(num_tokens: int, num_segments: int, num_slots: int, align: int
     return num_tokens + (align - 1) * min(num_segments, num_slots)
 
 
+@dataclass(frozen=True)
+class RowLayout:
+    """The adapter-grouped positions of one batch (``group_rows``): int32 ``pos_slot (P,)`` and
+    ``pos_row (P,)``, shared by the shrink and expand of one call.  ``align``: the position
+    multiple every adapter group starts on, so a row tile of at most ``align`` positions
+    holds one adapter."""
+
+    pos_slot: torch.Tensor
+    pos_row: torch.Tensor
+    align: int
+
+    def one_adapter(self, block_m: int) -> bool:
+        """Row tiles of ``block_m`` positions (a power of two) hold at most one adapter."""
+        return block_m <= self.align
+
+
 def group_rows(
     seg_indptr: torch.Tensor,
     weight_indices: torch.Tensor,
@@ -132,8 +150,9 @@ def group_rows(
     num_tokens: int,
     num_slots: int,
     align: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return int32 ``pos_slot (P,)`` and ``pos_row (P,)`` (see the module docstring).
+) -> RowLayout:
+    """Return the batch's ``RowLayout``: int32 ``pos_slot (P,)`` and ``pos_row (P,)`` (see the
+    module docstring), and ``align``.
 
     ``align``: a power of two, the position multiple every adapter group starts on.
     """
@@ -143,7 +162,7 @@ def group_rows(
     pos_slot = torch.full((P,), -1, dtype=torch.int32, device=device)
     pos_row = torch.empty(P, dtype=torch.int32, device=device)
     if S == 0 or P == 0:
-        return pos_slot, pos_row
+        return RowLayout(pos_slot, pos_row, align)
     _layout_kernel[(S,)](
         seg_indptr,
         weight_indices,
@@ -160,7 +179,7 @@ def group_rows(
         BLOCK_L=32,
         BLOCK=64,
     )
-    return pos_slot, pos_row
+    return RowLayout(pos_slot, pos_row, align)
 
 
 @triton.jit

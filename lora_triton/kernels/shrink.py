@@ -22,15 +22,13 @@ after one pass, with fewer registers live (as in the expand).  Nothing beyond an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
 
 from lora_ref.runtime import interpreting
 from lora_triton.config import ShrinkConfig
-from lora_triton.kernels.layout import clamp_rank, tile_positions
+from lora_triton.kernels.layout import RowLayout, clamp_rank, tile_positions
 
 _NO_SLOT = 2**30
 
@@ -127,22 +125,6 @@ def _split_k_sum_kernel(ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl
     for s in range(SPLIT_K):
         acc += tl.load(ws_ptr + s * NUMEL + offs, mask=mask, other=0.0)
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@dataclass(frozen=True)
-class RowLayout:
-    """The adapter-grouped positions of one batch (``layout.group_rows``): int32 ``pos_slot (P,)``
-    and ``pos_row (P,)``, shared by the shrink and expand of one call.  ``align``: the position
-    multiple every adapter group starts on, so a row tile of at most ``align`` positions
-    holds one adapter."""
-
-    pos_slot: torch.Tensor
-    pos_row: torch.Tensor
-    align: int
-
-    def one_adapter(self, block_m: int) -> bool:
-        """Row tiles of ``block_m`` positions (a power of two) hold at most one adapter."""
-        return block_m <= self.align
 
 
 def shrink(

@@ -187,11 +187,10 @@ def test_triton_expand_clamps_hostile_qkv_offsets(offsets):
     from lora_triton.config import expand_config
     from lora_triton.kernels.expand import ExpandPlan, expand
     from lora_triton.kernels.layout import group_rows
-    from lora_triton.kernels.shrink import RowLayout
 
     T, N, R = 5, 16, 4
     info = make_batch_info([3, 2], [0, 1], [4, 2], [1.0, -1.0])
-    layout = RowLayout(*group_rows(info.seg_indptr, info.weight_indices, None, T, 2, 16), 16)
+    layout = group_rows(info.seg_indptr, info.weight_indices, None, T, 2, 16)
     x = torch.randn(T, 3 * R)
     w = torch.randn(2, N, R)
     guard = guarded_output(torch.randn(T, N), "col_slice")
