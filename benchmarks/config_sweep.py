@@ -108,6 +108,11 @@ def _registers(new) -> str:
     return " [" + " ".join(sorted(set(out))) + "]" if out else ""
 
 
+def _registers_since(kernels, seen: dict[int, object]) -> str:
+    """``_registers`` of the kernels compiled since ``seen = _compiled(kernels)``."""
+    return _registers(k for i, k in _compiled(kernels).items() if i not in seen)
+
+
 def _close(got: torch.Tensor, want: torch.Tensor, w: Workload) -> bool:
     if w.op.startswith("shrink"):
         # a shrink leaves columns past c*r of each row unspecified: compare the rest
@@ -133,7 +138,7 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
         base = first.base.clone() if first.base is not None else None
         seen = _compiled(kernels)
         want = make(w, first)().clone()  # the shipped rule (fused ops write into base)
-        shipped = _registers(k for i, k in _compiled(kernels).items() if i not in seen)
+        shipped = _registers_since(kernels, seen)
         for candidate in candidates:
             cfg, align = candidate if isinstance(candidate, tuple) else (candidate, None)
             seen = _compiled(kernels)
@@ -149,7 +154,7 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
                       w.bytes_moved(), w.flops(),
                       f"{cfg or 'shipped rule'}{f' align={align}' if align else ''}"
                       f"{'' if ok else ' WRONG'}"
-                      f"{_registers(k for i, k in _compiled(kernels).items() if i not in seen)}"
+                      f"{_registers_since(kernels, seen)}"
                       f"{shipped if cfg is None else ''}")  # fmt: skip
             rows.append(row)
             print(f"{w.label:<40} {us or 0:8.1f} us {row.pct_of_copy_bw or 0:4.0f}% {row.note}",
