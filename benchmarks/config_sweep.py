@@ -47,17 +47,46 @@ DECODE_EXPAND = [
     E(16, 128, 4, 3, 4),
     E(16, 128, 4, 3, 8),
 ]
+# round 5 (2026-11-29, session 7): K split in prefill, so that taller or wider tiles (fewer
+# rereads of x and of the weights) still leave programs for every SM
 PREFILL_SHRINK = [
     None,
-    S(64, 64, 64, 1, 4, 4),
-    S(64, 64, 64, 1, 4, 3),
     S(64, 64, 128, 1, 4, 3),
+    S(16, 64, 128, 1, 4, 4),
+    S(32, 64, 128, 2, 4, 4),
+    S(64, 64, 128, 2, 4, 3),
+    S(64, 64, 64, 2, 4, 4),
+    S(64, 128, 64, 2, 4, 4),
+    (S(128, 64, 64, 2, 4, 4), 128),
+    (S(128, 64, 64, 4, 4, 4), 128),
+    (S(128, 128, 64, 2, 8, 4), 128),
+    (S(128, 128, 64, 4, 8, 4), 128),
+]
+
+
+def _bn(w: Workload) -> int:
+    """The shipped rule's column tile for this workload's ``c*R`` (64 at most)."""
+    return max(16, min(64, 1 << (w.dims["c"] * w.pool_rank - 1).bit_length()))
+
+
+def _old_rule(w: Workload) -> S:
+    """The prefill rule before round 6: 32-row tiles below ``c*R = 64``, K never split."""
+    return S(64 if w.dims["c"] * w.pool_rank >= 64 else 32, _bn(w), 128, 1, 4, 4)
+
+
+# rounds 6 and 7: the shipped rule against the one before it and its neighbours on the first
+# grid's prefill shrinks, the float16 ones and those of rank 128 (a callable candidate is given
+# the workload)
+RULE_SHRINK = [
+    None,
+    _old_rule,
+    lambda w: S(64, _bn(w), 128, 2, 4, 4),
+    lambda w: S(64, _bn(w), 64, 2, 4, 4),
+    lambda w: (S(128, _bn(w), 64, 4, 4, 4), 128),
     S(64, 128, 64, 1, 4, 4),
-    S(64, 128, 64, 1, 4, 3),
-    (S(128, 64, 64, 1, 4, 4), 128),
-    (S(128, 64, 64, 1, 8, 4), 128),
-    (S(128, 128, 64, 1, 8, 3), 128),
-    (S(128, 128, 64, 1, 8, 4), 128),
+    S(64, 128, 128, 1, 4, 3),
+    S(64, 64, 64, 1, 4, 4),
+    lambda w: S(64, _bn(w), 128, 2, 4, 3),
 ]
 SWEEPS = {
     "expand": (
@@ -79,9 +108,31 @@ SWEEPS = {
     "shrink": (
         "shrink",
         PREFILL_SHRINK,
-        [(M, "shrink_qkv", "prefill", 128), (M, "gate_up", "prefill", 128),
-         (M, "shrink_qkv", "mixed", 128), (M, "shrink_qkv", "prefill", HETERO),
-         (M, "shrink_qkv", "prefill", 16), (M, "shrink_qkv", "mixed", 16)],
+        [(M, "shrink_qkv", "prefill", 16), (M, "shrink_qkv", "mixed", 16),
+         (M, "shrink_qkv", "prefill", 128), (M, "shrink_qkv", "mixed", 128),
+         (M, "qkv", "prefill", 128), (M, "shrink_qkv", "prefill", HETERO),
+         (M, "gate_up", "prefill", 128)],
+    ),
+    "rules2": (
+        "shrink",
+        RULE_SHRINK,
+        [(M, "qkv", "prefill", 64), (M, "qkv", "mixed", 64), (M, "shrink_qkv", "prefill", 64),
+         (M, "shrink_qkv", "mixed", 64), (M, "gate_up", "prefill", 64),
+         (M, "gate_up", "mixed", 64), (M, "shrink_down", "prefill", 64),
+         (M, "shrink_down", "mixed", 16), (M, "gate_up", "prefill", 128),
+         (M, "gate_up", "mixed", 128), (M, "shrink_qkv", "prefill", HETERO),
+         (M, "shrink_qkv", "mixed", HETERO), ("odd-fp16", "shrink_qkv", "mixed", 96),
+         ("odd-fp16", "qkv", "mixed", 96), ("odd-fp16", "gate_up", "mixed", 96)],
+    ),
+    "rules": (
+        "shrink",
+        RULE_SHRINK,
+        [(M, "shrink_qkv", "prefill", 16), (M, "shrink_qkv", "mixed", 16),
+         (M, "shrink", "prefill", 16), (M, "shrink", "mixed", 16),
+         (M, "shrink", "prefill", 64), (M, "shrink", "mixed", 64),
+         (M, "gate_up", "prefill", 16), (M, "gate_up", "mixed", 16), (M, "qkv", "prefill", 16),
+         (M, "shrink_down", "prefill", 16), ("odd-fp16", "shrink_qkv", "prefill", 96),
+         ("odd-fp16", "qkv", "prefill", 96), ("odd-fp16", "gate_up", "prefill", 96)],
     ),
 }  # fmt: skip
 
@@ -140,6 +191,8 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
         want = make(w, first)().clone()  # the shipped rule (fused ops write into base)
         shipped = _registers_since(kernels, seen)
         for candidate in candidates:
+            if callable(candidate):
+                candidate = candidate(w)
             cfg, align = candidate if isinstance(candidate, tuple) else (candidate, None)
             seen = _compiled(kernels)
             kw = {stage: cfg} if cfg is not None else {}

@@ -28,6 +28,17 @@ PY
   export FLASHINFER_CUDA_ARCH_LIST=9.0a
 }
 
+# sglang_setup: after device_setup with .peers/ carried, the light packages SGLang's LoRA
+# kernels import that the GPU image lacks (.peers/sglang/*.whl: orjson, pybase64, starlette and
+# their kin; the image has transformers and torchvision).  Kept apart from device_setup: they
+# shadow the image's own copies of some (requests, urllib3, psutil) for the whole call.
+sglang_setup() {
+  local wheels
+  wheels=$(ls .peers/sglang/*.whl 2>/dev/null) || return 0
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site $wheels
+}
+
 # bench_gate DIR PROVIDERS: the pytest-benchmark gate on a subset of the grid.  Saves a baseline
 # with PROVIDERS, compares the triton provider against it (must pass), then again with a
 # device-side spin injected into each triton call (must fail).  Logs DIR/pb_{save,compare,slowed}.log,
@@ -51,7 +62,8 @@ bench_gate() {
 
 # bench_offgrid DIR: `lora-conformance bench` on the cases off the first grid: rank 128 and mixed
 # ranks 8..128 in prefill and mixed batches, 64-adapter and rank-0-heavy decode (bf16, triton,
-# torch and grouped_mm), then float16 with K and N not multiples of 64 (triton and torch).
+# torch and grouped_mm), then float16 with K and N not multiples of 64 (triton and torch; qkv,
+# gate_up and their shrink).
 # Logs DIR/bench_{bf16,fp16}.log (each ending with the exit status); tables in DIR/{bf16,fp16}/.
 # BENCH_PROVIDERS and BENCH_FP16_PROVIDERS replace the provider lists.
 bench_offgrid() {
@@ -61,7 +73,7 @@ bench_offgrid() {
     --ranks 16 128 0 --out "$dir/bf16" > "$dir/bench_bf16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_bf16.log"
   timeout -s INT "${BENCH_FP16_S:-100}" $cli bench ${BENCH_FP16_PROVIDERS:-triton torch} --models odd-fp16 \
-    --ops qkv gate_up --layouts prefill mixed decode64 --ranks 96 --out "$dir/fp16" \
+    --ops qkv gate_up shrink_qkv --layouts prefill mixed decode64 --ranks 96 --out "$dir/fp16" \
     > "$dir/bench_fp16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_fp16.log"
 }

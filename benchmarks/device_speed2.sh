@@ -18,7 +18,7 @@ source benchmarks/device_common.sh
 device_setup "$work"
 n=$(nvidia-smi -L | wc -l)
 ( export CUDA_VISIBLE_DEVICES=0
-  BENCH_S=$(left 240) BENCH_FP16_S=$(left 80) bench_offgrid "$work/after"
+  BENCH_S=$(left 240) BENCH_FP16_S=$(left 100) bench_offgrid "$work/after"
   BENCH_DECODE_S=$(left 70) bench_decode "$work/after"
   [ "$(left 150)" -lt 60 ] || gpu_tests "$work" "$(left 150)"
   [ "$(left 100)" -lt 60 ] || memcheck_hostile "$work" "$(left 100)"
@@ -31,7 +31,7 @@ first=$!
   ( cd /tmp && export PYTHONPATH=$repo/.before:$PYTHONPATH BENCH_PROVIDERS=triton
     export BENCH_FP16_PROVIDERS=triton BENCH_DECODE_PROVIDERS=triton
     python3 -c "import lora_triton; print(lora_triton.__file__)" > "$work/before/which.txt" 2>&1
-    BENCH_S=$(left 150) BENCH_FP16_S=$(left 50) bench_offgrid "$work/before"
+    BENCH_S=$(left 150) BENCH_FP16_S=$(left 70) bench_offgrid "$work/before"
     BENCH_DECODE_S=$(left 50) bench_decode "$work/before" )
   [ "$(left 100)" -lt 60 ] || NCU_S=$(left 100) ncu_cases "$work" after .
   [ "$(left 300)" -lt 300 ] || bench_gate "$work" "triton,torch"

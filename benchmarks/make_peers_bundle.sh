@@ -4,6 +4,11 @@
 #                           than segment GEMM): 13 MB;
 #   vllm_site.tar.xz        vLLM 0.33.0's Python package, less its compiled extensions, vendored
 #                           kernels and web assets (all but vllm/third_party/pynvml.py): 6.5 MB;
+#   sglang_site.tar.xz      SGLang 0.5.23's Python package, less its compiled Rust extensions and
+#                           its multimodal, test and benchmark folders: 8 MB;
+#   sglang/*.whl            the light packages SGLang's LoRA kernels import that the GPU image
+#                           lacks (it has transformers and torchvision), installed by
+#                           sglang_setup (device_common.sh): 12 MB;
 #   *.whl                   the Python 3.12 packages both import that the GPU image lacks;
 #   vllm_C_undefined.txt    the torch symbols vllm/_C_stable_libtorch.abi3.so imports.
 # Usage (repository root, network access):  bash benchmarks/make_peers_bundle.sh
@@ -18,6 +23,13 @@ get() {  # get DIR SPEC...: Python 3.12 manylinux wheels, no dependencies
     --platform manylinux2014_x86_64 -d "$dir" "$@"
 }
 get "$tmp" flashinfer-python==0.7.2.post1 vllm==0.33.0
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_34_x86_64 -d "$tmp" sglang==0.5.23
+mkdir -p "$out/sglang"
+get "$out/sglang" orjson pybase64 starlette anyio sniffio h11 httpx2 httpcore2 truststore psutil \
+  requests urllib3 idna certifi charset-normalizer tqdm ipython traitlets jedi parso prompt-toolkit \
+  pexpect ptyprocess decorator matplotlib-inline stack-data executing asttokens pure-eval wcwidth \
+  ipython-pygments-lexers aiohttp multidict attrs yarl propcache aiohappyeyeballs aiosignal frozenlist
 get "$out" apache-tvm-ffi==0.1.15.post2 dill pyzmq msgspec pydantic pydantic-core annotated-types \
   typing-inspection cachetools cbor2 blake3
 
@@ -30,5 +42,9 @@ tar -C "$tmp/fi" -cJf "$out/flashinfer_site.tar.xz" --exclude=__pycache__ flashi
  nm -D --undefined-only vllm/_C_stable_libtorch.abi3.so | awk '{print $2}' | grep -E '^(aoti_torch|torch_)' | sort -u > "$out/vllm_C_undefined.txt" && \
  find vllm -name '*.so' -delete && find vllm/third_party -mindepth 1 ! -name pynvml.py ! -name __init__.py -prune -exec rm -r {} + )
 tar -C "$tmp/vl" -cJf "$out/vllm_site.tar.xz" --exclude=__pycache__ vllm vllm-0.33.0.dist-info
+mkdir "$tmp/sg"
+(cd "$tmp/sg" && unzip -q "$tmp"/sglang-0.5.23-*.whl -x 'sglang/multimodal_gen/*' 'sglang/test/*' \
+   'sglang/benchmark/*' && find sglang -name '*.so' -delete)
+tar -C "$tmp/sg" -cJf "$out/sglang_site.tar.xz" --exclude=__pycache__ sglang sglang-0.5.23.dist-info
 rm -r "$tmp"
 du -sh "$out"

@@ -9,11 +9,15 @@ Usage (on the device):
         (the metric names of METRICS)
         --csv python3 benchmarks/ncu_cases.py > ncu.csv
     python3 benchmarks/ncu_cases.py --table ncu.csv   # one row per kernel launch
+
+``NCU_CASES="op:layout:rank op:layout:rank ..."`` (llama3-8b; rank 0: ranks 8..128) replaces
+the cases.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from collections import defaultdict
 
@@ -24,6 +28,7 @@ CASES = [
     ("llama3-8b", "shrink_qkv", "prefill", 128),
     ("llama3-8b", "gate_up", "decode128x64", 128),
     ("llama3-8b", "qkv", "decode128x64", 16),
+    ("llama3-8b", "shrink_qkv", "mixed", 16),
 ]
 METRICS = {
     "Duration": "us",
@@ -45,7 +50,11 @@ def profile() -> None:
 
     make = get_provider("triton")
     device = torch.device("cuda")
-    for case in CASES:
+    chosen = os.environ.get("NCU_CASES")
+    cases = CASES if not chosen else [
+        ("llama3-8b", op, lay, int(r)) for op, lay, r in (c.split(":") for c in chosen.split())
+    ]  # fmt: skip
+    for case in cases:
         w = Workload(*case)
         call = make(w, make_inputs(w, device))
         call()

@@ -3,8 +3,9 @@ against one adapter's cuBLAS calls (torch) and PyTorch's grouped GEMM, with the 
 issue 14.
 
 Usage: python benchmarks/offgrid_table.py BEFORE/bench_bf16.json AFTER/bench_bf16.json
-       python benchmarks/offgrid_table.py --peers bench.json   (every provider of one run, and
-                                                                the fastest peer / triton)
+       python benchmarks/offgrid_table.py --peers bench.json [bench.json ...]
+           (every provider of one run, on one or both GPUs of a host, and the fastest peer over
+           triton)
 """
 
 from __future__ import annotations
@@ -72,14 +73,21 @@ def main(before_path: str, after_path: str) -> None:
 
 
 def _short(provider: str) -> str:
-    """``vllm`` for ``conformance.peers.vllm_backend:VLLMBackend``, other names unchanged."""
-    return provider.split(".")[-1].split("_")[0] if ":" in provider else provider
+    """``vllm`` for ``conformance.peers.vllm_backend:VLLMBackend``, ``sglang-csgmv`` for
+    ``...:SGLangCsgmvBackend``; registry names unchanged."""
+    if ":" not in provider:
+        return provider
+    cls = provider.split(":")[-1].removesuffix("Backend")
+    return "sglang-" + cls[len("SGLang") :].lower() if cls.startswith("SGLang") else cls.lower()
 
 
-def peers(path: str) -> None:
+def peers(*paths: str) -> None:
     """One row per case: every provider's time, and the fastest peer over triton.  torch (one
-    adapter's cuBLAS calls, which ignore the batch's adapters) is shown, not counted a peer."""
-    rows, machine = _rows(path)
+    adapter's cuBLAS calls, which ignore the batch's adapters) is shown, not counted a peer.
+    Several files (one per GPU of a host) are read as one run."""
+    rows, machine = _rows(paths[0])
+    for path in paths[1:]:
+        rows.update(_rows(path)[0])
     providers = list(dict.fromkeys(p for _, p in rows))
     others = [p for p in providers if p not in ("triton", "torch")]
     print(f"Card: {machine['gpu']}, driver {machine['driver']}, torch {machine['torch']}, "
@@ -105,6 +113,6 @@ def peers(path: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1] == "--peers":
-        peers(sys.argv[2])
+        peers(*sys.argv[2:])
     else:
         main(*sys.argv[1:3])

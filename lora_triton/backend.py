@@ -41,7 +41,7 @@ from lora_ref.validation import (
     check_shrink,
 )
 from lora_triton.config import expand_config, row_align, shrink_config
-from lora_triton.kernels.expand import ExpandPlan, expand
+from lora_triton.kernels.expand import ExpandPlan, column_align, expand
 from lora_triton.kernels.layout import RowLayout, group_rows
 from lora_triton.kernels.shrink import shrink
 
@@ -52,20 +52,21 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def _qkv_slices_aligned(N: int, max_dim: int) -> bool:
-    """Whether every qkv slice bound is a multiple of 16, known from host ints alone.
+def _qkv_column_align(N: int, max_dim: int) -> int:
+    """The power of two (1 to 16) that every qkv slice bound is a multiple of, known from host
+    ints alone (``column_align``).
 
     The contract fixes ``output_offset = [0, Nq, Nq+Nkv, N]`` with ``N = Nq + 2*Nkv`` and
-    ``max_dim = max(Nq, Nkv)``: either ``Nq = max_dim`` or ``Nkv = max_dim``.  The hint holds
-    when both readings give bounds that are multiples of 16 (no device read, no sync, no cache;
-    the kernel rounds device offsets to 16 under the hint, so even hostile ones stay aligned).
+    ``max_dim = max(Nq, Nkv)``: either ``Nq = max_dim`` or ``Nkv = max_dim``.  The result divides
+    the bounds of both readings (no device read, no sync, no cache; the kernel rounds device
+    offsets down to it, so even hostile ones stay aligned).
     """
-    readings = []
+    bounds = []
     if (N - max_dim) % 2 == 0 and 0 <= (N - max_dim) // 2 <= max_dim:
-        readings.append((max_dim, (N - max_dim) // 2))
+        bounds += [max_dim, max_dim + (N - max_dim) // 2]
     if 0 <= N - 2 * max_dim <= max_dim:
-        readings.append((N - 2 * max_dim, max_dim))
-    return bool(readings) and all(o % 16 == 0 for nq, nkv in readings for o in (nq, nq + nkv, N))
+        bounds += [N - 2 * max_dim, N - max_dim]
+    return column_align(N, *bounds) if bounds else 1
 
 
 class TritonLoRABackend(BaseLoRABackend):
@@ -130,7 +131,7 @@ class TritonLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         T, R, N = check_expand(summary, info.device, x, weights, base_output)
         out = self._output(base_output, T, N, x)
-        plan = self._plan(T, R, 1, N, None, base_output is not None, N % 16 == 0)
+        plan = self._plan(T, R, 1, N, None, base_output is not None, column_align(N))
         expand(x, weights, out, plan)
         return out
 
@@ -153,9 +154,9 @@ class TritonLoRABackend(BaseLoRABackend):
         )  # fmt: skip
         if not _capturing():
             check_output_offset_values(output_offset, max_qkv_out_dim, N)
-        aligned = _qkv_slices_aligned(N, max_qkv_out_dim)
+        col_align = _qkv_column_align(N, max_qkv_out_dim)
         return self._fused(
-            x, qkv_lora_a, lora_b, base_output, dims, N, max_qkv_out_dim, output_offset, aligned
+            x, qkv_lora_a, lora_b, base_output, dims, N, max_qkv_out_dim, output_offset, col_align
         )
 
     def run_gate_up_lora(
@@ -173,7 +174,7 @@ class TritonLoRABackend(BaseLoRABackend):
         )
         half = N // 2
         return self._fused(
-            x, gate_up_lora_a, lora_b, base_output, dims, N, half, None, half % 16 == 0
+            x, gate_up_lora_a, lora_b, base_output, dims, N, half, None, column_align(half)
         )
 
     def _fused(
@@ -186,14 +187,14 @@ class TritonLoRABackend(BaseLoRABackend):
         N: int,
         slice_width: int,
         offsets: torch.Tensor | None,
-        aligned: bool,
+        col_align: int,
     ) -> torch.Tensor:
         """Shrink then expand ``dims.c`` slices, on one row layout shared by both stages."""
         layout = self._positions(dims.T)
         inter = self._shrink(x, lora_a, dims.c, dims.R, dims.K, layout)
         out = self._output(base_output, dims.T, N, x)
         plan = self._plan(
-            dims.T, dims.R, dims.c, slice_width, offsets, base_output is not None, aligned, layout
+            dims.T, dims.R, dims.c, slice_width, offsets, base_output is not None, col_align, layout
         )
         expand(inter, lora_b, out, plan)
         return out
@@ -218,7 +219,7 @@ class TritonLoRABackend(BaseLoRABackend):
         slice_width: int,
         offsets: torch.Tensor | None,
         has_base: bool,
-        aligned: bool,
+        col_align: int,
         layout: RowLayout | None = None,
     ) -> ExpandPlan:
         info, _ = self._batch()
@@ -231,7 +232,7 @@ class TritonLoRABackend(BaseLoRABackend):
             slice_width=slice_width,
             offsets=offsets,
             has_base=has_base,
-            aligned=aligned,
+            col_align=col_align,
             config=expand_config(T, R, slice_width, layout.pos_slot.numel()),
         )
 

@@ -140,7 +140,18 @@ def shrink_config(
         # (shrink_qkv prefill 22 -> 40 us), so those keep 64
         return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4)
     block_n = max(16, min(64, triton.next_power_of_2(cR)))
-    block_m = 16 if decode else (64 if cR >= 64 else 32)
+    if not decode and cR <= block_n:
+        # one column tile: 64-row tiles read the weights half as often as 32-row ones, and K
+        # split in two keeps two programs per row tile.  2026-11-29 H200 sweep, shrink_qkv
+        # r=16: prefill 17.0 -> 16.1 us, mixed 26.1 -> 17.4 us (results/2026-11-29-h200-split/)
+        block_k = 64 if dtype == torch.float32 else 128  # fp32: shared memory
+        return ShrinkConfig(64, block_n, block_k, split_k=2, num_warps=4, num_stages=3)
+    if not decode and full_rank and _tiles(T, 64) * _tiles(cR, block_n) > sm_count(device):
+        # more programs than SMs: 64-deep K steps (64 KB of shared memory, three programs per
+        # SM instead of one).  2026-11-29 H200 sweep, float16 K=4000 r=96: shrink_qkv prefill
+        # 50.2 -> 40.4 us.  Not with mixed ranks, whose programs mostly end at once
+        return ShrinkConfig(64, block_n, 64, split_k=1, num_warps=4, num_stages=4)
+    block_m = 16 if decode else 64
     # busy row tiles: at least one per adapter, at least T / block_m
     tiles = max(_tiles(T, block_m), min(num_adapters, T)) * _tiles(cR, block_n)
     split_k = 1

@@ -90,6 +90,8 @@ EDGES = {
     "no_rows": dict(seg_lens=(0, 0), weight_indices=(0, 1)),
     # K a multiple of the K block and slice bounds multiples of 16: the unmasked, wide-access paths
     "aligned": dict(K=64, N=32, n_kv=16),
+    # slice bounds multiples of 8, not 16 (qkv 24/32/40): the kernel may round them to 8 only
+    "aligned8": dict(K=64, N=40, n_kv=8),
 }
 
 
@@ -97,7 +99,7 @@ EDGES = {
 @pytest.mark.parametrize("edge", list(EDGES))
 @pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
 def test_triton_edge(op, edge, dtype):
-    extra = dict(n_kv=6, N=20) if op == "qkv" and edge != "aligned" else {}
+    extra = dict(n_kv=6, N=20) if op == "qkv" and not edge.startswith("aligned") else {}
     if op == "shrink":
         extra["stack"] = 3 if edge in ("odd_tails", "rank_1_and_R") else 2
     c = case(op, **{**extra, **EDGES[edge]}).replace(
@@ -105,6 +107,20 @@ def test_triton_edge(op, edge, dtype):
     )
     result = check_diff(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
+
+
+@pytest.mark.parametrize(
+    ("N", "max_dim", "want"),
+    [(6144, 4096, 16), (6000, 4000, 8), (40, 24, 8), (20, 8, 2), (1536, 1024, 16), (7, 3, 1)],
+)
+def test_qkv_column_align_divides_every_reading(N, max_dim, want):
+    """The hint is the largest power of two (<= 16) dividing the slice bounds of both readings
+    of ``(N, max_dim)``: a larger one would let the kernel round a valid bound away."""
+    from lora_triton.backend import _qkv_column_align
+    from lora_triton.kernels.expand import column_align
+
+    assert _qkv_column_align(N, max_dim) == want
+    assert column_align(4000) == 16 and column_align(10000, 20) == 4 and column_align(9) == 1
 
 
 @pytest.mark.parametrize("op", ["qkv", "gate_up", "expand"])
@@ -144,6 +160,25 @@ def test_triton_rejects_split_layout_clearly():
             torch.tensor([0, 2, 3, 4], dtype=torch.int32),
             2,
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_shrink_rules_fit_shared_memory(dtype, monkeypatch):
+    """Every shrink launch the GPU rule picks (prefill, decode, one or many column tiles, full
+    or mixed ranks) stages at most 227 KB of tiles, an H100/H200's shared memory per block, and
+    splits K into pieces no shorter than one K step."""
+    from lora_triton import config
+
+    monkeypatch.setattr(config, "pinned", lambda: False)
+    monkeypatch.setattr(config, "sm_count", lambda device: 132)
+    size = torch.tensor([], dtype=dtype).element_size()
+    for T, K, cR, full in itertools.product(
+        (1, 64, 256, 4096, 4160), (4000, 4096, 14336), (16, 48, 64, 192, 256, 288, 384), (1, 0)
+    ):
+        cfg = config.shrink_config(T, K, cR, dtype, CPU, num_adapters=8, full_rank=bool(full))
+        staged = cfg.num_stages * (cfg.block_m + cfg.block_n) * cfg.block_k * size
+        assert staged <= 227 * 1024, (T, K, cR, full, cfg)
+        assert K // cfg.split_k >= cfg.block_k, (T, K, cR, full, cfg)
 
 
 def test_interpreter_config_is_pinned():

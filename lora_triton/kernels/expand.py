@@ -189,7 +189,7 @@ def _expand_kernel(
     stride_on,
     # meta-parameters
     HAS_OFFSETS: tl.constexpr,
-    ALIGNED: tl.constexpr,
+    COL_ALIGN: tl.constexpr,
     HAS_BASE: tl.constexpr,
     CAST_F32: tl.constexpr,
     NO_SLOT: tl.constexpr,
@@ -213,11 +213,12 @@ def _expand_kernel(
     else:
         n_lo = j * SLICE_N
         n_hi = n_lo + SLICE_N
-    if ALIGNED:
-        # the host knows every valid slice bound is a multiple of 16: keeps accesses 16 bytes
-        # wide.  Rounding is a no-op for valid offsets and keeps hostile ones aligned
-        n_lo = tl.multiple_of(n_lo // 16 * 16, 16)
-        n_hi = tl.multiple_of(n_hi // 16 * 16, 16)
+    if COL_ALIGN > 1:
+        # the host knows every valid slice bound is a multiple of COL_ALIGN: with 8 or more,
+        # 2-byte accesses stay 16 bytes wide (else one element each).  Rounding is a no-op for
+        # valid offsets and keeps hostile ones aligned, inside [0, N_TOTAL] and ordered
+        n_lo = tl.multiple_of(n_lo // COL_ALIGN * COL_ALIGN, COL_ALIGN)
+        n_hi = tl.multiple_of(n_hi // COL_ALIGN * COL_ALIGN, COL_ALIGN)
     # this program's N_PER_PROG column tiles, starting at n_first
     n_first = n_lo + pid_g * (N_PER_PROG * BLOCK_N)
     if n_first < n_hi:
@@ -276,7 +277,8 @@ class ExpandPlan:
         slice_width: the width of every slice, or the widest one when ``offsets`` is given.
         offsets: int32 ``(c+1,)`` slice bounds on the device (qkv), or None.
         has_base: ``out`` holds ``base_output`` (else zeros).
-        aligned: every slice bound is known, on the host, to be a multiple of 16.
+        col_align: a power of two (1 to 16) that every slice bound is known, on the host, to
+            be a multiple of (``column_align``).
         config: tile sizes.
     """
 
@@ -287,8 +289,17 @@ class ExpandPlan:
     slice_width: int
     offsets: torch.Tensor | None
     has_base: bool
-    aligned: bool
+    col_align: int
     config: ExpandConfig
+
+
+def column_align(*bounds: int) -> int:
+    """The largest power of two, at most 16, that divides every one of ``bounds``: what the
+    kernel may assume of its column offsets (8 keeps 2-byte accesses 16 bytes wide)."""
+    align = 16
+    while align > 1 and any(b % align for b in bounds):
+        align //= 2
+    return align
 
 
 def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: ExpandPlan) -> None:
@@ -325,7 +336,7 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
         out.stride(0),
         out.stride(1),
         HAS_OFFSETS=plan.offsets is not None,
-        ALIGNED=plan.aligned,
+        COL_ALIGN=plan.col_align,
         HAS_BASE=plan.has_base,
         CAST_F32=interpreting() and x.dtype == torch.bfloat16,
         NO_SLOT=_NO_SLOT,

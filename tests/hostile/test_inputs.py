@@ -179,11 +179,13 @@ def test_triton_kernels_stay_in_bounds_whatever_the_metadata(op, hostile):
     assert guard is None or guard.intact()
 
 
+@pytest.mark.parametrize("col_align", [1, 8])
 @pytest.mark.parametrize(
     "offsets", [[0, -5, 20, 3], [0, 9, 4, 16], [-100, 2, 100, 16], [16, 0, 16, 0]]
 )
-def test_triton_expand_clamps_hostile_qkv_offsets(offsets):
-    """Inside a graph the offsets are never read on the host: the kernel clamps them."""
+def test_triton_expand_clamps_hostile_qkv_offsets(offsets, col_align):
+    """Inside a graph the offsets are never read on the host: the kernel clamps them (and
+    rounds them down to the column alignment the host promised)."""
     from lora_triton.config import expand_config
     from lora_triton.kernels.expand import ExpandPlan, expand
     from lora_triton.kernels.layout import group_rows
@@ -197,7 +199,7 @@ def test_triton_expand_clamps_hostile_qkv_offsets(offsets):
     plan = ExpandPlan(
         layout=layout, lora_ranks=info.lora_ranks, scalings=info.scalings, num_slices=3,
         slice_width=8, offsets=torch.tensor(offsets, dtype=torch.int32), has_base=True,
-        aligned=False, config=expand_config(T, R, 8),
+        col_align=col_align, config=expand_config(T, R, 8),
     )  # fmt: skip
     before = [t.clone() for t in (x, w)]
     expand(x, w, guard.view, plan)
