@@ -3,8 +3,8 @@
 #   GPU 0: `lora-conformance bench` with triton, torch, grouped_mm and the peers in PEERS
 #          (default SGLang's triton and csgmv backends, vLLM and FlashInfer; FlashInfer
 #          JIT-builds its kernel at its first case, ~90 s) on the bf16 off-grid cases;
-#   GPU 1: the same bench on LAYOUTS_B when given (the two halves of one run), else tests/gpu
-#          unless GPU_TESTS=0.
+#   GPU 1: the same bench on LAYOUTS_B when given (the two halves of one run; with MEMCHECK=1,
+#          memcheck over hostile metadata first), else tests/gpu unless GPU_TESTS=0.
 # The peers are named by their adapter classes: without an installed distribution the entry
 # points that register `vllm` and `flashinfer` do not exist.
 # Needs .peers/ (benchmarks/make_peers_bundle.sh, 46 MB), carried.  Importing SGLang's kernels
@@ -25,7 +25,7 @@ SGLANG="conformance.peers.sglang_backends:SGLangTritonBackend conformance.peers.
 bench_peers() {
   local dir=$1; shift
   mkdir -p "$dir"
-  timeout -s INT "$(left 480)" python3 -m conformance.cli bench triton torch grouped_mm \
+  timeout -s INT "$(left 520)" python3 -m conformance.cli bench triton torch grouped_mm \
     ${PEERS:-$SGLANG conformance.peers.vllm_backend:VLLMBackend conformance.peers.flashinfer_backend:FlashInferBackend} \
     --models llama3-8b --ops qkv gate_up shrink_qkv --layouts "$@" --ranks 16 128 0 \
     --out "$dir" > "$dir/bench.log" 2>&1
@@ -37,11 +37,13 @@ bench_peers() {
 first=$!
 [ "$n" -gt 1 ] || wait $first
 if [ -n "${LAYOUTS_B:-}" ]; then
-  CUDA_VISIBLE_DEVICES=$((n - 1)) bench_peers "$work/bf16_b" $LAYOUTS_B
+  export CUDA_VISIBLE_DEVICES=$((n - 1))
+  [ "${MEMCHECK:-0}" = 0 ] || memcheck_hostile "$work" "$(left 120)"
+  bench_peers "$work/bf16_b" $LAYOUTS_B
 elif [ "${GPU_TESTS:-1}" != 0 ]; then
   CUDA_VISIBLE_DEVICES=$((n - 1)) gpu_tests "$work" "$(left 480)"
 fi
 wait
 tar -C "$work" -cf "$out/offgrid_peers.tar" .
-for f in "$work"/bf16*/bench.log "$work"/gpu_tests.log; do
+for f in "$work"/bf16*/bench.log "$work"/gpu_tests.log "$work"/memcheck.log; do
   [ -e "$f" ] && { echo "== $f"; tail -n 4 "$f"; }; done
