@@ -68,11 +68,11 @@ bench_gate() {
 # BENCH_PROVIDERS and BENCH_FP16_PROVIDERS replace the provider lists.
 bench_offgrid() {
   local dir=$1 cli="python3 -m conformance.cli"
-  timeout -s INT "${BENCH_S:-330}" $cli bench ${BENCH_PROVIDERS:-triton torch grouped_mm} --models llama3-8b \
+  timeout -s INT -k 20 "${BENCH_S:-330}" $cli bench ${BENCH_PROVIDERS:-triton torch grouped_mm} --models llama3-8b \
     --ops qkv gate_up shrink_qkv --layouts prefill mixed decode128x64 decode256-rank0 \
     --ranks 16 128 0 --out "$dir/bf16" > "$dir/bench_bf16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_bf16.log"
-  timeout -s INT "${BENCH_FP16_S:-100}" $cli bench ${BENCH_FP16_PROVIDERS:-triton torch} --models odd-fp16 \
+  timeout -s INT -k 20 "${BENCH_FP16_S:-100}" $cli bench ${BENCH_FP16_PROVIDERS:-triton torch} --models odd-fp16 \
     --ops qkv gate_up shrink_qkv --layouts prefill mixed decode64 --ranks 96 --out "$dir/fp16" \
     > "$dir/bench_fp16.log" 2>&1
   echo "rc=$?" >> "$dir/bench_fp16.log"
@@ -89,7 +89,7 @@ left() {
 # gpu_tests DIR SECONDS: tests/gpu, stopped by SIGINT after SECONDS (pytest still prints its
 # summary); log DIR/gpu_tests.log ending with the exit status.
 gpu_tests() {
-  timeout -s INT "$2" python3 -m pytest tests/gpu -q --tb=short -p no:cacheprovider \
+  timeout -s INT -k 20 "$2" python3 -m pytest tests/gpu -q --tb=short -p no:cacheprovider \
     > "$1/gpu_tests.log" 2>&1
   echo "rc=$?" >> "$1/gpu_tests.log"
 }
@@ -97,7 +97,7 @@ gpu_tests() {
 # check_ci_cuda DIR SECONDS: `lora-conformance check triton --profile ci` on CUDA; DIR/ci.json,
 # DIR/ci.log (ending with the exit status), failures in DIR/ci_failures.
 check_ci_cuda() {
-  timeout -s INT "$2" python3 -m conformance.cli check triton --profile ci --device cuda \
+  timeout -s INT -k 20 "$2" python3 -m conformance.cli check triton --profile ci --device cuda \
     --report-json "$1/ci.json" --failures-dir "$1/ci_failures" > "$1/ci.log" 2>&1
   echo "rc=$?" >> "$1/ci.log"
 }
@@ -124,7 +124,7 @@ ncu_cases() {
 # bench_decode DIR: the first grid's decode cases (decode64: 8 adapters, decode256: 32), whose
 # launch rule depends on the number of row tiles; DIR/decode/, DIR/bench_decode.log.
 bench_decode() {
-  timeout -s INT "${BENCH_DECODE_S:-120}" python3 -m conformance.cli bench \
+  timeout -s INT -k 20 "${BENCH_DECODE_S:-120}" python3 -m conformance.cli bench \
     ${BENCH_DECODE_PROVIDERS:-triton torch} --models llama3-8b --ops qkv gate_up expand shrink_qkv \
     --layouts decode64 decode256 --ranks 16 64 --out "$1/decode" > "$1/bench_decode.log" 2>&1
   echo "rc=$?" >> "$1/bench_decode.log"
@@ -133,7 +133,7 @@ bench_decode() {
 # thorough_cuda DIR SECONDS: the thorough campaign (diff and cuda_graph checks) on CUDA, stopped
 # by SIGINT after SECONDS (the partial report counts what ran); DIR/thorough.{json,log}.
 thorough_cuda() {
-  timeout -s INT "$2" python3 -m conformance.cli check triton --profile thorough \
+  timeout -s INT -k 20 "$2" python3 -m conformance.cli check triton --profile thorough \
     --checks diff cuda_graph --device cuda --report-json "$1/thorough.json" \
     --failures-dir "$1/thorough_failures" > "$1/thorough.log" 2>&1
   echo "rc=$?" >> "$1/thorough.log"

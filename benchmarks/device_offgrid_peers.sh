@@ -25,7 +25,7 @@ SGLANG="conformance.peers.sglang_backends:SGLangTritonBackend conformance.peers.
 bench_peers() {
   local dir=$1; shift
   mkdir -p "$dir"
-  timeout -s INT "$(left 520)" python3 -m conformance.cli bench triton torch grouped_mm \
+  timeout -s INT -k 20 "$(left 520)" python3 -m conformance.cli bench triton torch grouped_mm \
     ${PEERS:-$SGLANG conformance.peers.vllm_backend:VLLMBackend conformance.peers.flashinfer_backend:FlashInferBackend} \
     --models llama3-8b --ops qkv gate_up shrink_qkv --layouts "$@" --ranks 16 128 0 \
     --out "$dir" > "$dir/bench.log" 2>&1

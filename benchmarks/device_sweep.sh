@@ -13,7 +13,7 @@ source benchmarks/device_common.sh
 device_setup "$work"
 n=$(nvidia-smi -L | wc -l)
 ( export CUDA_VISIBLE_DEVICES=0
-  timeout -s INT "${SWEEP_S:-500}" python3 benchmarks/config_sweep.py "$work/a" ${SWEEP_A:-expand} \
+  timeout -s INT -k 20 "${SWEEP_S:-500}" python3 benchmarks/config_sweep.py "$work/a" ${SWEEP_A:-expand} \
     > "$work/sweep_a.log" 2>&1
   echo "rc=$?" >> "$work/sweep_a.log"
 ) &
@@ -24,7 +24,7 @@ first=$!
     ncu_cases "$work" before .before
     ncu_cases "$work" after .
   fi
-  timeout -s INT "${SWEEP_B_S:-400}" python3 benchmarks/config_sweep.py "$work/b" ${SWEEP_B:-decode shrink} \
+  timeout -s INT -k 20 "${SWEEP_B_S:-400}" python3 benchmarks/config_sweep.py "$work/b" ${SWEEP_B:-decode shrink} \
     > "$work/sweep_b.log" 2>&1
   echo "rc=$?" >> "$work/sweep_b.log"
 )
