@@ -140,20 +140,23 @@ def _profile(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the profiles before Hypothesis' own plugin loads ``--hypothesis-profile``; with
     a backend named and no profile asked for, load ``LORA_CONFORMANCE_PROFILE`` (or ``ci``)."""
+    from conformance.checks.harness import watch_interrupts
+
     config.addinivalue_line("markers", "lora_conformance: a test of the conformance suite")
     profiles.register()
+    # in every session, so that a Ctrl-C (or a time limit's SIGINT) during a backend call
+    # interrupts the run, as pytest's would, instead of failing the test as a backend crash
+    watch_interrupts()
     if not _backend_name(config):
         return
     from hypothesis import settings
 
-    from conformance.checks.harness import watch_interrupts
     from lora_ref.runtime import use_interpreter_without_gpu
 
     profile = _profile(config)
     if not config.getoption("hypothesis_profile", None):
         settings.load_profile(profile)
     use_interpreter_without_gpu(config.getoption("--lora-device"))
-    watch_interrupts()
     seed = config.getoption("hypothesis_seed", None)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "lora_seed" in workerinput:

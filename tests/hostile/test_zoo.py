@@ -10,6 +10,7 @@ import pytest
 
 from conformance import api
 
+pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = dict(ops=("shrink",), dtypes=("float32",), checks=("diff",), max_examples=1)
 
@@ -109,3 +110,32 @@ def test_an_import_that_exits_zero_is_not_a_pass(tmp_path):
     report, _ = _check("import_exits:Backend", tmp_path)
     assert report.exit_code == 3 and report.data["status"] == "aborted"
     assert "before the first example" in report.data["error"]
+
+
+def test_a_sigint_during_a_backend_call_interrupts_a_plain_pytest_run(pytester):
+    """The plugin marks SIGINT as the user's in every pytest session, so a Ctrl-C (or a time
+    limit's SIGINT) that lands inside a backend call made by any test interrupts the run, as
+    pytest's own would, and fails no test as a backend crash; a backend raising
+    ``KeyboardInterrupt`` itself is still a crash."""
+    pytester.makepyfile(
+        test_calls="""
+        import os, signal, time
+        from conformance.checks.harness import backend_call
+
+        def raises():
+            raise KeyboardInterrupt
+
+        def test_a_backend_raising_it_is_a_crash():
+            value, problem = backend_call(raises)
+            assert problem is not None and problem.kind == "crash"
+
+        def test_z_a_real_sigint_interrupts():
+            def backend():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)
+            backend_call(backend)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
+    result.assert_outcomes(passed=1, failed=0)
