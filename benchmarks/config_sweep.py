@@ -66,7 +66,7 @@ PREFILL_SHRINK = [
 
 def _bn(w: Workload) -> int:
     """The shipped rule's column tile for this workload's ``c*R`` (64 at most)."""
-    return max(16, min(64, 1 << (w.dims["c"] * w.pool_rank - 1).bit_length()))
+    return config.shrink_column_tile(w.dims["c"] * w.pool_rank)
 
 
 def _old_rule(w: Workload) -> S:

@@ -4,12 +4,7 @@
 # site trees (.peers/*.tar.xz) into /tmp/site, set PYTHONPATH, write DIR/env.txt.
 device_setup() {
   mkdir -p /tmp/site
-  local wheels
-  wheels=$(ls .whl/*.whl .peers/*.whl 2>/dev/null)
-  if [ -n "$wheels" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site $wheels
-  fi
+  install_wheels .whl/*.whl .peers/*.whl
   for t in .peers/*.tar.xz; do [ -e "$t" ] && tar -C /tmp/site -xJf "$t"; done
   export PYTHONPATH=/tmp/site:$PWD
   export PYTHONUNBUFFERED=1
@@ -33,10 +28,16 @@ PY
 # their kin; the image has transformers and torchvision).  Kept apart from device_setup: they
 # shadow the image's own copies of some (requests, urllib3, psutil) for the whole call.
 sglang_setup() {
-  local wheels
-  wheels=$(ls .peers/sglang/*.whl 2>/dev/null) || return 0
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site $wheels
+  install_wheels .peers/sglang/*.whl
+}
+
+# install_wheels FILE...: the carried wheels among FILE (unmatched globs are skipped) into
+# /tmp/site, without their dependencies.
+install_wheels() {
+  local wheels=() f
+  for f in "$@"; do [ -e "$f" ] && wheels+=("$f"); done
+  [ ${#wheels[@]} -eq 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+    --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}"
 }
 
 # bench_gate DIR PROVIDERS: the pytest-benchmark gate on a subset of the grid.  Saves a baseline

@@ -130,47 +130,51 @@ def shrink_config(
             split_k=2 if T <= 16 and K >= 64 else 1,
             num_stages=1,
         )
-    # from the 2026-11-28 H200 sweeps (benchmarks/results/): long rows want tall tiles, short
-    # batches want K split until the grid (busy tiles x splits) fills the chip
-    decode = T <= DECODE_ROWS
-    if not decode and cR >= 384 and full_rank:
-        # 2026-11-29 sweeps: 128-wide column tiles read x 3 times instead of 6 (shrink_qkv
-        # r=128 prefill 52 -> 42 us, mixed 65 -> 43 us).  Slower where Nsight Compute or the
-        # bench timed them: c*R = 256 (gate_up r=128 45 -> 54 us) and ranks 8..128 in one batch
-        # (shrink_qkv prefill 22 -> 40 us), so those keep 64
-        return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4)
-    block_n = max(16, min(64, triton.next_power_of_2(cR)))
-    if not decode and cR <= block_n:
-        # one column tile: 64-row tiles read the weights half as often as 32-row ones, and K
-        # split in two keeps two programs per row tile.  2026-11-29 H200 sweep, shrink_qkv
-        # r=16: prefill 17.0 -> 16.1 us, mixed 26.1 -> 17.4 us (results/2026-11-29-h200-split/)
-        block_k = 64 if dtype == torch.float32 else 128  # fp32: shared memory
-        return ShrinkConfig(64, block_n, block_k, split_k=2, num_warps=4, num_stages=3)
-    if not decode and full_rank and _tiles(T, 64) * _tiles(cR, block_n) > sm_count(device):
-        # more programs than SMs: 64-deep K steps (64 KB of shared memory, three programs per
-        # SM instead of one).  2026-11-29 H200 sweep, float16 K=4000 r=96: shrink_qkv prefill
-        # 50.2 -> 40.4 us.  Not with mixed ranks, whose programs mostly end at once
-        return ShrinkConfig(64, block_n, 64, split_k=1, num_warps=4, num_stages=4)
-    block_m = 16 if decode else 64
-    # busy row tiles: at least one per adapter, at least T / block_m
-    tiles = max(_tiles(T, block_m), min(num_adapters, T)) * _tiles(cR, block_n)
+    block_n = shrink_column_tile(cR)
+    if T > DECODE_ROWS:
+        # prefill and mixed batches: 64-row tiles (2026-11-28 and 2026-11-29 H200 sweeps,
+        # benchmarks/results/)
+        if cR >= 384 and full_rank:
+            # 128-wide column tiles read x 3 times instead of 6 (shrink_qkv r=128 prefill
+            # 52 -> 42 us, mixed 65 -> 43 us).  Slower where Nsight Compute or the bench timed
+            # them: c*R = 256 (gate_up r=128 45 -> 54 us) and ranks 8..128 in one batch
+            # (shrink_qkv prefill 22 -> 40 us), so those keep 64
+            return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4)
+        if cR <= block_n:
+            # one column tile: 64-row tiles read the weights half as often as 32-row ones, and
+            # K split in two keeps two programs per row tile.  shrink_qkv r=16: prefill
+            # 17.0 -> 16.1 us, mixed 26.1 -> 17.4 us (results/2026-11-29-h200-split/)
+            block_k = 64 if dtype == torch.float32 else 128  # fp32: shared memory
+            return ShrinkConfig(64, block_n, block_k, split_k=2, num_warps=4, num_stages=3)
+        if full_rank and _tiles(T, 64) * _tiles(cR, block_n) > sm_count(device):
+            # more programs than SMs: 64-deep K steps (64 KB of shared memory, three programs
+            # per SM instead of one).  float16 K=4000 r=96: shrink_qkv prefill 50.2 -> 40.4 us.
+            # Not with mixed ranks, whose programs mostly end at once
+            return ShrinkConfig(64, block_n, 64, split_k=1, num_warps=4, num_stages=4)
+        block_k = 64 if dtype == torch.float32 else 128
+        return ShrinkConfig(64, block_n, block_k, split_k=1, num_warps=4, num_stages=4)
+    # decode: 16-row tiles, K split until the grid (busy tiles x splits) fills the chip; busy
+    # row tiles: at least one per adapter, at least T / 16
+    tiles = max(_tiles(T, 16), min(num_adapters, T)) * _tiles(cR, block_n)
     split_k = 1
     # the 2026-11-28 sweep: split up to one wave of programs, at most 8 ways
-    while (
-        decode and split_k < 8 and 2 * tiles * split_k <= sm_count(device) and K // split_k >= 512
-    ):
+    while split_k < 8 and 2 * tiles * split_k <= sm_count(device) and K // split_k >= 512:
         split_k *= 2
-    block_k = 128 if split_k > 1 or not decode else 256
-    if dtype == torch.float32:
-        block_k = 64
+    block_k = 64 if dtype == torch.float32 else (128 if split_k > 1 else 256)
     return ShrinkConfig(
-        block_m,
+        16,
         block_n,
         block_k,
         split_k=split_k,
         num_warps=4,
         num_stages=3 if block_k == 256 else 4,
     )
+
+
+def shrink_column_tile(cR: int) -> int:
+    """The GPU rule's shrink column tile below ``c*R = 384``: ``c*R`` rounded up to a power of
+    two, within 16..64."""
+    return max(16, min(64, triton.next_power_of_2(cR)))
 
 
 DECODE_SWEEP_TILES = 20  # decode row tiles from which rank-128 programs sweep column tiles
