@@ -8,6 +8,7 @@ Usage (on the device): python3 benchmarks/config_sweep.py OUT_DIR [shrink|expand
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -88,7 +89,35 @@ RULE_SHRINK = [
     S(64, 64, 64, 1, 4, 4),
     lambda w: S(64, _bn(w), 128, 2, 4, 3),
 ]
+
+
+def _shipped(w: Workload) -> S:
+    """The shipped shrink rule's configuration for this workload."""
+    d, ranks = w.dims, w.used_ranks()
+    return config.shrink_config(
+        w.T, d["K"], d["c"] * w.pool_rank, w.dtype, torch.device("cuda"), len(ranks),
+        full_rank=min(ranks) == w.pool_rank,
+    )  # fmt: skip
+
+
+# round 8 (2026-11-29, session 8): shrink weight tiles through a TMA descriptor (the shipped rule)
+# against the same rule with pointer loads, and wider tiles with TMA
+TMA_SHRINK = [
+    None,
+    lambda w: replace(_shipped(w), tma=False),
+    S(64, 128, 64, 1, 4, 4, tma=True),
+    (S(128, 128, 64, 1, 8, 4, tma=True), 128),
+]
+_TMA_CASES = [
+    (m, op, lay, r)
+    for m, rs in ((M, (16, 64, 128, HETERO)), ("odd-fp16", (96,)))
+    for op in ("shrink_qkv", "qkv", "gate_up")
+    for lay in ("prefill", "mixed")
+    for r in rs
+] + [(M, op, "prefill", r) for op in ("shrink", "shrink_down") for r in (16, 64)]
 SWEEPS = {
+    "tma_a": ("shrink", TMA_SHRINK, _TMA_CASES[::2]),
+    "tma_b": ("shrink", TMA_SHRINK, _TMA_CASES[1::2]),
     "expand": (
         "expand",
         PREFILL_EXPAND,

@@ -30,6 +30,7 @@ class ShrinkConfig:
     split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
+    tma: bool = False  # weight tiles through a TMA descriptor where possible (kernels/shrink.py)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def shrink_config(
             32 if K <= 64 else 128,
             split_k=2 if T <= 16 and K >= 64 else 1,
             num_stages=1,
+            tma=not small_t,  # CPU runs cover both weight paths
         )
     block_n = shrink_column_tile(cR)
     if T > DECODE_ROWS:
@@ -138,8 +140,13 @@ def shrink_config(
             # 128-wide column tiles read x 3 times instead of 6 (shrink_qkv r=128 prefill
             # 52 -> 42 us, mixed 65 -> 43 us).  Slower where Nsight Compute or the bench timed
             # them: c*R = 256 (gate_up r=128 45 -> 54 us) and ranks 8..128 in one batch
-            # (shrink_qkv prefill 22 -> 40 us), so those keep 64
-            return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4)
+            # (shrink_qkv prefill 22 -> 40 us), so those keep 64.  Weight tiles through TMA:
+            # shrink_qkv r=128 prefill 42.1 -> 37.7 us, mixed 42.0 -> 37.4 us.  The other rules
+            # gained nothing from it, and lost up to 0.9 us at c*R <= 64 and 4 us on float16
+            # with K = 4000 (results/2026-11-29-h200-tma/), so K off a multiple of 64 keeps
+            # pointer loads
+            tma = K % 64 == 0
+            return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4, tma=tma)
         if cR <= block_n:
             # one column tile: 64-row tiles read the weights half as often as 32-row ones, and
             # K split in two keeps two programs per row tile.  shrink_qkv r=16: prefill

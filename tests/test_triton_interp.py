@@ -351,3 +351,57 @@ def test_graph_mode_fused_op_builds_one_layout_per_call(op, monkeypatch):
     run(backend)
     assert len(calls) == 2
     torch.testing.assert_close(got, run(ref), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("block_m", [16, 32])
+@pytest.mark.parametrize("K", [40, 37])
+@pytest.mark.parametrize("op", ["shrink", "qkv", "gate_up"])
+def test_triton_shrink_weight_paths(op, K, block_m):
+    """Shrink weight tiles through a TMA descriptor and through pointer loads, with NaN in every
+    adapter's rows past ``c*r`` (a descriptor tile loads them; they must reach no stored
+    column).  float16 with K = 40 has 16-byte strides, so the descriptor is used; K = 37 does
+    not, so the shrink falls back to pointer loads.  32-row tiles hold two adapters (the
+    layout aligns groups on 16), so the per-adapter loop runs on both paths."""
+    from lora_triton import config
+    from lora_triton.kernels import shrink as shrink_kernel
+
+    made = []
+    real = shrink_kernel.weight_descriptor
+
+    def spy(weights, cfg):
+        made.append(real(weights, cfg))
+        return made[-1]
+
+    c = case(
+        op,
+        seg_lens=(7, 12, 0, 9, 5),
+        weight_indices=(1, 2, 0, 1, 3),
+        lora_ranks=(0, 8, 5, 3),
+        scalings=(1.0, 0.5, -2.0, 1.5),
+        R=8,
+        K=K,
+        N=24,
+        n_kv=8 if op == "qkv" else 0,
+    ).replace(poison="nan")
+    cfg = config.ShrinkConfig(block_m, 16, 16, num_stages=1, tma=True)
+    with config.override(shrink=cfg), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shrink_kernel, "weight_descriptor", spy)
+        result = check_diff(TRITON, c, CPU)
+    assert result.ok, "\n".join([*result.failures, c.describe()])
+    assert made, "the shrink never asked for a descriptor"
+    assert all((d is not None) == (K == 40) for d in made), made
+
+
+def test_weight_descriptor_needs_16_byte_strides():
+    """Descriptors only over weights the hardware can address: last stride 1, other strides
+    and the base multiples of 16 bytes."""
+    from lora_triton.config import ShrinkConfig
+    from lora_triton.kernels.shrink import weight_descriptor
+
+    cfg = ShrinkConfig(16, 16, 16, tma=True)
+    w = torch.zeros(3, 24, 64, dtype=torch.float16)
+    assert weight_descriptor(w, cfg) is not None
+    assert weight_descriptor(w[:, :, 1:57], cfg) is None  # base 2 bytes past alignment
+    assert weight_descriptor(w[:, :, :60], cfg) is not None  # strides still 128 bytes
+    assert weight_descriptor(torch.zeros(3, 24, 36, dtype=torch.float16), cfg) is None
+    assert weight_descriptor(w.transpose(1, 2), cfg) is None  # K not contiguous

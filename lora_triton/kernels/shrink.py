@@ -12,12 +12,20 @@ Every rank read from device memory is clamped to ``[0, R]`` (``layout.clamp_rank
 positions come from ``layout.py``, which bounds slots and rows: no metadata can make this kernel
 read or write outside its tensors.
 
+Weight tiles come through pointer loads, or (``ShrinkConfig.tma``, where the device and the
+weights' layout allow it: ``weight_descriptor``) through a TMA tensor descriptor over ``w``: the
+copy engine fetches each ``(BLOCK_N, BLOCK_K)`` tile and zero-fills what lies past ``c*R`` or
+``K``, and the threads spend no instructions on addresses (``shrink_qkv`` rank-128 prefill on an
+H200: 42.1 -> 37.7 us).  A descriptor tile also holds an adapter's rows
+past its ``c*r``: they only reach output columns past ``c*r``, which are never stored.
+
 Grid: (position tiles x column tiles, K splits).  A program owns ``BLOCK_M`` positions,
 ``BLOCK_N`` output columns and one K split, and makes one K sweep per distinct adapter among its
 positions, that adapter's rows masked in.  The grouped layout makes that one adapter per tile
 when the tile is no taller than its group alignment (``ONE_ADAPTER``), and the loop then ends
-after one pass, with fewer registers live (as in the expand).  Nothing beyond an adapter's
-``c*r`` rows of ``A`` is ever loaded, so garbage cannot reach a result.
+after one pass, with fewer registers live (as in the expand).  Pointer loads never read beyond
+an adapter's ``c*r`` rows of ``A``, and no column past them is stored, so garbage cannot reach a
+result.
 """
 
 from __future__ import annotations
@@ -27,6 +35,11 @@ import triton
 import triton.language as tl
 
 from lora_ref.runtime import interpreting
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # a Triton without host-side tensor descriptors: pointer loads only
+    TensorDescriptor = None
 from lora_triton.config import ShrinkConfig
 from lora_triton.kernels.layout import RowLayout, clamp_rank, tile_positions
 
@@ -38,6 +51,7 @@ def _shrink_kernel(
     # pointers
     x_ptr,
     w_ptr,
+    w_desc,
     out_ptr,
     pos_slot_ptr,
     pos_row_ptr,
@@ -61,6 +75,7 @@ def _shrink_kernel(
     # meta-parameters
     CAST_F32: tl.constexpr,
     EVEN_K: tl.constexpr,
+    W_TMA: tl.constexpr,
     NO_SLOT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -94,11 +109,16 @@ def _shrink_kernel(
             if EVEN_K:
                 # no K mask: loads stay 16 bytes wide
                 xt = tl.load(x_ptrs, mask=sel[:, None], other=0.0)
+            else:
+                xt = tl.load(x_ptrs, mask=sel[:, None] & (offs_k < K)[None, :], other=0.0)
+            if W_TMA:
+                # zero past c*R and K; rows past this adapter's c*r only reach unstored columns
+                wt = w_desc.load([slot, pid_n * BLOCK_N, k_lo + k0])
+                wt = wt.reshape(BLOCK_N, BLOCK_K).T
+            elif EVEN_K:
                 wt = tl.load(w_ptrs, mask=n_mask[None, :], other=0.0)
             else:
-                k_mask = offs_k < K
-                xt = tl.load(x_ptrs, mask=sel[:, None] & k_mask[None, :], other=0.0)
-                wt = tl.load(w_ptrs, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
+                wt = tl.load(w_ptrs, mask=n_mask[None, :] & (offs_k < K)[:, None], other=0.0)
             if CAST_F32:
                 # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
                 xt = xt.to(tl.float32)
@@ -114,6 +134,26 @@ def _shrink_kernel(
         else:
             remaining = tl.where(sel, NO_SLOT, remaining)
             slot = tl.min(remaining, axis=0)
+
+
+def weight_descriptor(weights: torch.Tensor, config: ShrinkConfig) -> object | None:
+    """A TMA descriptor over ``weights (L, c*R, K)`` with ``(1, block_n, block_k)`` tiles, or
+    None where pointer loads must do: a Triton without host descriptors, a GPU older than
+    Hopper (TMA came with sm_90), or weights whose last stride is not 1 or whose base or other
+    strides are not multiples of 16 bytes (what the hardware requires)."""
+    if TensorDescriptor is None:
+        return None
+    if not interpreting():
+        if weights.device.type != "cuda":
+            return None
+        if torch.cuda.get_device_capability(weights.device)[0] < 9:
+            return None
+    size = weights.element_size()
+    if weights.stride(2) != 1 or weights.data_ptr() % 16:
+        return None
+    if any(s * size % 16 for s in weights.stride()[:2]):
+        return None
+    return TensorDescriptor.from_tensor(weights, [1, config.block_n, config.block_k])
 
 
 @triton.jit(do_not_specialize=["NUMEL"])
@@ -156,9 +196,11 @@ def shrink(
     n_tiles = triton.cdiv(cR, config.block_n)
     P = layout.pos_slot.numel()
     grid = (triton.cdiv(P, config.block_m) * n_tiles, split)
+    w_desc = weight_descriptor(weights, config) if config.tma else None
     _shrink_kernel[grid](
         x,
         weights,
+        w_desc,
         target,
         layout.pos_slot,
         layout.pos_row,
@@ -179,6 +221,7 @@ def shrink(
         target.stride(-1),
         CAST_F32=interpreting() and x.dtype == torch.bfloat16,
         EVEN_K=even_k,
+        W_TMA=w_desc is not None,
         NO_SLOT=_NO_SLOT,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
