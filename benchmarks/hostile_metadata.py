@@ -6,6 +6,8 @@ corrupted in place (the table ``HOSTILE`` of tests/hostile/test_inputs.py: ``seg
 of range), eagerly and replayed from a captured CUDA graph; qkv also with hostile
 ``output_offset`` values inside the graph (where they are never read on the host).  The script
 checks the sentinels around ``base_output`` and the inputs; memcheck checks every access.
+A second pass runs the shrink and qkv with their weight tiles through a TMA descriptor
+(``ShrinkConfig.tma``), with K = 16 so that the weights allow one.
 
 Usage (on the device):  compute-sanitizer --tool memcheck python3 benchmarks/hostile_metadata.py
 """
@@ -19,14 +21,19 @@ import torch
 from conformance.checks.harness import changed, guarded_output, snapshot
 from conformance.inputs import build_inputs, call
 from lora_ref import get_backend_from_name
+from lora_triton import config
 from tests.hostile.test_inputs import HOSTILE, _case, _graph_batch
 
 OFFSETS = [[0, -5, 20, 3], [0, 9, 4, 16], [-100, 2, 100, 16], [16, 0, 16, 0]]
 
 
-def run(op: str, dtype: str, hostile: str | None, offsets: list[int] | None) -> list[str]:
+def run(
+    op: str, dtype: str, hostile: str | None, offsets: list[int] | None, K: int = 12
+) -> list[str]:
     device = torch.device("cuda")
     case = _case(op, dtype=dtype).replace(N=16, n_kv=4 if op == "qkv" else 0)
+    if op != "expand":
+        case = case.replace(K=K)
     inputs = build_inputs(case, device)
     info = _graph_batch(case)
     info = type(info)(**{k: (v.to(device) if isinstance(v, torch.Tensor) else v)
@@ -79,6 +86,13 @@ def main() -> int:
                         print(f"FAIL {op} {dtype} offsets {offsets}: {problem}")
                         bad += 1
                     runs += 1
+    with config.override(shrink=config.ShrinkConfig(16, 16, 16, num_stages=2, tma=True)):
+        for op in ("shrink", "qkv"):
+            for hostile in HOSTILE:
+                for problem in run(op, "bfloat16", hostile, None, K=16):
+                    print(f"FAIL tma {op} bfloat16 {hostile}: {problem}")
+                    bad += 1
+                runs += 1
     print(f"hostile metadata: {runs} runs (graph replay and eager), {bad} problems")
     return 1 if bad else 0
 
