@@ -405,3 +405,59 @@ def test_weight_descriptor_needs_16_byte_strides():
     assert weight_descriptor(w[:, :, :60], cfg) is not None  # strides still 128 bytes
     assert weight_descriptor(torch.zeros(3, 24, 36, dtype=torch.float16), cfg) is None
     assert weight_descriptor(w.transpose(1, 2), cfg) is None  # K not contiguous
+
+
+@pytest.mark.parametrize("tiles", [None, 16])
+@pytest.mark.parametrize("chunks", [2, 3])
+@pytest.mark.parametrize("op", ["qkv", "gate_up"])
+def test_triton_fused_chunks(op, chunks, tiles):
+    """A fused op cut into chunks of positions (each chunk's shrink, then its expand), on a
+    batch of 150 rows over five adapters in permuted order, NaN garbage: the chunk bounds land
+    inside adapter groups.  With 16-row tiles (the layout's alignment) the kernels take a tile
+    to hold one adapter, so a chunk bound off the alignment would mix two."""
+    from lora_triton import config
+    from lora_triton.kernels.layout import RowLayout
+
+    seen = []
+    real = RowLayout.chunks
+
+    def spy(self, n, multiple):
+        seen.append(real(self, n, multiple))
+        return seen[-1]
+
+    c = case(
+        op,
+        seg_lens=(40, 3, 0, 61, 20, 26),
+        weight_indices=(1, 2, 0, 4, 1, 3),
+        lora_ranks=(0, 8, 5, 3, 8),
+        scalings=(1.0, 0.5, -2.0, 1.5, 0.25),
+        R=8,
+        K=40,
+        N=24,
+        n_kv=8 if op == "qkv" else 0,
+        permute=True,
+    ).replace(poison="nan")
+    small = dict(shrink=config.ShrinkConfig(16, 16, 16, num_stages=1)) if tiles else {}
+    if tiles:
+        small["expand"] = config.ExpandConfig(16, 16, num_stages=1)
+    with config.override(chunks=chunks, **small), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RowLayout, "chunks", spy)
+        result = check_diff(TRITON, c, CPU)
+    assert result.ok, "\n".join([*result.failures, c.describe()])
+    assert seen and all(len(parts) == chunks for parts in seen), [len(p) for p in seen]
+
+
+@pytest.mark.parametrize("P", [1, 63, 64, 65, 200, 256])
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_layout_chunks_cover_the_positions(P, n):
+    """Chunks are consecutive views that cover every position once, each bound but the last on
+    the multiple, at most ``n`` of them and none empty."""
+    from lora_triton.kernels.layout import RowLayout
+
+    layout = RowLayout(torch.arange(P, dtype=torch.int32), -torch.arange(P, dtype=torch.int32), 16)
+    parts = layout.chunks(n, 64)
+    assert 1 <= len(parts) <= n
+    assert torch.equal(torch.cat([p.pos_slot for p in parts]), layout.pos_slot)
+    assert torch.equal(torch.cat([p.pos_row for p in parts]), layout.pos_row)
+    assert all(p.pos_slot.numel() % 64 == 0 for p in parts[:-1])
+    assert all(p.pos_slot.numel() > 0 and p.align == 16 for p in parts)
