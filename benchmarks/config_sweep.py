@@ -115,20 +115,7 @@ _TMA_CASES = [
     for lay in ("prefill", "mixed")
     for r in rs
 ] + [(M, op, "prefill", r) for op in ("shrink", "shrink_down") for r in (16, 64)]
-# round 9 (2026-11-29, session 8): fused ops in chunks of positions, each chunk's expand on a
-# second stream overlapping the next chunk's shrink (a dict candidate: config.override's
-# arguments)
-CHUNKS = [None, {"chunks": 2}, {"chunks": 3}, {"chunks": 4}]
-_CHUNK_CASES = [
-    (m, op, lay, r)
-    for m, rs in ((M, (128, HETERO)), ("odd-fp16", (96,)))
-    for op in ("qkv", "gate_up")
-    for lay in ("prefill", "mixed")
-    for r in rs
-]
 SWEEPS = {
-    "chunks_a": ("shrink", CHUNKS, _CHUNK_CASES[::2]),
-    "chunks_b": ("shrink", CHUNKS, _CHUNK_CASES[1::2]),
     "tma_a": ("shrink", TMA_SHRINK, _TMA_CASES[::2]),
     "tma_b": ("shrink", TMA_SHRINK, _TMA_CASES[1::2]),
     "expand": (
@@ -237,11 +224,7 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
                 candidate = candidate(w)
             cfg, align = candidate if isinstance(candidate, tuple) else (candidate, None)
             seen = _compiled(kernels)
-            if isinstance(cfg, dict):
-                kw, cfg = dict(cfg), None
-            else:
-                kw = {stage: cfg} if cfg is not None else {}
-            label = f"{cfg or kw or 'shipped rule'}"
+            kw = {stage: cfg} if cfg is not None else {}
             with config.override(**kw, align=align):
                 if base is not None:
                     first.base.copy_(base)
@@ -251,10 +234,10 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
             row = Row(w.label, model, op, layout, rank, "triton", us, floor,
                       100 * floor / us if us else None, w.flops() / us / 1e6 if us else None,
                       w.bytes_moved(), w.flops(),
-                      f"{label}{f' align={align}' if align else ''}"
+                      f"{cfg or 'shipped rule'}{f' align={align}' if align else ''}"
                       f"{'' if ok else ' WRONG'}"
                       f"{_registers_since(kernels, seen)}"
-                      f"{shipped if label == 'shipped rule' else ''}")  # fmt: skip
+                      f"{shipped if cfg is None else ''}")  # fmt: skip
             rows.append(row)
             print(f"{w.label:<40} {us or 0:8.1f} us {row.pct_of_copy_bw or 0:4.0f}% {row.note}",
                   flush=True)  # fmt: skip

@@ -22,8 +22,6 @@ The rows concerned get unspecified (but finite-memory) results; nothing else cha
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 import triton
 
@@ -42,14 +40,7 @@ from lora_ref.validation import (
     check_output_offset_values,
     check_shrink,
 )
-from lora_triton.config import (
-    CHUNK_ROWS,
-    ShrinkConfig,
-    expand_config,
-    fused_chunks,
-    row_align,
-    shrink_config,
-)
+from lora_triton.config import expand_config, row_align, shrink_config
 from lora_triton.kernels.expand import ExpandPlan, column_align, expand
 from lora_triton.kernels.layout import RowLayout, group_rows
 from lora_triton.kernels.shrink import shrink
@@ -93,7 +84,6 @@ class TritonLoRABackend(BaseLoRABackend):
 
     def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
         self._layout: RowLayout | None = None
-        self._side_streams: dict[torch.device, torch.cuda.Stream] = {}
         super().__init__(name, batch_info)
 
     @property
@@ -133,8 +123,7 @@ class TritonLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         info, summary = self._batch()
         _, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
-        config = self._shrink_config(x, c, R, K)
-        return self._shrink(x, weights, c, self._positions(x.shape[0]), config)
+        return self._shrink(x, weights, c, R, K, self._positions(x.shape[0]))
 
     def run_lora_b_sgemm(
         self, x: torch.Tensor, weights: torch.Tensor, base_output: torch.Tensor | None = None
@@ -200,72 +189,27 @@ class TritonLoRABackend(BaseLoRABackend):
         offsets: torch.Tensor | None,
         col_align: int,
     ) -> torch.Tensor:
-        """Shrink then expand ``dims.c`` slices, on one row layout shared by both stages.
-
-        With ``fused_chunks`` above 1, the positions are cut into chunks (views of the layout,
-        bounds on ``CHUNK_ROWS``, so every tile stays whole and on its group alignment).  On a
-        GPU, each chunk's expand runs on a second stream while the next chunk's shrink runs on
-        the caller's: the two touch disjoint rows of ``inter`` and ``out``.  The caller's stream
-        waits for the second one before returning, so the op stays one unit of work on it, in
-        a CUDA graph too (the fork and join are captured).
-        """
-        T = dims.T
-        layout = self._positions(T)
-        config = self._shrink_config(x, dims.c, dims.R, dims.K)
-        out = self._output(base_output, T, N, x)
+        """Shrink then expand ``dims.c`` slices, on one row layout shared by both stages."""
+        layout = self._positions(dims.T)
+        inter = self._shrink(x, lora_a, dims.c, dims.R, dims.K, layout)
+        out = self._output(base_output, dims.T, N, x)
         plan = self._plan(
-            T, dims.R, dims.c, slice_width, offsets, base_output is not None, col_align, layout
+            dims.T, dims.R, dims.c, slice_width, offsets, base_output is not None, col_align, layout
         )
-        chunks = fused_chunks(T, dims.c * dims.R, config.split_k) if dims.K else 1
-        if chunks <= 1:
-            expand(self._shrink(x, lora_a, dims.c, layout, config), lora_b, out, plan)
-            return out
-        inter = torch.empty(T, dims.c * dims.R, dtype=x.dtype, device=x.device)
-        # chunk bounds on every tile and group bound
-        multiple = max(CHUNK_ROWS, layout.align, config.block_m, plan.config.block_m)
-        parts = layout.chunks(chunks, multiple)
-        side = self._side_stream(x.device)
-        for i, part in enumerate(parts):
-            self._shrink(x, lora_a, dims.c, part, config, inter)
-            if side is None or i == len(parts) - 1:
-                expand(inter, lora_b, out, replace(plan, layout=part))
-                continue
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                expand(inter, lora_b, out, replace(plan, layout=part))
-        if side is not None:
-            torch.cuda.current_stream(x.device).wait_stream(side)
+        expand(inter, lora_b, out, plan)
         return out
 
-    def _side_stream(self, device: torch.device) -> torch.cuda.Stream | None:
-        """The second stream of the chunked fused ops on ``device`` (None off CUDA)."""
-        if device.type != "cuda":
-            return None
-        if device not in self._side_streams:
-            self._side_streams[device] = torch.cuda.Stream(device)
-        return self._side_streams[device]
-
-    def _shrink_config(self, x: torch.Tensor, c: int, R: int, K: int) -> ShrinkConfig:
-        _, summary = self._batch()
-        return shrink_config(
+    def _shrink(
+        self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int, layout: RowLayout
+    ) -> torch.Tensor:
+        info, summary = self._batch()
+        config = shrink_config(
             x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters,
             full_rank=summary.min_adapter_rank == R,
         )  # fmt: skip
-
-    def _shrink(
-        self,
-        x: torch.Tensor,
-        lora_a: torch.Tensor,
-        c: int,
-        layout: RowLayout,
-        config: ShrinkConfig,
-        out: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        info, _ = self._batch()
         return shrink(
-            x, lora_a, stack_num=c, layout=layout, lora_ranks=info.lora_ranks, config=config,
-            out=out,
-        )  # fmt: skip
+            x, lora_a, stack_num=c, layout=layout, lora_ranks=info.lora_ranks, config=config
+        )
 
     def _plan(
         self,

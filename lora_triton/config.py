@@ -48,7 +48,6 @@ class _Overrides:
     shrink: ShrinkConfig | None = None
     expand: ExpandConfig | None = None
     align: int | None = None
-    chunks: int | None = None
 
 
 _override = _Overrides()
@@ -59,13 +58,12 @@ def override(
     shrink: ShrinkConfig | None = None,
     expand: ExpandConfig | None = None,
     align: int | None = None,
-    chunks: int | None = None,
 ) -> Iterator[None]:
-    """Within this block, every launch uses the given configurations, every batch layout the
-    given group alignment and every fused op the given number of chunks (benchmark sweeps)."""
+    """Within this block, every launch uses the given configurations and every batch layout
+    the given group alignment (benchmark sweeps)."""
     global _override
     saved = _override
-    _override = _Overrides(shrink, expand, align, chunks)
+    _override = _Overrides(shrink, expand, align)
     try:
         yield
     finally:
@@ -184,26 +182,6 @@ def shrink_column_tile(cR: int) -> int:
     """The GPU rule's shrink column tile below ``c*R = 384``: ``c*R`` rounded up to a power of
     two, within 16..64."""
     return max(16, min(64, triton.next_power_of_2(cR)))
-
-
-CHUNK_ROWS = 64  # chunk bounds of the fused ops: a multiple of every row tile and alignment
-
-
-def fused_chunks(T: int, cR: int, split_k: int) -> int:
-    """Chunks of positions a fused op (qkv, gate_up) runs in turn, each chunk's expand
-    overlapping the next chunk's shrink on a second CUDA stream (``backend.py``): the shrink of
-    a wide adapter is bound by the tensor cores, the expand by memory.  1: no chunks.
-
-    Only with the shrink's K unsplit: its split-K sum covers the whole output.
-    """
-    if split_k > 1:
-        return 1
-    if _override.chunks is not None:
-        return _override.chunks
-    if pinned():
-        # CPU runs cover the chunked path on their larger batches
-        return 2 if T >= 2 * CHUNK_ROWS else 1
-    return 1
 
 
 DECODE_SWEEP_TILES = 20  # decode row tiles from which rank-128 programs sweep column tiles

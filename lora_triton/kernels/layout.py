@@ -142,20 +142,6 @@ class RowLayout:
         """Row tiles of ``block_m`` positions (a power of two) hold at most one adapter."""
         return block_m <= self.align
 
-    def chunks(self, n: int, multiple: int) -> list[RowLayout]:
-        """At most ``n`` consecutive, disjoint views of the positions (each a ``RowLayout``)
-        that cover them all, every bound but the last a multiple of ``multiple``, none empty.
-        With ``multiple`` a multiple of ``align`` and of the launches' row tiles, a tile of a
-        chunk is a tile of the whole."""
-        P = self.pos_slot.numel()
-        # the even cut points, each rounded to the nearest multiple
-        cuts = {round(P * i / (n * multiple)) * multiple for i in range(1, n)}
-        bounds = [0, *sorted(b for b in cuts if 0 < b < P), P]
-        return [
-            RowLayout(self.pos_slot[lo:hi], self.pos_row[lo:hi], self.align)
-            for lo, hi in zip(bounds, bounds[1:], strict=False)
-        ]
-
 
 def group_rows(
     seg_indptr: torch.Tensor,

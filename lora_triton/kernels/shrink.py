@@ -175,17 +175,14 @@ def shrink(
     layout: RowLayout,
     lora_ranks: torch.Tensor,
     config: ShrinkConfig,
-    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Launch the shrink.  Shapes as in the module docstring; arguments already validated.
 
-    Returns ``out``, or a new ``(T, c*R)`` tensor in ``x.dtype``; only the rows of the layout's
-    positions are written.
+    Returns a new ``(T, c*R)`` tensor in ``x.dtype``.
     """
     T, K = x.shape
     cR = weights.shape[1]
-    if out is None:
-        out = torch.empty(T, cR, dtype=x.dtype, device=x.device)
+    out = torch.empty(T, cR, dtype=x.dtype, device=x.device)
     if T == 0 or cR == 0:
         return out
     if K == 0:
