@@ -31,7 +31,7 @@ def target(row: dict, torch_us: float | None) -> tuple[str, bool]:
 
 
 def main(before_path: str, after_path: str) -> None:
-    before, _ = _rows(before_path)
+    before, old_machine = _rows(before_path)
     after, machine = _rows(after_path)
     print(f"Card: {machine['gpu']}, driver {machine['driver']}, torch {machine['torch']}, "
           f"triton {machine['triton']}; copy bandwidth {machine['copy_bw_gbs']:.0f} GB/s "
@@ -67,9 +67,19 @@ def main(before_path: str, after_path: str) -> None:
             f"{gmm_us or 0:.1f} | {text} | {'yes' if ok else 'no'} | {ratio} |"
         )
     for k in ("before", "after"):
-        g = math.exp(sum(math.log(p) for p in pct[k]) / len(pct[k]))
+        g = _geomean(pct[k])
         print(f"\n{k}: geometric mean {g:.1f}% of copy BW over {len(pct[k])} cases; "
               f"target met in {met[k]}")  # fmt: skip
+    # each run's % uses its own GPU's copy bandwidth; the times against one bandwidth
+    scale = old_machine["copy_bw_gbs"] / machine["copy_bw_gbs"]
+    if abs(scale - 1) > 0.005:
+        print(f"\nbefore, against the after run's copy bandwidth "
+              f"({old_machine['copy_bw_gbs']:.0f} -> {machine['copy_bw_gbs']:.0f} GB/s): "
+              f"geometric mean {_geomean(pct['before']) * scale:.1f}%")  # fmt: skip
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def _short(provider: str) -> str:
