@@ -133,9 +133,11 @@ bench_decode() {
 
 # thorough_cuda DIR SECONDS: the thorough campaign (diff and cuda_graph checks) on CUDA, stopped
 # by SIGINT after SECONDS (the partial report counts what ran); DIR/thorough.{json,log}.
+# THOROUGH_ARGS adds arguments (e.g. "--ops qkv --dtypes bfloat16": the groups run in order, and
+# a short campaign otherwise never leaves the first).
 thorough_cuda() {
   timeout -s INT -k 20 "$2" python3 -m conformance.cli check triton --profile thorough \
     --checks diff cuda_graph --device cuda --report-json "$1/thorough.json" \
-    --failures-dir "$1/thorough_failures" > "$1/thorough.log" 2>&1
+    --failures-dir "$1/thorough_failures" ${THOROUGH_ARGS:-} > "$1/thorough.log" 2>&1
   echo "rc=$?" >> "$1/thorough.log"
 }

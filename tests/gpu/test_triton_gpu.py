@@ -152,3 +152,41 @@ def test_gpu_h200_regression_case_with_the_shipped_launch(triton_backend):
     doc = load_failure(Path(__file__).parents[1] / "data" / "h200_expand_fp16_unwritten_row.json")
     result = replay(doc, triton_backend, CUDA)
     assert result.ok, result.failures
+
+
+@pytest.mark.parametrize("forced", [False, True])
+@pytest.mark.parametrize("op", ["shrink", "qkv"])
+def test_gpu_shrink_weight_tiles_through_tma(op, forced, triton_backend, monkeypatch):
+    """The shrink's TMA weight path against the oracle on the GPU.  Unforced: a prefill batch at
+    full rank 128 with c*R = 384, where the shipped rule takes the descriptor.  Forced (every
+    launch with ``tma=True``): adapters of ranks 128, 40 and 0, whose descriptor tiles hold rows
+    past ``c*r`` poisoned with NaN, which must reach no stored column."""
+    from lora_triton import config
+    from lora_triton.kernels import shrink as shrink_kernel
+
+    made = []
+    real = shrink_kernel.weight_descriptor
+    monkeypatch.setattr(
+        shrink_kernel, "weight_descriptor", lambda w, cfg: made.append(real(w, cfg)) or made[-1]
+    )
+    case = Case(
+        op=op,
+        dtype="bfloat16",
+        seg_lens=(200, 57, 0, 160),
+        weight_indices=(0, 1, 2, 1),
+        lora_ranks=(128, 128, 128) if not forced else (128, 40, 0),
+        scalings=(1.0, 0.5, -2.0),
+        R=128,
+        K=512,
+        N=0 if op == "shrink" else 256,
+        n_kv=64 if op == "qkv" else 0,
+        stack=stack_count(op, shrink_stack=3),
+        permute=True,
+        has_base=op != "shrink",
+        seed=5,
+    ).replace(poison="nan")
+    tiles = config.ShrinkConfig(64, 128, 64, num_stages=3, tma=True) if forced else None
+    with config.override(shrink=tiles):
+        result = check_diff(triton_backend, case, CUDA)
+    assert result.ok, "\n".join(result.failures)
+    assert made and all(d is not None for d in made), made

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Trust on the shrink's TMA weight path (2 x H200, or 1 with the halves in turn):
+#   GPU 0: tests/gpu's TMA test (the oracle on the shipped and the forced path), then the
+#          thorough campaign on qkv, bfloat16;
+#   GPU 1: the thorough campaign on gate_up, bfloat16.
+# Everything lands in OUT/tma_trust.tar.  Usage: bash benchmarks/device_tma_trust.sh OUT
+set -u
+out=${1:?output folder}
+work=/tmp/tma_trust
+mkdir -p "$out" "$work/qkv" "$work/gate_up"
+source benchmarks/device_common.sh
+device_setup "$work"
+n=$(nvidia-smi -L | wc -l)
+( export CUDA_VISIBLE_DEVICES=0
+  timeout -s INT -k 20 "$(left 90)" python3 -m pytest tests/gpu -q -rfE --tb=short \
+    -p no:cacheprovider -k tma > "$work/gpu_tma.log" 2>&1
+  echo "rc=$?" >> "$work/gpu_tma.log"
+  THOROUGH_ARGS="--ops qkv --dtypes bfloat16" thorough_cuda "$work/qkv" "$(left 400)"
+) &
+first=$!
+[ "$n" -gt 1 ] || wait $first
+( export CUDA_VISIBLE_DEVICES=$((n - 1))
+  THOROUGH_ARGS="--ops gate_up --dtypes bfloat16" thorough_cuda "$work/gate_up" "$(left 400)" )
+wait
+tar -C "$work" -cf "$out/tma_trust.tar" .
+for f in "$work"/gpu_tma.log "$work"/*/thorough.log; do echo "== $f"; tail -n 6 "$f"; done
