@@ -3,6 +3,8 @@
 :func:`run_group` runs the group's hand-built examples, then the profile's random draws,
 shrinks a failure to a minimal case, saves it, and returns a :class:`GroupRecord`:
 
+* a group cut by a ``KeyboardInterrupt`` (Ctrl-C, a time limit's SIGINT) gets the outcome
+  ``interrupted`` with what it ran, on the exception's ``lora_group``, and the exception goes on;
 * examples and shrink steps are counted apart (explicit examples, draws and database replays are
   examples; every execution after the first failure, but the final replay, is a shrink step);
 * every example's corner classes are counted and emitted as Hypothesis ``event``\\ s, and its
@@ -259,6 +261,11 @@ def run_group(
             second = attempt([])
             if second.last is not None:
                 chosen, first.flaky = second.last, second.flaky
+    except KeyboardInterrupt as exc:
+        # the run stops here; the caller may still report what this group ran
+        rec.outcome = "interrupted"
+        exc.lora_group = rec  # type: ignore[attr-defined]
+        raise
     finally:
         rec.seconds = time.monotonic() - started
         rec.corners = dict(counts)

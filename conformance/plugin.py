@@ -327,13 +327,16 @@ class _Run:
         self.plan = [g for g in self.plan_all if g.id in kept]
         self.write()
 
+    def record(self, rec: dict[str, Any]) -> None:
+        """Put one group's record (a ``record_json`` document) in the report and write it."""
+        self.records[rec["id"]] = rec
+        self.write()
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Collect each group's record (from workers too, under xdist) into the report."""
         for key, value in report.user_properties:
             if key == "lora_group":
-                rec = json.loads(value)
-                self.records[rec["id"]] = rec
-                self.write()
+                self.record(json.loads(value))
                 return
         if report.skipped and report.when == "setup" and report.nodeid.endswith("]"):
             gid = report.nodeid.rsplit("[", 1)[1][:-1]
@@ -474,7 +477,15 @@ def lora_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
             runner=run.runner.run if run.runner is not None else None,
             progress=run.progress,
         )
-        rec = run_group(group, run.backend_cls, run.device, options)
+        try:
+            rec = run_group(group, run.backend_cls, run.device, options)
+        except KeyboardInterrupt as exc:
+            # pytest reports no item of an interrupted session: keep the group's partial record
+            # (on the controller; an xdist worker's is lost with the worker)
+            partial = getattr(exc, "lora_group", None)
+            if partial is not None:
+                run.record(json.loads(record_json(partial)))
+            raise
         request.node.user_properties.append(("lora_group", record_json(rec)))
         return rec
 
