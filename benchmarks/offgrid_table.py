@@ -11,9 +11,9 @@ Usage: python benchmarks/offgrid_table.py BEFORE/bench_bf16.json AFTER/bench_bf1
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
+from statistics import geometric_mean
 
 
 def _rows(path: str) -> dict[tuple[str, str], dict]:
@@ -67,7 +67,7 @@ def main(before_path: str, after_path: str) -> None:
             f"{gmm_us or 0:.1f} | {text} | {'yes' if ok else 'no'} | {ratio} |"
         )
     for k in ("before", "after"):
-        g = _geomean(pct[k])
+        g = geometric_mean(pct[k])
         print(f"\n{k}: geometric mean {g:.1f}% of copy BW over {len(pct[k])} cases; "
               f"target met in {met[k]}")  # fmt: skip
     # each run's % uses its own GPU's copy bandwidth; the times against one bandwidth
@@ -75,11 +75,7 @@ def main(before_path: str, after_path: str) -> None:
     if abs(scale - 1) > 0.005:
         print(f"\nbefore, against the after run's copy bandwidth "
               f"({old_machine['copy_bw_gbs']:.0f} -> {machine['copy_bw_gbs']:.0f} GB/s): "
-              f"geometric mean {_geomean(pct['before']) * scale:.1f}%")  # fmt: skip
-
-
-def _geomean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
+              f"geometric mean {geometric_mean(pct['before']) * scale:.1f}%")  # fmt: skip
 
 
 def _short(provider: str) -> str:

@@ -179,10 +179,15 @@ def pytest_configure_node(node) -> None:
         node.workerinput["lora_seed"] = run.seed
 
 
-def record_json(rec) -> str:
+def record_dict(rec) -> dict[str, Any]:
+    """A group record as the report holds it (``worst_ratio`` in its JSON form)."""
     data = asdict(rec)
     data["worst_ratio"] = ratio_to_json(rec.worst_ratio)
-    return json.dumps(data)
+    return data
+
+
+def record_json(rec) -> str:
+    return json.dumps(record_dict(rec))
 
 
 class _Run:
@@ -328,7 +333,7 @@ class _Run:
         self.write()
 
     def record(self, rec: dict[str, Any]) -> None:
-        """Put one group's record (a ``record_json`` document) in the report and write it."""
+        """Put one group's record (``record_dict``) in the report and write it."""
         self.records[rec["id"]] = rec
         self.write()
 
@@ -484,7 +489,7 @@ def lora_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
             # (on the controller; an xdist worker's is lost with the worker)
             partial = getattr(exc, "lora_group", None)
             if partial is not None:
-                run.record(json.loads(record_json(partial)))
+                run.record(record_dict(partial))
             raise
         request.node.user_properties.append(("lora_group", record_json(rec)))
         return rec

@@ -135,7 +135,8 @@ def shrink_config(
     block_n = shrink_column_tile(cR)
     if T > DECODE_ROWS:
         # prefill and mixed batches: 64-row tiles (2026-11-28 and 2026-11-29 H200 sweeps,
-        # benchmarks/results/)
+        # benchmarks/results/); K steps of 128, 64 in fp32 (shared memory)
+        deep_k = 64 if dtype == torch.float32 else 128
         if cR >= 384 and full_rank:
             # 128-wide column tiles read x 3 times instead of 6 (shrink_qkv r=128 prefill
             # 52 -> 42 us, mixed 65 -> 43 us).  Slower where Nsight Compute or the bench timed
@@ -151,15 +152,13 @@ def shrink_config(
             # one column tile: 64-row tiles read the weights half as often as 32-row ones, and
             # K split in two keeps two programs per row tile.  shrink_qkv r=16: prefill
             # 17.0 -> 16.1 us, mixed 26.1 -> 17.4 us (results/2026-11-29-h200-split/)
-            block_k = 64 if dtype == torch.float32 else 128  # fp32: shared memory
-            return ShrinkConfig(64, block_n, block_k, split_k=2, num_warps=4, num_stages=3)
+            return ShrinkConfig(64, block_n, deep_k, split_k=2, num_warps=4, num_stages=3)
         if full_rank and _tiles(T, 64) * _tiles(cR, block_n) > sm_count(device):
             # more programs than SMs: 64-deep K steps (64 KB of shared memory, three programs
             # per SM instead of one).  float16 K=4000 r=96: shrink_qkv prefill 50.2 -> 40.4 us.
             # Not with mixed ranks, whose programs mostly end at once
             return ShrinkConfig(64, block_n, 64, split_k=1, num_warps=4, num_stages=4)
-        block_k = 64 if dtype == torch.float32 else 128
-        return ShrinkConfig(64, block_n, block_k, split_k=1, num_warps=4, num_stages=4)
+        return ShrinkConfig(64, block_n, deep_k, split_k=1, num_warps=4, num_stages=4)
     # decode: 16-row tiles, K split until the grid (busy tiles x splits) fills the chip; busy
     # row tiles: at least one per adapter, at least T / 16
     tiles = max(_tiles(T, 16), min(num_adapters, T)) * _tiles(cR, block_n)

@@ -35,13 +35,13 @@ import triton
 import triton.language as tl
 
 from lora_ref.runtime import interpreting
+from lora_triton.config import ShrinkConfig
+from lora_triton.kernels.layout import RowLayout, clamp_rank, tile_positions
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:  # a Triton without host-side tensor descriptors: pointer loads only
     TensorDescriptor = None
-from lora_triton.config import ShrinkConfig
-from lora_triton.kernels.layout import RowLayout, clamp_rank, tile_positions
 
 _NO_SLOT = 2**30
 
