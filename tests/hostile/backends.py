@@ -78,6 +78,19 @@ class RaisesKeyboardInterrupt(_OnShrink):
         raise KeyboardInterrupt
 
 
+class SigintOnFifthShrink(_OnShrink):
+    """Sends its own process a real SIGINT (the user's Ctrl-C, a time limit's) on its fifth
+    shrink call, in the middle of a group."""
+
+    calls = 0
+
+    def act(self, x):
+        SigintOnFifthShrink.calls += 1
+        if SigintOnFifthShrink.calls == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises before this ends
+
+
 class WrongShape(_OnShrink):
     """Returns a result with one column too many."""
 

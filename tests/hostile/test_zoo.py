@@ -112,6 +112,16 @@ def test_an_import_that_exits_zero_is_not_a_pass(tmp_path):
     assert "before the first example" in report.data["error"]
 
 
+def test_a_sigint_mid_group_reports_what_the_group_ran(tmp_path):
+    """A real SIGINT inside a group's fifth backend call: the run is interrupted (exit 4), and
+    the group in flight is reported as "interrupted" with the examples it ran, not as "not run"
+    with none."""
+    report, _ = _check("backends:SigintOnFifthShrink", tmp_path, max_examples=20)
+    assert report.exit_code == 4 and report.data["status"] == "interrupted"
+    cut = [g for g in report.groups if g["outcome"] == "interrupted"]
+    assert len(cut) == 1 and cut[0]["examples"] > 0, report.groups
+
+
 def test_a_sigint_during_a_backend_call_interrupts_a_plain_pytest_run(pytester):
     """The plugin marks SIGINT as the user's in every pytest session, so a Ctrl-C (or a time
     limit's SIGINT) that lands inside a backend call made by any test interrupts the run, as
