@@ -115,7 +115,46 @@ _TMA_CASES = [
     for lay in ("prefill", "mixed")
     for r in rs
 ] + [(M, op, "prefill", r) for op in ("shrink", "shrink_down") for r in (16, 64)]
+
+
+# round 9 (2026-11-29, session 9): decode.  The shrink's split rule came from the first grid's
+# decode (8 and 32 adapters), where one wave of programs sufficed; with 64 adapters it leaves one
+# program per SM.  Candidates: more K splits (more weight bytes in flight), TMA weight tiles, and
+# deeper pipelines.  The expand: 128-wide column tiles swept 4 at a time (the 2026-11-29 regs
+# sweep had them faster on some decode cases, slower on others)
+def _split(w: Workload, times: int, block_k: int = 128, **kw) -> S:
+    shipped = _shipped(w)
+    return replace(shipped, split_k=min(16, shipped.split_k * times), block_k=block_k, **kw)
+
+
+DECODE_SHRINK = [
+    None,
+    lambda w: _split(w, 2),
+    lambda w: _split(w, 4),
+    lambda w: _split(w, 4, block_k=64, num_stages=6),
+    lambda w: replace(_shipped(w), tma=True),
+    lambda w: _split(w, 2, tma=True),
+    lambda w: _split(w, 4, tma=True),
+    lambda w: _split(w, 2, num_warps=2),
+]
+DECODE_EXPAND9 = [
+    None,
+    E(16, 128, 4, 3, 4),
+    E(16, 128, 4, 3, 2),
+    E(16, 128, 4, 4, 4),
+    E(16, 64, 4, 3, 4),
+    E(16, 256, 8, 3, 2),
+]
+_DECODE_CASES = (
+    [(M, op, "decode128x64", r) for op in ("shrink_qkv", "qkv", "gate_up") for r in (16, HETERO)]
+    + [(M, "shrink_qkv", "decode128x64", 128), (M, "gate_up", "decode128x64", 128)]
+    + [(M, op, "decode256-rank0", r) for op in ("shrink_qkv", "qkv") for r in (16, 128, HETERO)]
+    + [(M, op, lay, r) for op in ("qkv", "gate_up", "expand") for lay in ("decode64", "decode256")
+       for r in (16, 64)]
+)  # fmt: skip
 SWEEPS = {
+    "decode_shrink": ("shrink", DECODE_SHRINK, [c for c in _DECODE_CASES if c[1] != "expand"]),
+    "decode_expand": ("expand", DECODE_EXPAND9, [c for c in _DECODE_CASES if "shrink" not in c[1]]),
     "tma_a": ("shrink", TMA_SHRINK, _TMA_CASES[::2]),
     "tma_b": ("shrink", TMA_SHRINK, _TMA_CASES[1::2]),
     "expand": (

@@ -13,6 +13,24 @@ device_setup() {
     date -u; } > "$1/env.txt" 2>&1
 }
 
+# device_begin WORK: a fresh work folder (WORK, emptied: a host can be lent again with an earlier
+# call's /tmp), device_setup in it, and n = the number of GPUs.
+device_begin() {
+  rm -rf "$1" && mkdir -p "$1"
+  device_setup "$1"
+  n=$(nvidia-smi -L | wc -l)
+}
+
+# on_two_gpus FIRST SECOND: the shell function FIRST on GPU 0 in the background and SECOND on the
+# last GPU, then wait for both (with one GPU, FIRST then SECOND on it).
+on_two_gpus() {
+  ( export CUDA_VISIBLE_DEVICES=0; "$1" ) &
+  local first=$!
+  [ "$n" -gt 1 ] || wait $first
+  ( export CUDA_VISIBLE_DEVICES=$((n - 1)); "$2" )
+  wait
+}
+
 # peers_setup: after device_setup with .peers/ carried, an empty module in place of vLLM's compiled
 # CUDA ops (92 MB, built against another torch, not carried; its LoRA ops are Triton and do not
 # use them, but vllm.platforms.cuda imports them), and FlashInfer's JIT target (sm_90a).
@@ -88,9 +106,12 @@ left() {
 }
 
 # gpu_tests DIR SECONDS: tests/gpu, stopped by SIGINT after SECONDS (pytest still prints its
-# summary); log DIR/gpu_tests.log ending with the exit status.
+# summary); log DIR/gpu_tests.log ending with the exit status.  Verbose, so the log names the
+# test in flight when a limit cuts the run, and any test running past FAULT_S (default 120) s has
+# every thread's Python stack written to the log.  GPU_TESTS_ARGS adds arguments (e.g. -k tma).
 gpu_tests() {
-  timeout -s INT -k 20 "$2" python3 -m pytest tests/gpu -q --tb=short -p no:cacheprovider \
+  timeout -s INT -k 20 "$2" python3 -m pytest tests/gpu -v --tb=short -rfE -p no:cacheprovider \
+    --durations=0 -o faulthandler_timeout="${FAULT_S:-120}" ${GPU_TESTS_ARGS:-} \
     > "$1/gpu_tests.log" 2>&1
   echo "rc=$?" >> "$1/gpu_tests.log"
 }
@@ -122,13 +143,23 @@ ncu_cases() {
   python3 benchmarks/ncu_cases.py --table "$dir/ncu_$name.csv" > "$dir/ncu_$name.md" 2>> "$dir/ncu_$name.log"
 }
 
-# bench_decode DIR: the first grid's decode cases (decode64: 8 adapters, decode256: 32), whose
-# launch rule depends on the number of row tiles; DIR/decode/, DIR/bench_decode.log.
+# bench_decode DIR [NAME]: the first grid's decode cases (decode64: 8 adapters, decode256: 32),
+# whose launch rule depends on the number of row tiles; DIR/NAME/, DIR/bench_NAME.log (NAME
+# defaults to decode).  DECODE_LAYOUTS, DECODE_RANKS and DECODE_OPS replace the cases.
 bench_decode() {
+  local name=${2:-decode}
   timeout -s INT -k 20 "${BENCH_DECODE_S:-120}" python3 -m conformance.cli bench \
-    ${BENCH_DECODE_PROVIDERS:-triton torch} --models llama3-8b --ops qkv gate_up expand shrink_qkv \
-    --layouts decode64 decode256 --ranks 16 64 --out "$1/decode" > "$1/bench_decode.log" 2>&1
-  echo "rc=$?" >> "$1/bench_decode.log"
+    ${BENCH_DECODE_PROVIDERS:-triton torch} --models llama3-8b \
+    --ops ${DECODE_OPS:-qkv gate_up expand shrink_qkv} --layouts ${DECODE_LAYOUTS:-decode64 decode256} \
+    --ranks ${DECODE_RANKS:-16 64} --out "$1/$name" > "$1/bench_$name.log" 2>&1
+  echo "rc=$?" >> "$1/bench_$name.log"
+}
+
+# bench_decode_many DIR: 64-adapter decode at the ranks the off-grid bench leaves out (8, 32,
+# 64), whose expand rule changed in round 9; DIR/decode_many/, DIR/bench_decode_many.log.
+bench_decode_many() {
+  DECODE_LAYOUTS=decode128x64 DECODE_RANKS="8 32 64" DECODE_OPS="qkv gate_up expand" \
+    bench_decode "$1" decode_many
 }
 
 # thorough_cuda DIR SECONDS: the thorough campaign (diff and cuda_graph checks) on CUDA, stopped

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Launch-rule sweeps and Nsight Compute profiles (2 x H200; one GPU works too, serially):
-#   GPU 0: benchmarks/config_sweep.py $SWEEP_A (default: expand)
+#   GPU 0: with GPU_TESTS_ARGS set, tests/gpu with those arguments (device_common.sh's
+#          gpu_tests); then benchmarks/config_sweep.py $SWEEP_A (default: expand)
 #   GPU 1: with NCU=1, ncu on benchmarks/ncu_cases.py with the kernels of .before/ (the last
 #          landed lora_triton, carried) and with the working tree's; then config_sweep.py
 #          $SWEEP_B (default: decode shrink).
@@ -13,7 +14,8 @@ source benchmarks/device_common.sh
 device_setup "$work"
 n=$(nvidia-smi -L | wc -l)
 ( export CUDA_VISIBLE_DEVICES=0
-  timeout -s INT -k 20 "${SWEEP_S:-500}" python3 benchmarks/config_sweep.py "$work/a" ${SWEEP_A:-expand} \
+  [ -z "${GPU_TESTS_ARGS:-}" ] || gpu_tests "$work" "$(left ${GPU_TESTS_S:-150})"
+  timeout -s INT -k 20 "$(left ${SWEEP_S:-500})" python3 benchmarks/config_sweep.py "$work/a" ${SWEEP_A:-expand} \
     > "$work/sweep_a.log" 2>&1
   echo "rc=$?" >> "$work/sweep_a.log"
 ) &
@@ -24,11 +26,12 @@ first=$!
     ncu_cases "$work" before .before
     ncu_cases "$work" after .
   fi
-  timeout -s INT -k 20 "${SWEEP_B_S:-400}" python3 benchmarks/config_sweep.py "$work/b" ${SWEEP_B:-decode shrink} \
+  timeout -s INT -k 20 "$(left ${SWEEP_B_S:-400})" python3 benchmarks/config_sweep.py "$work/b" ${SWEEP_B:-decode shrink} \
     > "$work/sweep_b.log" 2>&1
   echo "rc=$?" >> "$work/sweep_b.log"
 )
 wait
 tar -C "$work" -cf "$out/sweep.tar" .
+[ ! -e "$work/gpu_tests.log" ] || tail -n 40 "$work/gpu_tests.log"
 for f in "$work"/sweep_*.log; do echo "== $f"; grep -v "^ *$" "$f" | cut -c1-150 | tail -n 80; done
 for f in "$work"/ncu_*.md; do echo "== $f"; cat "$f"; done
