@@ -207,12 +207,26 @@ def expand_config(T: int, R: int, slice_width: int, positions: int | None = None
     # from the 2026-11-28 H200 sweeps: 16-row tiles for decode, wider for larger ranks
     if T <= DECODE_ROWS:
         tiles = triton.cdiv(positions or T, 16)
-        if tiles >= DECODE_MANY_TILES or (tiles >= DECODE_SWEEP_TILES and R >= 128):
+        if tiles >= DECODE_MANY_TILES and R <= 16:
+            # many narrow adapters: 128-wide column tiles, 4 per program.  64 adapters,
+            # 2026-11-29 (results/2026-11-29-h200-decode/): r=16 qkv 23.4 -> 22.3 us, gate_up
+            # 38.7 -> 37.5 us; r=8 qkv 23.5 -> 22.4 us, gate_up 46.1 -> 45.3 us.  It lost at
+            # r=32 (qkv 30.9 -> 31.8 us, gate_up 54.8 -> 56.6 us) and at pool rank 128 (gate_up
+            # ranks 8..128 94.9 -> 105.0 us in the round 9 sweep)
+            return ExpandConfig(16, 128, num_warps=4, num_stages=3, n_per_prog=4)
+        if tiles >= DECODE_MANY_TILES:
             # weight-read bound (many adapters, or wide ones): 8 column tiles per program with
             # pipelined weight loads.  2026-11-29 bench: 64-adapter gate_up decode r=128
-            # 301 -> 170 us, r=16 49 -> 41 us; 8 adapters at r=128 56 -> 36 us.  With 32
-            # adapters at r <= 64 it lost (expand r=16 5.5 -> 7.3 us)
+            # 301 -> 170 us, r=16 49 -> 41 us
             return ExpandConfig(16, 64, num_warps=4, num_stages=3, n_per_prog=8)
+        if tiles >= DECODE_SWEEP_TILES and R >= 64:
+            # 20..63 row tiles at rank >= 64: 4 column tiles per program, twice the programs
+            # of 8.  Same run: 32 adapters at r=64, qkv 33.0 -> 30.8 us, gate_up 60.2 -> 56.5
+            # us, expand 9.9 -> 8.8 us; rank-0-heavy qkv r=128 24.0 -> 23.2 us, ranks 8..128
+            # 22.6 -> 20.9 us; rank-0-heavy gate_up ranks 8..128 lost 28.0 -> 29.0 us.  Before,
+            # r=128 swept 8 (8 adapters at r=128 56 -> 36 us against one tile per program) and
+            # r=64 took one 256-wide tile
+            return ExpandConfig(16, 64, num_warps=4, num_stages=3, n_per_prog=4)
         # few row tiles: one column tile per program keeps the grid full.  One rank bucket:
         # at 8 adapters and r=64 the extra buckets cost (gate_up decode64 26 -> 34 us)
         if R > 32:

@@ -314,6 +314,57 @@ def test_grouped_layout_matches_its_model(segs, permute, align):
     assert got_rows == [r for r, s in zip(rows, slots, strict=True) if s >= 0]
 
 
+def _clamped_layout_model(indptr, weight_indices, perm, T, num_slots, align, P):
+    """The layout of hostile metadata as ``layout.py`` states it: segment bounds clamped to
+    ``[0, T]``, lengths to ``>= 0``, segments of slots outside ``[0, L)`` skipped, rows whose
+    permutation entry lies outside ``[0, T)`` left as padding, positions past ``P`` dropped."""
+    slots = []
+    for v in range(num_slots):
+        group = []
+        for j, w in enumerate(weight_indices):
+            lo, hi = (min(max(b, 0), T) for b in (indptr[j], indptr[j + 1]))
+            if w == v:
+                group += [perm[q] if perm else q for q in range(lo, max(hi, lo))]
+        slots += [v if 0 <= q < T else -1 for q in group] + [-1] * (-len(group) % align)
+    return (slots + [-1] * P)[:P]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    data=st.data(),
+    num_segments=st.integers(1, 70),
+    T=st.integers(0, 60),
+    align=st.sampled_from([16, 64, 128]),
+)
+def test_grouped_layout_of_hostile_metadata(data, num_segments, T, align):
+    """Metadata written behind validation's back (CUDA-graph buffers): segment bounds out of
+    order or out of range, slots out of range, permutation entries out of range.  The layout is
+    the clamping model's: every position holds -1 or a slot in ``[0, L)``, every row read is in
+    ``[0, T)``."""
+    from lora_triton.kernels.layout import group_rows, num_positions
+
+    num_slots = data.draw(st.sampled_from([3, 40]))
+    bound = st.integers(-5, T + 5)
+    indptr = data.draw(st.lists(bound, min_size=num_segments + 1, max_size=num_segments + 1))
+    weights = data.draw(
+        st.lists(st.integers(-2, num_slots + 1), min_size=num_segments, max_size=num_segments)
+    )
+    perm = data.draw(st.none() | st.lists(st.integers(-3, T + 3), min_size=T, max_size=T))
+    layout = group_rows(
+        torch.tensor(indptr, dtype=torch.int32),
+        torch.tensor(weights, dtype=torch.int32),
+        torch.tensor(perm, dtype=torch.int32) if perm is not None else None,
+        T,
+        num_slots,
+        align,
+    )
+    P = num_positions(T, num_segments, num_slots, align)
+    got = layout.pos_slot.tolist()
+    assert got == _clamped_layout_model(indptr, weights, perm, T, num_slots, align, P)
+    rows = [r for r, s in zip(layout.pos_row.tolist(), got, strict=True) if s >= 0]
+    assert all(0 <= r < T for r in rows)
+
+
 def test_h200_regression_case_replays_right_in_the_interpreter():
     """The case an H200 campaign caught (a row left unwritten by a multi-program-per-tile
     expand launch, since removed) is computed right by the interpreter."""

@@ -40,14 +40,15 @@ import triton.language as tl
 @triton.jit
 def _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, T, L, BLOCK_S: tl.constexpr):
     """Segments ``j0 .. j0+BLOCK_S``: index, slot (-1 when past ``S`` or outside ``[0, L)``) and
-    clamped length (0 for those)."""
+    clamped length (0 for those), int64: sums of hostile lengths (each up to ``T``, ``S`` of
+    them) pass 2**31, and a wrapped destination would be negative."""
     j = j0 + tl.arange(0, BLOCK_S)
     jm = j < S
     lo = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + j, mask=jm, other=0), 0), T)
     hi = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + j + 1, mask=jm, other=0), 0), T)
     wj = tl.load(weight_indices_ptr + j, mask=jm, other=-1)
     ok = jm & (wj >= 0) & (wj < L)
-    return j, tl.where(ok, wj, -1), tl.where(ok, tl.maximum(hi - lo, 0), 0)
+    return j, tl.where(ok, wj, -1), tl.where(ok, tl.maximum(hi - lo, 0), 0).to(tl.int64)
 
 
 @triton.jit
@@ -63,10 +64,10 @@ def _padded_rows_below(
     BLOCK_L: tl.constexpr,
 ):
     """Sum over slots ``v < v_end`` of their row count rounded up to ``ALIGN``."""
-    total = tl.sum(tl.zeros((BLOCK_L,), tl.int32), axis=0)
+    total = tl.sum(tl.zeros((BLOCK_L,), tl.int64), axis=0)
     for v0 in range(0, v_end, BLOCK_L):
         v = v0 + tl.arange(0, BLOCK_L)
-        count = tl.zeros((BLOCK_L,), tl.int32)
+        count = tl.zeros((BLOCK_L,), tl.int64)
         for j0 in range(0, S, BLOCK_S):
             _, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, T, L, BLOCK_S)
             count += tl.sum(tl.where(wj[None, :] == v[:, None], lj[None, :], 0), axis=1)
@@ -102,7 +103,7 @@ def _layout_kernel(
     n = tl.where((w >= 0) & (w < L), tl.maximum(end - start, 0), 0)
     if n > 0:
         # rows of slot w in the segments before this one
-        before = tl.sum(tl.zeros((BLOCK_S,), tl.int32), axis=0)
+        before = tl.sum(tl.zeros((BLOCK_S,), tl.int64), axis=0)
         for j0 in range(0, S, BLOCK_S):
             j, wj, lj = _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, T, L, BLOCK_S)
             before += tl.sum(tl.where((wj == w) & (j < s), lj, 0), axis=0)
