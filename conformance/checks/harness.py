@@ -89,18 +89,30 @@ def user_interrupted() -> bool:
     return _user_interrupted.is_set()
 
 
+_watcher: Callable[..., Any] | None = None
+
+
 def watch_interrupts() -> None:
-    """Mark SIGINT as the user's, so a ``KeyboardInterrupt`` a backend raises is a crash."""
+    """Mark SIGINT as the user's, so a ``KeyboardInterrupt`` a backend raises is a crash.
+
+    Idempotent, and called by every :func:`backend_call`, so the mark holds without the pytest
+    plugin too (a script using the API, ``-p no:lora_conformance``, a source tree that registers
+    no entry point).  Does nothing off the main thread, or where SIGINT has no Python handler
+    (ignored, or the OS default): there no ``KeyboardInterrupt`` can come from it.
+    """
+    global _watcher
     if threading.current_thread() is not threading.main_thread():
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is _watcher or not callable(previous):
+        return
 
     def handler(signum, frame):
         _user_interrupted.set()
-        if callable(previous):
-            previous(signum, frame)
+        previous(signum, frame)
         raise KeyboardInterrupt
 
+    _watcher = handler
     signal.signal(signal.SIGINT, handler)
 
 
@@ -163,6 +175,7 @@ class Problem:
 def backend_call(fn: Callable[[], V]) -> tuple[V | None, Problem | None]:
     """Run backend code; return ``(value, None)`` or ``(None, Problem)``.  Never raises, but for
     the user's interrupt and the deadline."""
+    watch_interrupts()
     with _no_exit():
         try:
             return fn(), None

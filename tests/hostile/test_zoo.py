@@ -4,6 +4,9 @@ killed the run is saved (exit codes: 1 failure, 2 usage, 3 crash, 4 interrupted/
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +152,47 @@ def test_a_sigint_during_a_backend_call_interrupts_a_plain_pytest_run(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.INTERRUPTED, result.stdout.str()
     result.assert_outcomes(passed=1, failed=0)
+
+
+_SIGINT_IN_A_BACKEND_CALL = """
+import os, signal, time
+from conformance.checks.harness import backend_call
+
+def backend():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+
+value, problem = backend_call(backend)
+print("went on:", problem and problem.describe())
+"""
+
+
+def test_a_sigint_during_a_backend_call_interrupts_without_the_plugin(pytester):
+    """Without the pytest plugin (``-p no:lora_conformance``, or a source tree on PYTHONPATH
+    that registers no entry point, as on the device machine) a SIGINT inside a backend call
+    still interrupts the run: before, no handler marked it as the user's, so each one failed
+    the test in flight as a backend crash and the session went on."""
+    pytester.makepyfile(
+        test_calls=f"""
+        def test_a_real_sigint_interrupts():
+            exec({_SIGINT_IN_A_BACKEND_CALL!r}, {{}})
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:lora_conformance")
+    # pytest ends with its INTERRUPTED status, or (here, without the plugin) by the signal itself
+    assert result.ret in (pytest.ExitCode.INTERRUPTED, -signal.SIGINT), result.stdout.str()
+    assert "KeyboardInterrupt" in result.stdout.str()
+    result.assert_outcomes()  # no test passed or failed: the run was interrupted
+
+
+def test_a_sigint_during_a_backend_call_interrupts_a_script():
+    """The API in a plain script (no pytest): the user's Ctrl-C ends it as Python's would, and
+    is not reported as the backend's crash."""
+    run = subprocess.run(
+        [sys.executable, "-c", _SIGINT_IN_A_BACKEND_CALL],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr, run.stdout + run.stderr
+    assert "went on" not in run.stdout
