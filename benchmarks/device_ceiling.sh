@@ -9,17 +9,13 @@
 set -u
 out=${1:?output folder}
 work=/tmp/ceiling
-mkdir -p "$out" "$work/main" "$work/ksp"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-( export CUDA_VISIBLE_DEVICES=0
+device_begin "$work" main ksp main2
+probe() {
   timeout -s INT -k 20 "$(left 240)" python3 benchmarks/gemm_ceiling.py "$work/probe" \
     > "$work/probe.log" 2>&1
   echo "rc=$?" >> "$work/probe.log"
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
+}
 # decode_bench DIR TREE: fused decode cases with the lora_triton found first in TREE
 decode_bench() {
   ( cd /tmp && PYTHONPATH=$2:$PYTHONPATH timeout -s INT -k 20 "$(left 130)" python3 -m conformance.cli \
@@ -27,12 +23,12 @@ decode_bench() {
       decode256-rank0 --ranks 16 64 128 --out "$1/decode" > "$1/bench.log" 2>&1
     echo "rc=$?" >> "$1/bench.log" )
 }
-( export CUDA_VISIBLE_DEVICES=$((n - 1))
-  repo=$PWD
+branch_and_main() {
+  local repo=$PWD
   decode_bench "$work/main" "$repo"
   decode_bench "$work/ksp" "$repo/.ksp"
   decode_bench "$work/main2" "$repo"
-)
-wait
+}
+on_two_gpus probe branch_and_main
 tar -C "$work" -cf "$out/ceiling.tar" .
 for f in "$work"/probe.log "$work"/*/bench.log; do echo "== $f"; tail -n 40 "$f"; done

@@ -13,11 +13,16 @@ device_setup() {
     date -u; } > "$1/env.txt" 2>&1
 }
 
-# device_begin WORK: a fresh work folder (WORK, emptied: a host can be lent again with an earlier
-# call's /tmp), device_setup in it, and n = the number of GPUs.
+# device_begin WORK [SUBFOLDER...]: a fresh work folder (WORK, emptied, so that its tar holds
+# this run's files only, also where a machine runs several scripts) with these subfolders, the
+# script's output folder ($out, when set), device_setup in WORK, and n = the number of GPUs.
 device_begin() {
-  rm -rf "$1" && mkdir -p "$1"
-  device_setup "$1"
+  local work=$1 sub
+  shift
+  [ -z "${out:-}" ] || mkdir -p "$out"
+  rm -rf "$work" && mkdir -p "$work"
+  for sub in "$@"; do mkdir -p "$work/$sub"; done
+  device_setup "$work"
   n=$(nvidia-smi -L | wc -l)
 }
 

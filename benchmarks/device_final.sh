@@ -8,18 +8,14 @@
 set -u
 out=${1:?output folder}
 work=/tmp/final
-mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-( export CUDA_VISIBLE_DEVICES=0
+device_begin "$work"
+tests_and_ci() {
   gpu_tests "$work" "${GPU_TESTS_S:-280}"
   check_ci_cuda "$work" "${CI_S:-150}"
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-CUDA_VISIBLE_DEVICES=$((n - 1)) bench_offgrid "$work"
-wait
+}
+bench() { bench_offgrid "$work"; }
+on_two_gpus tests_and_ci bench
 tar -C "$work" -cf "$out/final.tar" .
 echo "== gpu_tests"; tail -n 12 "$work/gpu_tests.log"
 echo "== ci"; tail -n 4 "$work/ci.log"

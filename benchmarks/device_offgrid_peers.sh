@@ -14,12 +14,10 @@
 set -u
 out=${1:?output folder}
 work=/tmp/offgrid_peers
-mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
-device_setup "$work"
+device_begin "$work"
 peers_setup
 sglang_setup
-n=$(nvidia-smi -L | wc -l)
 SGLANG="conformance.peers.sglang_backends:SGLangTritonBackend conformance.peers.sglang_backends:SGLangCsgmvBackend"
 # bench_peers DIR LAYOUTS...: every provider on those layouts; DIR/bench.log ends with the status
 bench_peers() {
@@ -31,19 +29,16 @@ bench_peers() {
     --out "$dir" > "$dir/bench.log" 2>&1
   echo "rc=$?" >> "$dir/bench.log"
 }
-( export CUDA_VISIBLE_DEVICES=0
-  bench_peers "$work/bf16" ${LAYOUTS:-prefill mixed decode128x64 decode256-rank0}
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-if [ -n "${LAYOUTS_B:-}" ]; then
-  export CUDA_VISIBLE_DEVICES=$((n - 1))
-  [ "${MEMCHECK:-0}" = 0 ] || memcheck_hostile "$work" "$(left 120)"
-  bench_peers "$work/bf16_b" $LAYOUTS_B
-elif [ "${GPU_TESTS:-1}" != 0 ]; then
-  CUDA_VISIBLE_DEVICES=$((n - 1)) gpu_tests "$work" "$(left 480)"
-fi
-wait
+first_layouts() { bench_peers "$work/bf16" ${LAYOUTS:-prefill mixed decode128x64 decode256-rank0}; }
+second() {
+  if [ -n "${LAYOUTS_B:-}" ]; then
+    [ "${MEMCHECK:-0}" = 0 ] || memcheck_hostile "$work" "$(left 120)"
+    bench_peers "$work/bf16_b" $LAYOUTS_B
+  elif [ "${GPU_TESTS:-1}" != 0 ]; then
+    gpu_tests "$work" "$(left 480)"
+  fi
+}
+on_two_gpus first_layouts second
 tar -C "$work" -cf "$out/offgrid_peers.tar" .
 for f in "$work"/bf16*/bench.log "$work"/gpu_tests.log "$work"/memcheck.log; do
-  [ -e "$f" ] && { echo "== $f"; tail -n 4 "$f"; }; done
+  [ -e "$f" ] || continue; echo "== $f"; tail -n 4 "$f"; done

@@ -9,18 +9,11 @@
 set -u
 out=${1:?output folder}
 work=/tmp/speed
-mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-
-( export CUDA_VISIBLE_DEVICES=0
-  gpu_tests "$work" "${GPU_TESTS_S:-400}"
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-CUDA_VISIBLE_DEVICES=$((n - 1)) bench_offgrid "$work"
-wait
+device_begin "$work"
+tests() { gpu_tests "$work" "${GPU_TESTS_S:-400}"; }
+bench() { bench_offgrid "$work"; }
+on_two_gpus tests bench
 tar -C "$work" -cf "$out/speed.tar" .
 cat "$work/env.txt"
 echo "== gpu_tests"; tail -n 25 "$work/gpu_tests.log"

@@ -14,22 +14,18 @@
 set -u
 out=${1:?output folder}
 work=/tmp/speed
-mkdir -p "$out" "$work/after" "$work/before"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-( export CUDA_VISIBLE_DEVICES=0
+device_begin "$work" after before
+after() {
   BENCH_S=$(left 240) BENCH_FP16_S=$(left 100) bench_offgrid "$work/after"
   BENCH_DECODE_S=$(left 70) bench_decode "$work/after"
   BENCH_DECODE_S=$(left 50) bench_decode_many "$work/after"
   [ "${GPU_TESTS:-1}" = 0 ] || [ "$(left 150)" -lt 60 ] || gpu_tests "$work" "$(left 150)"
   [ "$(left 100)" -lt 60 ] || memcheck_hostile "$work" "$(left 100)"
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-( export CUDA_VISIBLE_DEVICES=$((n - 1))
+}
+before_and_checks() {
   # from /tmp: `python3 -m` puts the working folder first on sys.path, ahead of .before
-  repo=$PWD
+  local repo=$PWD
   ( cd /tmp && export PYTHONPATH=$repo/.before:$PYTHONPATH BENCH_PROVIDERS=triton
     export BENCH_FP16_PROVIDERS=triton BENCH_DECODE_PROVIDERS=triton
     python3 -c "import lora_triton; print(lora_triton.__file__)" > "$work/before/which.txt" 2>&1
@@ -40,8 +36,8 @@ first=$!
   [ "${GATE:-1}" = 0 ] || [ "$(left 300)" -lt 300 ] || bench_gate "$work" "triton,torch"
   [ "$(left 130)" -lt 60 ] || check_ci_cuda "$work" "$(left 130)"
   [ "$(left 600)" -lt 30 ] || thorough_cuda "$work" "$(left 600)"
-)
-wait
+}
+on_two_gpus after before_and_checks
 tar -C "$work" -cf "$out/speed.tar" .
 for f in "$work"/*/bench_*.log "$work"/pb_*.log "$work"/ncu_after.log "$work"/gpu_tests.log \
   "$work"/memcheck.log "$work"/ci.log "$work"/thorough.log; do

@@ -9,19 +9,15 @@
 set -u
 out=${1:?output folder}
 work=/tmp/sweep
-mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-( export CUDA_VISIBLE_DEVICES=0
+device_begin "$work"
+sweep_a() {
   [ -z "${GPU_TESTS_ARGS:-}" ] || gpu_tests "$work" "$(left ${GPU_TESTS_S:-150})"
   timeout -s INT -k 20 "$(left ${SWEEP_S:-500})" python3 benchmarks/config_sweep.py "$work/a" ${SWEEP_A:-expand} \
     > "$work/sweep_a.log" 2>&1
   echo "rc=$?" >> "$work/sweep_a.log"
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-( export CUDA_VISIBLE_DEVICES=$((n - 1))
+}
+ncu_and_sweep_b() {
   if [ "${NCU:-0}" = 1 ]; then
     ncu_cases "$work" before .before
     ncu_cases "$work" after .
@@ -29,9 +25,9 @@ first=$!
   timeout -s INT -k 20 "$(left ${SWEEP_B_S:-400})" python3 benchmarks/config_sweep.py "$work/b" ${SWEEP_B:-decode shrink} \
     > "$work/sweep_b.log" 2>&1
   echo "rc=$?" >> "$work/sweep_b.log"
-)
-wait
+}
+on_two_gpus sweep_a ncu_and_sweep_b
 tar -C "$work" -cf "$out/sweep.tar" .
 [ ! -e "$work/gpu_tests.log" ] || tail -n 40 "$work/gpu_tests.log"
 for f in "$work"/sweep_*.log; do echo "== $f"; grep -v "^ *$" "$f" | cut -c1-150 | tail -n 80; done
-for f in "$work"/ncu_*.md; do echo "== $f"; cat "$f"; done
+for f in "$work"/ncu_*.md; do [ -e "$f" ] || continue; echo "== $f"; cat "$f"; done

@@ -7,20 +7,15 @@
 set -u
 out=${1:?output folder}
 work=/tmp/tma_trust
-mkdir -p "$out" "$work/qkv" "$work/gate_up"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-( export CUDA_VISIBLE_DEVICES=0
+device_begin "$work" qkv gate_up
+tma_test_and_qkv() {
   timeout -s INT -k 20 "$(left 90)" python3 -m pytest tests/gpu -q -rfE --tb=short \
     -p no:cacheprovider -k tma > "$work/gpu_tma.log" 2>&1
   echo "rc=$?" >> "$work/gpu_tma.log"
   THOROUGH_ARGS="--ops qkv --dtypes bfloat16" thorough_cuda "$work/qkv" "$(left 400)"
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-( export CUDA_VISIBLE_DEVICES=$((n - 1))
-  THOROUGH_ARGS="--ops gate_up --dtypes bfloat16" thorough_cuda "$work/gate_up" "$(left 400)" )
-wait
+}
+gate_up() { THOROUGH_ARGS="--ops gate_up --dtypes bfloat16" thorough_cuda "$work/gate_up" "$(left 400)"; }
+on_two_gpus tma_test_and_qkv gate_up
 tar -C "$work" -cf "$out/tma_trust.tar" .
 for f in "$work"/gpu_tma.log "$work"/*/thorough.log; do echo "== $f"; tail -n 6 "$f"; done

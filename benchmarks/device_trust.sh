@@ -8,21 +8,15 @@
 set -u
 out=${1:?output folder}
 work=/tmp/trust
-mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-cli="python3 -m conformance.cli"
-
-( export CUDA_VISIBLE_DEVICES=0
+device_begin "$work"
+tests_memcheck_ci() {
   gpu_tests "$work" 240
   memcheck_hostile "$work" 240
   check_ci_cuda "$work" 200
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-CUDA_VISIBLE_DEVICES=$((n - 1)) thorough_cuda "$work" "${CAMPAIGN_S:-420}"
-wait
+}
+campaign() { thorough_cuda "$work" "${CAMPAIGN_S:-420}"; }
+on_two_gpus tests_memcheck_ci campaign
 tar -C "$work" -cf "$out/trust.tar" .
 cat "$work/env.txt"
 for f in gpu_tests memcheck ci thorough; do echo "== $f"; tail -n 6 "$work/$f.log"; done

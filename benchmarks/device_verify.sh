@@ -7,25 +7,21 @@
 set -u
 out=${1:?output folder}
 work=/tmp/verify
-mkdir -p "$out" "$work"
 source benchmarks/device_common.sh
-device_setup "$work"
-n=$(nvidia-smi -L | wc -l)
-( export CUDA_VISIBLE_DEVICES=0
+device_begin "$work"
+tests_memcheck() {
   gpu_tests "$work" "${GPU_TESTS_S:-330}"
   memcheck_hostile "$work" 150
-) &
-first=$!
-[ "$n" -gt 1 ] || wait $first
-( export CUDA_VISIBLE_DEVICES=$((n - 1))
+}
+sweep_and_bench() {
   timeout -s INT "${SWEEP_S:-300}" python3 benchmarks/config_sweep.py "$work/sweep" expand \
     > "$work/sweep.log" 2>&1
   echo "rc=$?" >> "$work/sweep.log"
   timeout -s INT 120 python3 -m conformance.cli bench triton --ops qkv --layouts prefill mixed \
     --ranks 16 64 --out "$work/qkv" > "$work/qkv.log" 2>&1
   echo "rc=$?" >> "$work/qkv.log"
-)
-wait
+}
+on_two_gpus tests_memcheck sweep_and_bench
 tar -C "$work" -cf "$out/verify.tar" .
 echo "== gpu_tests"; tail -n 15 "$work/gpu_tests.log"
 echo "== memcheck"; tail -n 3 "$work/memcheck.log"
