@@ -8,6 +8,8 @@ set -u
 script=${1:?device script}
 out=${2:?output folder}
 shift 2
+# the scripts' work folders are fixed paths under /tmp: one dry run at a time (parallel tests)
+if command -v flock > /dev/null; then exec 9> /tmp/lora_conformance_dry_run.lock; flock 9; fi
 stubs=$(mktemp -d)
 mkdir -p "$out"
 export DRY_LOG=$out/commands.log
