@@ -259,21 +259,22 @@ def test_triton_rank_buckets_and_column_sweeps(op, has_base, n_per_prog):
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
 
-def _layout_model(seg_lens, weight_indices, perm, num_slots, align=16):
-    """The grouped layout in plain Python: slots ascending, rows in logical order, each group
-    padded to ``align`` positions with slot -1."""
-    starts = [sum(seg_lens[:i]) for i in range(len(seg_lens))]
+def _layout_model(indptr, weight_indices, perm, T, num_slots, align=16):
+    """The grouped layout in plain Python, as ``layout.py`` states it: slots ascending, rows in
+    logical order, each group padded to ``align`` positions with slot -1.  For metadata written
+    behind validation's back: segment bounds clamped to ``[0, T]`` and lengths to ``>= 0``,
+    segments of slots outside ``[0, L)`` skipped, a row whose permutation entry lies outside
+    ``[0, T)`` left as padding.  Returns ``(slots, rows)`` before the cut at ``P``."""
     slots, rows = [], []
     for v in range(num_slots):
-        group = [
-            start + i
-            for start, n, w in zip(starts, seg_lens, weight_indices, strict=True)
-            if w == v
-            for i in range(n)
-        ]
+        group = []
+        for j, w in enumerate(weight_indices):
+            lo, hi = (min(max(b, 0), T) for b in (indptr[j], indptr[j + 1]))
+            if w == v:
+                group += [perm[q] if perm else q for q in range(lo, max(hi, lo))]
         pad = -len(group) % align
-        slots += [v] * len(group) + [-1] * pad
-        rows += [perm[q] if perm else q for q in group] + [0] * pad
+        slots += [v if 0 <= q < T else -1 for q in group] + [-1] * pad
+        rows += group + [0] * pad
     return slots, rows
 
 
@@ -293,9 +294,9 @@ def test_grouped_layout_matches_its_model(segs, permute, align):
     num_slots = 6 if len(segs) % 2 else 40  # past BLOCK_L=32 slots sometimes
     T = sum(seg_lens)
     perm = list(reversed(range(T))) if permute else None
-    indptr = torch.tensor([0, *itertools.accumulate(seg_lens)], dtype=torch.int32)
+    indptr = [0, *itertools.accumulate(seg_lens)]
     layout = group_rows(
-        indptr,
+        torch.tensor(indptr, dtype=torch.int32),
         torch.tensor(weights, dtype=torch.int32),
         torch.tensor(perm, dtype=torch.int32) if perm else None,
         T,
@@ -305,28 +306,13 @@ def test_grouped_layout_matches_its_model(segs, permute, align):
     pos_slot, pos_row = layout.pos_slot, layout.pos_row
     assert layout.align == align
     P = num_positions(T, len(segs), num_slots, align)
-    slots, rows = _layout_model(seg_lens, weights, perm, num_slots, align)
+    slots, rows = _layout_model(indptr, weights, perm, T, num_slots, align)
     assert len(slots) <= P
     tail = P - len(slots)
     assert pos_slot.tolist() == slots + [-1] * tail
     # rows are read only where the slot is not -1
     got_rows = [r for r, s in zip(pos_row.tolist(), pos_slot.tolist(), strict=True) if s >= 0]
     assert got_rows == [r for r, s in zip(rows, slots, strict=True) if s >= 0]
-
-
-def _clamped_layout_model(indptr, weight_indices, perm, T, num_slots, align, P):
-    """The layout of hostile metadata as ``layout.py`` states it: segment bounds clamped to
-    ``[0, T]``, lengths to ``>= 0``, segments of slots outside ``[0, L)`` skipped, rows whose
-    permutation entry lies outside ``[0, T)`` left as padding, positions past ``P`` dropped."""
-    slots = []
-    for v in range(num_slots):
-        group = []
-        for j, w in enumerate(weight_indices):
-            lo, hi = (min(max(b, 0), T) for b in (indptr[j], indptr[j + 1]))
-            if w == v:
-                group += [perm[q] if perm else q for q in range(lo, max(hi, lo))]
-        slots += [v if 0 <= q < T else -1 for q in group] + [-1] * (-len(group) % align)
-    return (slots + [-1] * P)[:P]
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
@@ -359,10 +345,12 @@ def test_grouped_layout_of_hostile_metadata(data, num_segments, T, align):
         align,
     )
     P = num_positions(T, num_segments, num_slots, align)
+    slots, rows = _layout_model(indptr, weights, perm, T, num_slots, align)
     got = layout.pos_slot.tolist()
-    assert got == _clamped_layout_model(indptr, weights, perm, T, num_slots, align, P)
-    rows = [r for r, s in zip(layout.pos_row.tolist(), got, strict=True) if s >= 0]
-    assert all(0 <= r < T for r in rows)
+    assert got == (slots + [-1] * P)[:P]  # positions past P are dropped
+    got_rows = [r for r, s in zip(layout.pos_row.tolist(), got, strict=True) if s >= 0]
+    assert got_rows == [r for r, s in zip(rows[:P], slots[:P], strict=True) if s >= 0]
+    assert all(0 <= r < T for r in got_rows)
 
 
 def test_h200_regression_case_replays_right_in_the_interpreter():
