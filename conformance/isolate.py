@@ -144,11 +144,10 @@ def _worker(read_fd: int, write_fd: int) -> None:
     use_interpreter_without_gpu(None if device_name == "auto" else device_name.split(":")[0])
     import torch
 
-    from conformance.checks.harness import backend_call, watch_interrupts
+    from conformance.checks.harness import backend_call
     from lora_ref import get_backend_from_name
     from lora_ref.registry import BackendLoadError, BackendNotFoundError
 
-    watch_interrupts()
     try:
         cls = get_backend_from_name(name)
     except BackendNotFoundError as exc:

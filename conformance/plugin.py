@@ -140,13 +140,8 @@ def _profile(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the profiles before Hypothesis' own plugin loads ``--hypothesis-profile``; with
     a backend named and no profile asked for, load ``LORA_CONFORMANCE_PROFILE`` (or ``ci``)."""
-    from conformance.checks.harness import watch_interrupts
-
     config.addinivalue_line("markers", "lora_conformance: a test of the conformance suite")
     profiles.register()
-    # in every session, so that a Ctrl-C (or a time limit's SIGINT) during a backend call
-    # interrupts the run, as pytest's would, instead of failing the test as a backend crash
-    watch_interrupts()
     if not _backend_name(config):
         return
     from hypothesis import settings

@@ -126,10 +126,9 @@ def test_a_sigint_mid_group_reports_what_the_group_ran(tmp_path):
 
 
 def test_a_sigint_during_a_backend_call_interrupts_a_plain_pytest_run(pytester):
-    """The plugin marks SIGINT as the user's in every pytest session, so a Ctrl-C (or a time
-    limit's SIGINT) that lands inside a backend call made by any test interrupts the run, as
-    pytest's own would, and fails no test as a backend crash; a backend raising
-    ``KeyboardInterrupt`` itself is still a crash."""
+    """A Ctrl-C (or a time limit's SIGINT) that lands inside a backend call made by any test
+    interrupts the run, as pytest's own would, and fails no test as a backend crash; a backend
+    raising ``KeyboardInterrupt`` itself is still a crash."""
     pytester.makepyfile(
         test_calls="""
         import os, signal, time
