@@ -6,6 +6,9 @@ Usage: python benchmarks/offgrid_table.py BEFORE/bench_bf16.json AFTER/bench_bf1
        python benchmarks/offgrid_table.py --peers bench.json [bench.json ...]
            (every provider of one run, on one or both GPUs of a host, and the fastest peer over
            triton)
+       python benchmarks/offgrid_table.py --variants LABEL=bench.json[,bench.json ...] ...
+           (the triton rows of several runs of the same cases, e.g. one per launch variant on
+           one GPU, and each run's geometric mean time against the first's)
 """
 
 from __future__ import annotations
@@ -117,8 +120,33 @@ def peers(*paths: str) -> None:
     print(f"\ntriton faster than every peer in {wins} of {total} cases")
 
 
+def variants(*specs: str) -> None:
+    """One row per case, one column per ``LABEL=file[,file ...]`` (its triton times); then each
+    column's geometric mean time over the cases that every column has, against the first."""
+    runs = {}
+    for spec in specs:
+        label, _, files = spec.partition("=")
+        runs[label] = {}
+        for path in files.split(","):
+            runs[label].update(
+                {w: r["us"] for (w, p), r in _rows(path)[0].items() if p == "triton"}
+            )
+    labels = list(runs)
+    print("| workload | " + " | ".join(f"{label} us" for label in labels) + " |")
+    print("| --- |" + " ---: |" * len(labels))
+    common = [w for w in runs[labels[0]] if all(w in runs[label] for label in labels)]
+    for w in runs[labels[0]]:
+        cells = [f"{runs[label][w]:.1f}" if w in runs[label] else "-" for label in labels]
+        print(f"| {w} | " + " | ".join(cells) + " |")
+    print(f"\ngeometric mean time against {labels[0]}, over {len(common)} cases: " + ", ".join(
+        f"{label} {geometric_mean([runs[label][w] / runs[labels[0]][w] for w in common]):.3f}"
+        for label in labels))  # fmt: skip
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--peers":
         peers(*sys.argv[2:])
+    elif sys.argv[1] == "--variants":
+        variants(*sys.argv[2:])
     else:
         main(*sys.argv[1:3])

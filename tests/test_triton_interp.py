@@ -194,6 +194,21 @@ def test_interpreter_config_is_pinned():
     assert expand_config(4096, 64, 4096).block_n == 128
 
 
+def test_dependent_launch_modes(monkeypatch):
+    """Programmatic dependent launch: never under the interpreter or off CUDA (whatever
+    ``LORA_TRITON_PDL`` says); on a device that has it, the default rule, off, or a sweep's
+    list of kernels with their modes."""
+    from lora_triton.config import PDL_MODES, dependent_launch, pdl_mode
+
+    monkeypatch.setenv("LORA_TRITON_PDL", "layout,shrink")
+    assert dependent_launch(CPU, "layout") == 0
+    assert [pdl_mode(k, "1") for k in PDL_MODES] == [PDL_MODES[k] for k in PDL_MODES]
+    assert {pdl_mode(k, "1") for k in PDL_MODES} == {1, 2}
+    assert {pdl_mode(k, "0") for k in PDL_MODES} == {0}
+    setting = "layout, shrink:wait,sum"
+    assert [pdl_mode(k, setting) for k in ("layout", "shrink", "sum", "expand")] == [1, 2, 1, 0]
+
+
 # a decode batch whose 14 rows interleave 5 adapters (one of rank 0)
 INTERLEAVED_DECODE = dict(
     seg_lens=(1,) * 14,

@@ -43,8 +43,13 @@ import triton
 import triton.language as tl
 
 from lora_ref.runtime import interpreting
-from lora_triton.config import ExpandConfig, rank_block
-from lora_triton.kernels.layout import RowLayout, clamp_rank, tile_positions
+from lora_triton.config import ExpandConfig, dependent_launch, rank_block
+from lora_triton.kernels.layout import (
+    RowLayout,
+    await_previous_kernel,
+    clamp_rank,
+    tile_positions,
+)
 
 _NO_SLOT = 2**30
 
@@ -201,7 +206,9 @@ def _expand_kernel(
     PREFETCH_BASE: tl.constexpr,
     N_PER_PROG: tl.constexpr,
     ONE_ADAPTER: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    await_previous_kernel(PDL)
     pid = tl.program_id(0)
     pid_m = pid // N_GROUPS
     pid_g = pid % N_GROUPS
@@ -313,6 +320,7 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
     grid = (triton.cdiv(P, config.block_m) * n_groups, plan.num_slices)
     R = weights.shape[2]
     block_r = rank_block(R)
+    pdl = dependent_launch(out.device, "expand")
     _expand_kernel[grid](
         x,
         weights,
@@ -348,6 +356,8 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
         PREFETCH_BASE=plan.has_base and config.n_per_prog > 1,
         N_PER_PROG=config.n_per_prog,
         ONE_ADAPTER=plan.layout.one_adapter(config.block_m),
+        PDL=pdl,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        launch_pdl=pdl > 0,
     )

@@ -36,6 +36,21 @@ import torch
 import triton
 import triton.language as tl
 
+from lora_triton.config import dependent_launch
+
+
+@triton.jit
+def await_previous_kernel(PDL: tl.constexpr):
+    """The first statement of every kernel here.  With programmatic dependent launch
+    (``PDL`` > 0, ``config.dependent_launch``) a kernel may start while the previous kernel in
+    the stream still runs: wait until it has finished and its writes are visible, then (``PDL``
+    1) let the next kernel launch.  Nothing is read or written before the wait, and since every
+    kernel waits before it ends, each wait also covers every earlier kernel."""
+    if PDL > 0:
+        tl.extra.cuda.gdc_wait()
+    if PDL == 1:
+        tl.extra.cuda.gdc_launch_dependents()
+
 
 @triton.jit
 def _segment_block(seg_indptr_ptr, weight_indices_ptr, j0, S, T, L, BLOCK_S: tl.constexpr):
@@ -95,7 +110,9 @@ def _layout_kernel(
     BLOCK_S: tl.constexpr,
     BLOCK_L: tl.constexpr,
     BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    await_previous_kernel(PDL)
     s = tl.program_id(0)
     start = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + s), 0), T)
     end = tl.minimum(tl.maximum(tl.load(seg_indptr_ptr + s + 1), 0), T)
@@ -158,6 +175,7 @@ def group_rows(
     ``align``: a power of two, the position multiple every adapter group starts on.
     """
     S = weight_indices.numel()
+    pdl = dependent_launch(seg_indptr.device, "layout")
     P = num_positions(num_tokens, S, num_slots, align)
     device = seg_indptr.device
     pos_slot = torch.full((P,), -1, dtype=torch.int32, device=device)
@@ -179,6 +197,8 @@ def group_rows(
         BLOCK_S=64,
         BLOCK_L=32,
         BLOCK=64,
+        PDL=pdl,
+        launch_pdl=pdl > 0,
     )
     return RowLayout(pos_slot, pos_row, align)
 

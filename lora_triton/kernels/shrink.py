@@ -35,8 +35,13 @@ import triton
 import triton.language as tl
 
 from lora_ref.runtime import interpreting
-from lora_triton.config import ShrinkConfig
-from lora_triton.kernels.layout import RowLayout, clamp_rank, tile_positions
+from lora_triton.config import ShrinkConfig, dependent_launch
+from lora_triton.kernels.layout import (
+    RowLayout,
+    await_previous_kernel,
+    clamp_rank,
+    tile_positions,
+)
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -81,7 +86,9 @@ def _shrink_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     ONE_ADAPTER: tl.constexpr,
+    PDL: tl.constexpr,
 ):
+    await_previous_kernel(PDL)
     pid = tl.program_id(0)
     pid_m = pid // N_TILES
     pid_n = pid % N_TILES
@@ -157,8 +164,11 @@ def weight_descriptor(weights: torch.Tensor, config: ShrinkConfig) -> object | N
 
 
 @triton.jit(do_not_specialize=["NUMEL"])
-def _split_k_sum_kernel(ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+def _split_k_sum_kernel(
+    ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr
+):
     # a fixed-order sum over the K splits: deterministic, unlike atomics
+    await_previous_kernel(PDL)
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < NUMEL
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -197,6 +207,7 @@ def shrink(
     P = layout.pos_slot.numel()
     grid = (triton.cdiv(P, config.block_m) * n_tiles, split)
     w_desc = weight_descriptor(weights, config) if config.tma else None
+    pdl = dependent_launch(x.device, "shrink")
     _shrink_kernel[grid](
         x,
         weights,
@@ -227,12 +238,16 @@ def shrink(
         BLOCK_N=config.block_n,
         BLOCK_K=config.block_k,
         ONE_ADAPTER=layout.one_adapter(config.block_m),
+        PDL=pdl,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        launch_pdl=pdl > 0,
     )
     if split > 1:
         block = 1024
+        sum_pdl = dependent_launch(x.device, "sum")
         _split_k_sum_kernel[(triton.cdiv(out.numel(), block),)](
-            target, out, out.numel(), SPLIT_K=split, BLOCK=block
-        )
+            target, out, out.numel(), SPLIT_K=split, BLOCK=block, PDL=sum_pdl,
+            launch_pdl=sum_pdl > 0,
+        )  # fmt: skip
     return out

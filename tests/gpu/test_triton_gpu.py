@@ -3,10 +3,13 @@ and 64-bit addressing.  Skipped without CUDA; run on the device machine (see REA
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,3 +193,80 @@ def test_gpu_shrink_weight_tiles_through_tma(op, forced, triton_backend, monkeyp
         result = check_diff(triton_backend, case, CUDA)
     assert result.ok, "\n".join(result.failures)
     assert made and all(d is not None for d in made), made
+
+
+@triton.jit
+def _late_writer(src_ptr, dst_ptr, n, spins):
+    """Let the next kernel launch at once, then spin (about half a millisecond at 200,000 spins:
+    longer than the host takes to launch the next op), then copy ``src`` into ``dst``.  A kernel
+    launched after this one with programmatic dependent launch reads stale ``dst`` unless it
+    waits for this one to finish."""
+    tl.extra.cuda.gdc_launch_dependents()
+    acc = tl.program_id(0).to(tl.float32)
+    for _ in range(spins):
+        acc = acc * 0.999 + 1.0
+    offs = tl.program_id(0) * 1024 + tl.arange(0, 1024)
+    mask = offs < n
+    keep = tl.where(acc > -1.0, 1.0, 0.0)  # always 1; keeps the spin from being removed
+    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=mask) * keep, mask=mask)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("op", ["shrink", "qkv"])
+def test_gpu_dependent_launch_waits_for_the_previous_kernel(op, graph, triton_backend):
+    """On sm_90 and later the kernels launch with programmatic dependent launch.  The input is
+    written by a kernel that lets its dependents launch before it writes: the result must still
+    be that of the written input, eagerly and in a CUDA graph, and equal bit for bit to the same
+    call with dependent launch off (``LORA_TRITON_PDL=0``) after a full synchronisation.  (An
+    eager qkv call reads its offsets on the host first, which waits for the writer: that case
+    checks the result only.  The three others failed on a copy of the kernels without the wait
+    on an H200, 2026-11-30.)"""
+    from lora_triton import config
+
+    if torch.cuda.get_device_capability(CUDA)[0] < 9:
+        assert not config.dependent_launch(CUDA, "shrink")
+        return
+    modes = {k: config.dependent_launch(CUDA, k) for k in config.PDL_MODES}
+    assert modes == config.PDL_MODES, "Hopper and a Triton with grid dependency control"
+    T, K, R = 128, 4096, 16
+    # not a graph batch: the row layout is built once, on the first call, so the input's late
+    # writer is directly followed by the shrink
+    info = make_batch_info([2] * 64, list(range(64)), [R] * 64, [0.5] * 64, device=CUDA)
+    b = triton_backend(batch_info=info)
+    gen = torch.Generator(device=CUDA).manual_seed(3)
+    src = torch.randn(T, K, device=CUDA, dtype=torch.bfloat16, generator=gen)
+    x = torch.zeros_like(src)
+    A = torch.randn(64, 3 * R, K, device=CUDA, dtype=torch.bfloat16, generator=gen) / 64
+    B = torch.randn(64, 1536, R, device=CUDA, dtype=torch.bfloat16, generator=gen) / 4
+    offsets = torch.tensor([0, 1024, 1280, 1536], dtype=torch.int32, device=CUDA)
+    base = torch.randn(T, 1536, device=CUDA, dtype=torch.bfloat16, generator=gen)
+
+    def call():
+        if op == "shrink":
+            return b.run_lora_a_sgemm(x, A, 3)
+        return b.run_qkv_lora(x, A, B, offsets, 1024, base.clone())
+
+    def late_then_call():
+        x.zero_()
+        _late_writer[(triton.cdiv(x.numel(), 1024),)](src, x, x.numel(), 200_000)
+        return call()
+
+    os.environ["LORA_TRITON_PDL"] = "0"
+    try:
+        x.copy_(src)
+        torch.cuda.synchronize()
+        want = call()
+        torch.cuda.synchronize()
+    finally:
+        del os.environ["LORA_TRITON_PDL"]
+    late_then_call()  # compile
+    torch.cuda.synchronize()
+    if graph:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            got = late_then_call()
+        g.replay()
+    else:
+        got = late_then_call()
+    torch.cuda.synchronize()
+    assert torch.equal(got, want), (got - want).abs().max()
