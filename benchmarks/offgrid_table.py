@@ -2,7 +2,7 @@
 against one adapter's cuBLAS calls (torch) and PyTorch's grouped GEMM, with the targets of
 issue 14.
 
-Usage: python benchmarks/offgrid_table.py BEFORE/bench_bf16.json AFTER/bench_bf16.json
+Usage: python benchmarks/offgrid_table.py BEFORE/bench.json[,...] AFTER/bench.json[,...]
        python benchmarks/offgrid_table.py --peers bench.json [bench.json ...]
            (every provider of one run, on one or both GPUs of a host, and the fastest peer over
            triton)
@@ -19,9 +19,15 @@ from pathlib import Path
 from statistics import geometric_mean
 
 
-def _rows(path: str) -> dict[tuple[str, str], dict]:
-    doc = json.loads(Path(path).read_text())
-    return {(r["workload"], r["provider"]): r for r in doc["rows"]}, doc["machine"]
+def _rows(path: str) -> tuple[dict[tuple[str, str], dict], dict]:
+    """The rows of one bench.json by (workload, provider), and its machine; ``path`` may name
+    several files of one run, joined by commas (the machine is the first's)."""
+    rows, machines = {}, []
+    for one in path.split(","):
+        doc = json.loads(Path(one).read_text())
+        rows.update({(r["workload"], r["provider"]): r for r in doc["rows"]})
+        machines.append(doc["machine"])
+    return rows, machines[0]
 
 
 def target(row: dict, torch_us: float | None) -> tuple[str, bool]:
@@ -126,11 +132,7 @@ def variants(*specs: str) -> None:
     runs = {}
     for spec in specs:
         label, _, files = spec.partition("=")
-        runs[label] = {}
-        for path in files.split(","):
-            runs[label].update(
-                {w: r["us"] for (w, p), r in _rows(path)[0].items() if p == "triton"}
-            )
+        runs[label] = {w: r["us"] for (w, p), r in _rows(files)[0].items() if p == "triton"}
     labels = list(runs)
     print("| workload | " + " | ".join(f"{label} us" for label in labels) + " |")
     print("| --- |" + " ---: |" * len(labels))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from lora_ref.errors import fail
 from lora_ref.runtime import interpreting
 
 
@@ -135,6 +136,12 @@ def pdl_mode(kernel: str, setting: str) -> int:
     if setting == "1":
         return PDL_MODES[kernel]
     modes = dict(item.strip().partition(":")[::2] for item in setting.split(","))
+    if any(k not in PDL_MODES or mode not in ("", "wait") for k, mode in modes.items()):
+        fail(
+            "LORA_TRITON_PDL",
+            f"0, 1 or a comma list of {', '.join(PDL_MODES)}, each optionally with ':wait'",
+            repr(setting),
+        )
     if kernel not in modes:
         return 0
     return 2 if modes[kernel] == "wait" else 1

@@ -207,6 +207,9 @@ def test_dependent_launch_modes(monkeypatch):
     assert {pdl_mode(k, "0") for k in PDL_MODES} == {0}
     setting = "layout, shrink:wait,sum"
     assert [pdl_mode(k, setting) for k in ("layout", "shrink", "sum", "expand")] == [1, 2, 1, 0]
+    for bad in ("2", "yes", "layout,shrnk", "expand:early"):
+        with pytest.raises(ValueError, match=f"LORA_TRITON_PDL: expected 0, 1 or .*got '{bad}'"):
+            pdl_mode("layout", bad)
 
 
 # a decode batch whose 14 rows interleave 5 adapters (one of rank 0)
