@@ -3,7 +3,6 @@ and 64-bit addressing.  Skipped without CUDA; run on the device machine (see REA
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -213,19 +212,21 @@ def _late_writer(src_ptr, dst_ptr, n, spins):
 
 @pytest.mark.parametrize("graph", [False, True])
 @pytest.mark.parametrize("op", ["shrink", "qkv"])
-def test_gpu_dependent_launch_waits_for_the_previous_kernel(op, graph, triton_backend):
+def test_gpu_dependent_launch_waits_for_the_previous_kernel(op, graph, triton_backend, monkeypatch):
     """On sm_90 and later the kernels launch with programmatic dependent launch.  The input is
-    written by a kernel that lets its dependents launch before it writes: the result must still
-    be that of the written input, eagerly and in a CUDA graph, and equal bit for bit to the same
-    call with dependent launch off (``LORA_TRITON_PDL=0``) after a full synchronisation.  (An
-    eager qkv call reads its offsets on the host first, which waits for the writer: that case
-    checks the result only.  The three others failed on a copy of the kernels without the wait
-    on an H200, 2026-11-30.)"""
+    written by a kernel that lets its dependents launch before it writes, and the shrink is the
+    next kernel: the result must still be that of the written input, eagerly and in a CUDA
+    graph, and equal bit for bit to the same call with dependent launch off
+    (``LORA_TRITON_PDL=0``) after a full synchronisation.  (An eager qkv call reads its offsets
+    on the host first, which waits for the writer: that case checks the result only.  On an
+    H200, 2026-11-30, the three others failed on a copy of the kernels without the wait, in this
+    test's first form, which cloned ``base`` between the writer and the op.)"""
     from lora_triton import config
 
     if torch.cuda.get_device_capability(CUDA)[0] < 9:
         assert not config.dependent_launch(CUDA, "shrink")
         return
+    monkeypatch.setenv("LORA_TRITON_PDL", "1")
     modes = {k: config.dependent_launch(CUDA, k) for k in config.PDL_MODES}
     assert modes == config.PDL_MODES, "Hopper and a Triton with grid dependency control"
     T, K, R = 128, 4096, 16
@@ -241,24 +242,23 @@ def test_gpu_dependent_launch_waits_for_the_previous_kernel(op, graph, triton_ba
     offsets = torch.tensor([0, 1024, 1280, 1536], dtype=torch.int32, device=CUDA)
     base = torch.randn(T, 1536, device=CUDA, dtype=torch.bfloat16, generator=gen)
 
-    def call():
+    def call(out_base):
         if op == "shrink":
             return b.run_lora_a_sgemm(x, A, 3)
-        return b.run_qkv_lora(x, A, B, offsets, 1024, base.clone())
+        return b.run_qkv_lora(x, A, B, offsets, 1024, out_base)
 
     def late_then_call():
+        out_base = base.clone()  # before the writer, so that nothing runs between it and the op
         x.zero_()
         _late_writer[(triton.cdiv(x.numel(), 1024),)](src, x, x.numel(), 200_000)
-        return call()
+        return call(out_base)
 
-    os.environ["LORA_TRITON_PDL"] = "0"
-    try:
+    with monkeypatch.context() as off:
+        off.setenv("LORA_TRITON_PDL", "0")
         x.copy_(src)
         torch.cuda.synchronize()
-        want = call()
+        want = call(base.clone())
         torch.cuda.synchronize()
-    finally:
-        del os.environ["LORA_TRITON_PDL"]
     late_then_call()  # compile
     torch.cuda.synchronize()
     if graph:
