@@ -100,9 +100,7 @@ def peers(*paths: str) -> None:
     """One row per case: every provider's time, and the fastest peer over triton.  torch (one
     adapter's cuBLAS calls, which ignore the batch's adapters) is shown, not counted a peer.
     Several files (one per GPU of a host) are read as one run."""
-    rows, machine = _rows(paths[0])
-    for path in paths[1:]:
-        rows.update(_rows(path)[0])
+    rows, machine = _rows(",".join(paths))
     providers = list(dict.fromkeys(p for _, p in rows))
     others = [p for p in providers if p not in ("triton", "torch")]
     print(f"Card: {machine['gpu']}, driver {machine['driver']}, torch {machine['torch']}, "

@@ -77,23 +77,32 @@ def pinned() -> bool:
 
 
 @functools.cache
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
+def _properties(device_index: int):
+    return torch.cuda.get_device_properties(device_index)
+
+
+def _cuda_properties(device: torch.device):
+    """The (cached) properties of CUDA ``device``."""
+    return _properties(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of ``device`` (a nominal 8 under the interpreter)."""
     if device.type != "cuda":
         return 8
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    return _cuda_properties(device).multi_processor_count
+
+
+def hopper_or_later(device: torch.device) -> bool:
+    """``device`` is a CUDA GPU of compute capability 9 or later (TMA, dependent launch)."""
+    return device.type == "cuda" and _cuda_properties(device).major >= 9
 
 
 @functools.cache
-def _has_grid_dependency_control(device_index: int) -> bool:
+def _has_grid_dependency_control() -> bool:
     from triton.language.extra import cuda as tl_cuda
 
-    has_gdc = hasattr(tl_cuda, "gdc_wait") and hasattr(tl_cuda, "gdc_launch_dependents")
-    return has_gdc and torch.cuda.get_device_capability(device_index)[0] >= 9
+    return hasattr(tl_cuda, "gdc_wait") and hasattr(tl_cuda, "gdc_launch_dependents")
 
 
 # programmatic dependent launch, by kernel: 1 for the two small one-wave kernels (the row layout
@@ -120,10 +129,7 @@ def dependent_launch(device: torch.device, kernel: str) -> int:
     grid dependency instructions.  ``LORA_TRITON_PDL``: ``1`` (the default: ``PDL_MODES``),
     ``0`` (off), or a comma list of kernels, each with ``:wait`` for mode 2 (sweeps).
     """
-    if interpreting() or device.type != "cuda":
-        return 0
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if not _has_grid_dependency_control(index):
+    if interpreting() or not hopper_or_later(device) or not _has_grid_dependency_control():
         return 0
     return pdl_mode(kernel, os.environ.get("LORA_TRITON_PDL", "1"))
 

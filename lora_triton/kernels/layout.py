@@ -175,9 +175,9 @@ def group_rows(
     ``align``: a power of two, the position multiple every adapter group starts on.
     """
     S = weight_indices.numel()
-    pdl = dependent_launch(seg_indptr.device, "layout")
     P = num_positions(num_tokens, S, num_slots, align)
     device = seg_indptr.device
+    pdl = dependent_launch(device, "layout")
     pos_slot = torch.full((P,), -1, dtype=torch.int32, device=device)
     pos_row = torch.empty(P, dtype=torch.int32, device=device)
     if S == 0 or P == 0:

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 
 from lora_ref.runtime import interpreting
-from lora_triton.config import ShrinkConfig, dependent_launch
+from lora_triton.config import ShrinkConfig, dependent_launch, hopper_or_later
 from lora_triton.kernels.layout import (
     RowLayout,
     await_previous_kernel,
@@ -150,11 +150,8 @@ def weight_descriptor(weights: torch.Tensor, config: ShrinkConfig) -> object | N
     strides are not multiples of 16 bytes (what the hardware requires)."""
     if TensorDescriptor is None:
         return None
-    if not interpreting():
-        if weights.device.type != "cuda":
-            return None
-        if torch.cuda.get_device_capability(weights.device)[0] < 9:
-            return None
+    if not interpreting() and not hopper_or_later(weights.device):
+        return None
     size = weights.element_size()
     if weights.stride(2) != 1 or weights.data_ptr() % 16:
         return None
