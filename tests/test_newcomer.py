@@ -66,7 +66,7 @@ def test_newcomer_path(tmp_path):
     _ok(_run([sys.executable, "-m", "venv", str(venv)], tmp_path))
     py = str(venv / "bin" / "python")
     cli = str(venv / "bin" / "lora-conformance")
-    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-cache-dir"]
     _ok(_run([*pip, "torch==2.13.0"], tmp_path))  # the CPU build, as the README says
     _ok(_run([*pip, str(wheel)], tmp_path))
 
