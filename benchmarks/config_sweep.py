@@ -7,9 +7,12 @@ Usage (on the device): python3 benchmarks/config_sweep.py OUT_DIR [shrink|expand
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -18,7 +21,7 @@ from conformance.bench.providers import get_provider
 from conformance.bench.runner import Row, machine_info, markdown, write_json
 from conformance.bench.timing import rotation_count, time_calls
 from conformance.bench.workloads import Workload, make_inputs
-from lora_triton import config
+from lora_triton import backend, config
 from lora_triton.config import ExpandConfig as E
 from lora_triton.config import ShrinkConfig as S
 from lora_triton.kernels import expand as expand_kernel
@@ -152,7 +155,34 @@ _DECODE_CASES = (
     + [(M, op, lay, r) for op in ("qkv", "gate_up", "expand") for lay in ("decode64", "decode256")
        for r in (16, 64)]
 )  # fmt: skip
+
+
+# round 10 (2026-11-30, session 11): the expand's base tiles loaded two column tiles ahead
+# instead of one (ExpandConfig.prefetch), on the shipped rule and with 8 warps, and none ahead.
+# A dict candidate: these fields replaced in whatever the shipped expand rule picks
+PREFETCH_EXPAND = [
+    None,
+    {"prefetch": 0},
+    {"prefetch": 2},
+    {"prefetch": 2, "num_warps": 8},
+    {"prefetch": 2, "num_stages": 2},
+]
+_PREFETCH_PREFILL = [
+    (M, op, lay, r)
+    for op in ("qkv", "gate_up")
+    for lay in ("prefill", "mixed")
+    for r in (16, 64, 128, HETERO)
+] + [("odd-fp16", op, lay, 96) for op in ("qkv", "gate_up") for lay in ("prefill", "mixed")]
+_PREFETCH_DECODE = [
+    (M, op, lay, r)
+    for op in ("qkv", "gate_up")
+    for lay, rs in (("decode128x64", (8, 16, 32, 128, HETERO)), ("decode256-rank0", (16, 128)),
+                    ("decode256", (64,)))
+    for r in rs
+]  # fmt: skip
 SWEEPS = {
+    "prefetch_prefill": ("expand", PREFETCH_EXPAND, _PREFETCH_PREFILL),
+    "prefetch_decode": ("expand", PREFETCH_EXPAND, _PREFETCH_DECODE),
     "decode_shrink": ("shrink", DECODE_SHRINK, [c for c in _DECODE_CASES if c[1] != "expand"]),
     "decode_expand": ("expand", DECODE_EXPAND9, [c for c in _DECODE_CASES if "shrink" not in c[1]]),
     "tma_a": ("shrink", TMA_SHRINK, _TMA_CASES[::2]),
@@ -242,6 +272,18 @@ def _close(got: torch.Tensor, want: torch.Tensor, w: Workload) -> bool:
     return bool(torch.allclose(got.float(), want.float(), rtol=2e-2, atol=2e-2))
 
 
+@contextlib.contextmanager
+def _patched_rule(stage: str, fields: object) -> Iterator[None]:
+    """With ``fields`` a dict: the backend's ``stage`` rule, with those fields replaced."""
+    if not isinstance(fields, dict):
+        yield
+        return
+    name = f"{stage}_config"
+    rule = getattr(config, name)
+    with mock.patch.object(backend, name, lambda *a, **k: replace(rule(*a, **k), **fields)):
+        yield
+
+
 def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
     stage, candidates, cases = SWEEPS[name]
     make = get_provider("triton")
@@ -263,8 +305,8 @@ def sweep(name: str, out: Path, rows: list[Row], machine) -> None:
                 candidate = candidate(w)
             cfg, align = candidate if isinstance(candidate, tuple) else (candidate, None)
             seen = _compiled(kernels)
-            kw = {stage: cfg} if cfg is not None else {}
-            with config.override(**kw, align=align):
+            kw = {stage: cfg} if cfg is not None and not isinstance(cfg, dict) else {}
+            with config.override(**kw, align=align), _patched_rule(stage, cfg):
                 if base is not None:
                     first.base.copy_(base)
                 ok = _close(make(w, first)(), want, w)

@@ -42,6 +42,7 @@ class ExpandConfig:
     num_stages: int = 2
     n_per_prog: int = 1  # column tiles one program sweeps (the input tile loaded once)
     rank_buckets: int = 3  # rank tiles tried per adapter: BLOCK_R, BLOCK_R/2, BLOCK_R/4
+    prefetch: int = 1  # base tiles loaded ahead of the one in use (0 to 2), when n_per_prog > 1
 
 
 @dataclass(frozen=True)

@@ -248,15 +248,15 @@ def test_triton_tiles_holding_several_adapters(op, block_m, align, seed):
     assert result.ok, "\n".join([*result.failures, c.describe()])
 
 
-@pytest.mark.parametrize("n_per_prog", [1, 3])
+@pytest.mark.parametrize(("n_per_prog", "prefetch"), [(1, 1), (3, 1), (3, 2), (4, 0)])
 @pytest.mark.parametrize("has_base", [True, False])
 @pytest.mark.parametrize("op", ["expand", "gate_up", "qkv"])
-def test_triton_rank_buckets_and_column_sweeps(op, has_base, n_per_prog):
+def test_triton_rank_buckets_and_column_sweeps(op, has_base, n_per_prog, prefetch):
     """Pool rank 64, rank tiles 64, 32 and 16: ranks 64, 32 and 16 fill theirs; 40, 24 and 8
     are multiples of 8 that take the 16-byte masked path (rows past the rank never loaded);
     20 and 5 take the general masked path (garbage loaded, then zeroed); rank 0 is skipped.
-    A program sweeps 1 or 3 column tiles (the last group partly past the slice) with the next
-    tile's base prefetched.  Garbage is NaN."""
+    A program sweeps 1, 3 or 4 column tiles (the last group partly past the slice), with base
+    tiles loaded 0, 1 or 2 tiles ahead.  Garbage is NaN."""
     from lora_triton import config
 
     ranks = (64, 40, 32, 24, 20, 16, 8, 5, 0)
@@ -272,7 +272,8 @@ def test_triton_rank_buckets_and_column_sweeps(op, has_base, n_per_prog):
         n_kv=30 if op == "qkv" else 0,
         has_base=has_base,
     ).replace(poison="nan")
-    with config.override(expand=config.ExpandConfig(16, 16, num_stages=1, n_per_prog=n_per_prog)):
+    cfg = config.ExpandConfig(16, 16, num_stages=1, n_per_prog=n_per_prog, prefetch=prefetch)
+    with config.override(expand=cfg):
         result = check_diff(TRITON, c, CPU)
     assert result.ok, "\n".join([*result.failures, c.describe()])
 

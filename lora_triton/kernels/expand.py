@@ -85,8 +85,8 @@ def _sweep_columns(
     """One adapter's rows of this tile, over the program's column tiles, with a rank tile
     ``WIDTH >= r`` wide.  ``VEC8``: ``r`` is a multiple of 8, so the rank masks are constant over
     8 columns and the loads stay 16 bytes wide (the weights go straight to shared memory, rows
-    past ``r`` zero-filled, never read).  ``PREFETCH``: base is loaded one column tile ahead
-    (``VEC8`` tiles with base, several column tiles)."""
+    past ``r`` zero-filled, never read).  ``PREFETCH`` (0, 1 or 2): base is loaded that many
+    column tiles ahead (``VEC8`` tiles with base, several column tiles)."""
     offs_r = tl.arange(0, WIDTH)
     if VEC8:
         r = r // 8 * 8  # unchanged, written so that the compiler sees a multiple of 8
@@ -100,30 +100,43 @@ def _sweep_columns(
         # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
         xt = xt.to(tl.float32)
     row_ptrs = out_ptr + rows64[:, None] * stride_om
-    if PREFETCH:
-        # base tiles are prefetched one column tile ahead, by hand: the compiler pipelines only
-        # the loads that feed the dot, and a base load waited on in place leaves the kernel
-        # bound by DRAM latency (2026-11-29: qkv prefill r=128 102 -> 91 us).  VEC8 tiles
-        # only: the general path stages its weights through registers and got slower with it
+    if PREFETCH > 0:
+        # base tiles are prefetched PREFETCH column tiles ahead, by hand: the compiler
+        # pipelines only the loads that feed the dot, and a base load waited on in place leaves
+        # the kernel bound by DRAM latency (2026-11-29: qkv prefill r=128 102 -> 91 us).  VEC8
+        # tiles only: the general path stages its weights through registers and got slower
+        # with it.  Tiles past n_hi or past the program's last are masked off
         offs_n = n_first + tl.arange(0, BLOCK_N)
         base_next = tl.load(
             row_ptrs + offs_n[None, :] * stride_on,
             mask=sel[:, None] & ((offs_n >= n_lo) & (offs_n < n_hi))[None, :],
             other=0.0,
         )
+        if PREFETCH > 1:
+            offs_n += BLOCK_N
+            base_next2 = tl.load(
+                row_ptrs + offs_n[None, :] * stride_on,
+                mask=sel[:, None] & (offs_n < n_hi)[None, :],
+                other=0.0,
+            )
     for t in tl.range(0, N_PER_PROG):
         offs_n = n_first + t * BLOCK_N + tl.arange(0, BLOCK_N)
         n_mask = (offs_n >= n_lo) & (offs_n < n_hi)
         out_ptrs = row_ptrs + offs_n[None, :] * stride_on
         mask = sel[:, None] & n_mask[None, :]
-        if PREFETCH:
+        if PREFETCH > 0:
             base = base_next
-            ahead = offs_n + BLOCK_N  # >= n_lo; masked off past n_hi and after the last tile
-            base_next = tl.load(
-                row_ptrs + ahead[None, :] * stride_on,
-                mask=sel[:, None] & ((ahead < n_hi) & (t + 1 < N_PER_PROG))[None, :],
-                other=0.0,
-            )
+            ahead = offs_n + PREFETCH * BLOCK_N  # >= n_lo
+            next_tile = sel[:, None] & ((ahead < n_hi) & (t + PREFETCH < N_PER_PROG))[None, :]
+            if PREFETCH > 1:
+                base_next = base_next2
+                base_next2 = tl.load(
+                    row_ptrs + ahead[None, :] * stride_on, mask=next_tile, other=0.0
+                )
+            else:
+                base_next = tl.load(
+                    row_ptrs + ahead[None, :] * stride_on, mask=next_tile, other=0.0
+                )
         elif HAS_BASE:
             base = tl.load(out_ptrs, mask=mask, other=0.0)
         w_ptrs = w_base + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk
@@ -151,7 +164,8 @@ def _sweep_width(
     WIDTH: tl.constexpr, PREFETCH_BASE: tl.constexpr, N_PER_PROG: tl.constexpr,
 ):  # fmt: skip
     """``_sweep_columns`` with a rank tile ``WIDTH >= r`` wide: 16-byte loads (and the base
-    prefetch when ``PREFETCH_BASE``) when ``r`` is a multiple of 8, the general path otherwise."""
+    prefetch, ``PREFETCH_BASE`` tiles ahead) when ``r`` is a multiple of 8, the general path
+    otherwise."""
     if r % 8 == 0:
         _sweep_columns(
             x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
@@ -162,7 +176,7 @@ def _sweep_width(
         _sweep_columns(
             x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
             stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE, CAST_F32,
-            BLOCK_N, WIDTH, False, False, N_PER_PROG,
+            BLOCK_N, WIDTH, False, 0, N_PER_PROG,
         )  # fmt: skip
 
 
@@ -353,7 +367,7 @@ def expand(x: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, plan: Expa
         BLOCK_R=block_r,
         HALF_R=block_r // 2 if config.rank_buckets >= 2 and block_r >= 32 else 0,
         QUARTER_R=block_r // 4 if config.rank_buckets >= 3 and block_r >= 64 else 0,
-        PREFETCH_BASE=plan.has_base and config.n_per_prog > 1,
+        PREFETCH_BASE=config.prefetch if plan.has_base and config.n_per_prog > 1 else 0,
         N_PER_PROG=config.n_per_prog,
         ONE_ADAPTER=plan.layout.one_adapter(config.block_m),
         PDL=pdl,
