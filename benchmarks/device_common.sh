@@ -137,16 +137,29 @@ memcheck_hostile() {
   echo "rc=$?" >> "$1/memcheck.log"
 }
 
+# ncu_bin: the Nsight Compute command (on PATH, else the CUDA toolkit's).
+ncu_bin() { command -v ncu || echo /usr/local/cuda/bin/ncu; }
+
 # ncu_cases DIR NAME TREE: Nsight Compute (SpeedOfLight and DRAM bytes) on benchmarks/ncu_cases.py
 # with the lora_triton found first in TREE; DIR/ncu_NAME.csv, DIR/ncu_NAME.md, DIR/ncu_NAME.log.
 ncu_cases() {
-  local dir=$1 name=$2 tree=$3 ncu
-  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
-  PYTHONPATH=$tree:$PYTHONPATH timeout "${NCU_S:-150}" "$ncu" --profile-from-start off \
+  local dir=$1 name=$2 tree=$3
+  PYTHONPATH=$tree:$PYTHONPATH timeout "${NCU_S:-150}" "$(ncu_bin)" --profile-from-start off \
     --section SpeedOfLight --metrics "$(python3 benchmarks/ncu_cases.py --metrics)" --csv \
     python3 benchmarks/ncu_cases.py > "$dir/ncu_$name.csv" 2> "$dir/ncu_$name.log"
   echo "rc=$?" >> "$dir/ncu_$name.log"
   python3 benchmarks/ncu_cases.py --table "$dir/ncu_$name.csv" > "$dir/ncu_$name.md" 2>> "$dir/ncu_$name.log"
+}
+
+# ncu_stalls DIR SECONDS: Nsight Compute's warp-state (stall reasons), occupancy, memory and
+# scheduler sections on the expand kernels of benchmarks/ncu_cases.py (NCU_CASES), as text:
+# DIR/ncu_stalls.txt, ending with the exit status.
+ncu_stalls() {
+  timeout "$2" "$(ncu_bin)" --profile-from-start off --kernel-name regex:expand \
+    --section SpeedOfLight --section WarpStateStats --section Occupancy \
+    --section MemoryWorkloadAnalysis --section SchedulerStats \
+    python3 benchmarks/ncu_cases.py > "$1/ncu_stalls.txt" 2>&1
+  echo "rc=$?" >> "$1/ncu_stalls.txt"
 }
 
 # bench_decode DIR [NAME]: the first grid's decode cases (decode64: 8 adapters, decode256: 32),

@@ -24,13 +24,7 @@ ncu_and_sweep_b() {
     ncu_cases "$work" before .before
     ncu_cases "$work" after .
   fi
-  if [ "${NCU_STALLS:-0}" = 1 ]; then
-    timeout "$(left ${NCU_S:-150})" "$(command -v ncu || echo /usr/local/cuda/bin/ncu)" \
-      --profile-from-start off --kernel-name regex:expand --section SpeedOfLight \
-      --section WarpStateStats --section Occupancy --section MemoryWorkloadAnalysis \
-      --section SchedulerStats python3 benchmarks/ncu_cases.py > "$work/ncu_stalls.txt" 2>&1
-    echo "rc=$?" >> "$work/ncu_stalls.txt"
-  fi
+  [ "${NCU_STALLS:-0}" = 0 ] || ncu_stalls "$work" "$(left ${NCU_S:-150})"
   timeout -s INT -k 20 "$(left ${SWEEP_B_S:-400})" python3 benchmarks/config_sweep.py "$work/b" ${SWEEP_B:-decode shrink} \
     > "$work/sweep_b.log" 2>&1
   echo "rc=$?" >> "$work/sweep_b.log"

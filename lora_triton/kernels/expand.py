@@ -128,15 +128,12 @@ def _sweep_columns(
             base = base_next
             ahead = offs_n + PREFETCH * BLOCK_N  # >= n_lo
             next_tile = sel[:, None] & ((ahead < n_hi) & (t + PREFETCH < N_PER_PROG))[None, :]
+            fetched = tl.load(row_ptrs + ahead[None, :] * stride_on, mask=next_tile, other=0.0)
             if PREFETCH > 1:
                 base_next = base_next2
-                base_next2 = tl.load(
-                    row_ptrs + ahead[None, :] * stride_on, mask=next_tile, other=0.0
-                )
+                base_next2 = fetched
             else:
-                base_next = tl.load(
-                    row_ptrs + ahead[None, :] * stride_on, mask=next_tile, other=0.0
-                )
+                base_next = fetched
         elif HAS_BASE:
             base = tl.load(out_ptrs, mask=mask, other=0.0)
         w_ptrs = w_base + offs_n[None, :] * stride_wn + offs_r[:, None] * stride_wk
