@@ -10,6 +10,7 @@ out=${1:?output folder}
 work=/tmp/space
 source benchmarks/device_common.sh
 device_begin "$work"
+export CUDA_VISIBLE_DEVICES=0  # one GPU (the first)
 check_ci_cuda "$work" 240
 start=$(date +%s)
 timeout -s INT -k 20 "${CAMPAIGN_S:-330}" python3 -m conformance.cli check triton \
