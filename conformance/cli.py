@@ -177,7 +177,6 @@ def _print_table(doc: dict, console) -> None:
             f"reached ({reached} example-class hits; counts in the JSON report)"
         )
         console.print(line if not missed else f"[yellow]{line}; missed: {', '.join(missed)}[/]")
-    _print_space(doc, console)
     totals = doc.get("totals", {})
     code = doc.get("exit_code")
     color = "green" if code == EXIT_PASS else "red"
@@ -188,33 +187,6 @@ def _print_table(doc: dict, console) -> None:
     )
     if doc.get("error"):
         console.print(f"[red]{doc['error']}[/]", markup=True)
-
-
-def _print_space(doc: dict, console) -> None:
-    """What the run reached of the input space, per op: per dimension the log2 bins of its
-    range, the power-of-two boundaries (2^k - 1, 2^k, 2^k + 1) and the largest bin; the
-    layouts, data modes and lifecycle steps.  Per group in the JSON report (``space``)."""
-    from rich.table import Table
-
-    from conformance import space
-
-    per_op = {op: space.summary(c) for op, c in space.by_op(doc.get("groups", [])).items()}
-    if not per_op:
-        return
-    dims = [d for d in space.DIMENSIONS if any(d in e for e in per_op.values())]
-    table = Table(title="input space reached (per group: space in the JSON report)")
-    table.add_column("dimension")
-    for op in per_op:
-        table.add_column(op)
-    for d in dims:
-        table.add_row(d, *(space.cell(e.get(d)) for e in per_op.values()))
-    layouts = [sum(len(k) for k in e["layouts"].values()) for e in per_op.values()]
-    table.add_row("layouts", *(f"{n} arg/kind pairs" for n in layouts))
-    table.add_row("data", *(", ".join(e["data"]) for e in per_op.values()))
-    steps = [len(e.get("lifecycle_steps", [])) for e in per_op.values()]
-    if any(steps):
-        table.add_row("lifecycle steps", *(f"{n} kinds" if n else "-" for n in steps))
-    console.print(table)
 
 
 # --- replay ---------------------------------------------------------------------------------

@@ -125,28 +125,17 @@ def _params(check: str, params: object, max_elements: int) -> dict[str, Any]:
         _require(isinstance(cap, int) and not isinstance(cap, bool) and 1 <= cap <= 4096,
                  "params.capacity", "an int in [1, 4096]", cap)  # fmt: skip
     elif check == "lifecycle":
-        from conformance.checks.lifecycle import STEP_KINDS
-
         steps = params.get("steps")
         _require(isinstance(steps, list) and 1 <= len(steps) <= 64, "params.steps",
                  "a list of 1 to 64 steps", steps)  # fmt: skip
         for s, step in enumerate(steps):
-            if isinstance(step, list):  # the older form: a list of cases sharing a batch
-                _require(1 <= len(step) <= 16, f"params.steps[{s}]", "a list of 1 to 16 cases",
-                         step)  # fmt: skip
-                found = [(f"params.steps[{s}][{k}]", c) for k, c in enumerate(step)]
-            else:
-                _require(isinstance(step, dict) and set(step) == {"kind", "case"},
-                         f"params.steps[{s}]", "an object with the keys kind and case",
-                         step)  # fmt: skip
-                _require(step["kind"] in STEP_KINDS, f"params.steps[{s}].kind",
-                         f"one of {STEP_KINDS}", step["kind"])  # fmt: skip
-                found = [(f"params.steps[{s}].case", step["case"])]
-            for where, c in found:
+            _require(isinstance(step, list) and 1 <= len(step) <= 16, f"params.steps[{s}]",
+                     "a list of 1 to 16 cases", step)  # fmt: skip
+            for k, c in enumerate(step):
                 try:
                     Case.from_json(c, max_elements)
                 except CaseError as exc:
-                    raise ReplayFileError(f"{where}: {exc}") from exc
+                    raise ReplayFileError(f"params.steps[{s}][{k}]: {exc}") from exc
     return params
 
 

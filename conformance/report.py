@@ -3,9 +3,7 @@
 The document (``report.schema.json`` beside this file) holds the harness and backend versions,
 the environment (torch, Triton, GPU, driver), the settings (profile, seed, example limits, size
 caps), one record per group (outcome, examples, shrink steps, seconds, worst error/tolerance,
-corner counts, what it reached of the input space, the minimal failure with its replay file),
-the corner coverage per op and, per group, the space coverage: per dimension the log2 bins and
-power-of-two boundaries reached, per argument the layouts (:func:`conformance.space.summary`).  JSON
+corner counts, the minimal failure with its replay file), and the corner coverage per op.  JSON
 has no NaN or infinity: a worst ratio is a number, ``null`` (not measured), or the strings
 ``"nan"`` and ``"inf"``.
 
@@ -47,7 +45,7 @@ def group_record(group_id: str, outcome: str, **fields: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": group_id, "check": check, "op": op, "dtype": dtype, "outcome": outcome,
         "examples": 0, "shrink_steps": 0, "seconds": 0.0, "worst_ratio": None, "corners": {},
-        "space": {}, "skip_reason": None, "error": None, "failure": None,
+        "skip_reason": None, "error": None, "failure": None,
     }  # fmt: skip
     record.update(fields)
     return record
@@ -144,9 +142,6 @@ def summarize(doc: dict[str, Any]) -> None:
         entry["promised"] = promised(op, profile, permutation)
         entry["missed"] = [c for c in entry["promised"] if not entry["counts"].get(c)]
     doc["coverage"] = coverage
-    from conformance import space
-
-    doc["space"] = {g["id"]: space.summary(g["space"]) for g in groups if g.get("space")}
     doc["exit_code"] = exit_code(doc)
     doc["verdict"] = verdict(doc)
 

@@ -3,7 +3,7 @@
 The script needs torch, the backend's package and the contract package (``lora_ref``, which
 every backend subclasses and which holds the float64 reference) — not this harness.  It carries
 the case as data and, copied verbatim from the harness, the code that rebuilds its tensors from
-the seed (:mod:`conformance.inputs`) and the tolerance model (:mod:`conformance.tolerance`), so it
+the seed (:mod:`conformance.inputs`) and the tolerance model (:mod:`conformance.oracle`), so it
 computes exactly what the harness did.  It calls the backend, compares every element with the
 float64 reference within the tolerance (rank-0 rows bit for bit), calls again to check
 determinism, prints what it found and exits 1 when the failure reproduces, 0 when it does not.
@@ -16,7 +16,7 @@ import pprint
 import textwrap
 from typing import Any
 
-from conformance import inputs, tolerance
+from conformance import inputs, oracle
 from conformance.case import Case
 
 EMITTABLE = ("diff", "permutation", "split_layout")
@@ -27,14 +27,10 @@ def _source(obj: Any) -> str:
 
 
 def _module_body(module: Any) -> str:
-    """The module's source without its docstring, its ``__future__`` import and its imports
-    from this harness (the script carries what they name)."""
+    """The module's source without its docstring and ``__future__`` import."""
     src = inspect.getsource(module)
     tree_start = src.index("from __future__ import annotations")
-    body = src[tree_start + len("from __future__ import annotations") :].lstrip("\n")
-    return "".join(
-        line for line in body.splitlines(keepends=True) if not line.startswith("from conformance")
-    )
+    return src[tree_start + len("from __future__ import annotations") :].lstrip("\n")
 
 
 _MAIN = '''
@@ -49,15 +45,12 @@ def run_backend(case, device):
     return out.clone() if isinstance(out, torch.Tensor) else out, made
 
 
-def reference(case, made, device):
+def reference(case, made, float32_matmul, device):
     """The float64 result and each element's tolerance (the harness's oracle)."""
     ref = ReferenceLoRABackend(batch_info=made.batch_info)
     with ref.exact():
         exact, magnitude, b_magnitude = magnitudes(case, made, ref)
-    tol = tolerance(
-        case, magnitude, made.base, FLOAT32_MATMUL, device, b_magnitude, SUBNORMALS
-    )
-    return exact, tol
+    return exact, tolerance(case, magnitude, made.base, float32_matmul, device, b_magnitude)
 
 
 def main() -> int:
@@ -71,7 +64,7 @@ def main() -> int:
         got = getattr(out, "shape", type(out))
         print(f"REPRODUCED: returned {got}, expected ({T}, {D}) {dtype}")
         return 1
-    exact, tol = reference(case, made, device)
+    exact, tol = reference(case, made, FLOAT32_MATMUL, device)
     perm = made.batch_info.permutation
     slots = physical_row_slots(case, perm.tolist() if perm is not None else None)
     ranks = torch.tensor([case.lora_ranks[w] for w in slots], dtype=torch.int64, device=device)
@@ -147,7 +140,6 @@ Backend = _backend_root{"".join("." + p for p in cls.split(".")[1:])}
 BACKEND_TARGET = {backend_target!r}
 DEVICE = {device!r}
 FLOAT32_MATMUL = getattr(Backend.capabilities, "float32_matmul", "tf32")
-SUBNORMALS = getattr(Backend.capabilities, "subnormals", "preserve")
 CASE = {data_text}
 
 
@@ -161,8 +153,25 @@ class Case(SimpleNamespace):
     parts = [
         header,
         _module_body(inputs),
-        "\n\n# ---- the harness's tolerance model (conformance/tolerance.py), verbatim ----\n",
-        _module_body(tolerance),
+        "\n\n# ---- the harness's tolerance model (conformance/oracle.py), verbatim ----\n",
+        "ALPHA = 2.0\nU32 = 2.0**-24\nTF32 = 2.0**-10\n",
+        f"UNIT_ROUNDOFF = {{torch.float16: {oracle.UNIT_ROUNDOFF[_t('float16')]!r}, "
+        f"torch.bfloat16: {oracle.UNIT_ROUNDOFF[_t('bfloat16')]!r}, "
+        f"torch.float32: {oracle.UNIT_ROUNDOFF[_t('float32')]!r}}}\n",
+        f"SUBNORMAL_SPACING = {{torch.float16: {oracle.SUBNORMAL_SPACING[_t('float16')]!r}, "
+        f"torch.bfloat16: {oracle.SUBNORMAL_SPACING[_t('bfloat16')]!r}, "
+        f"torch.float32: {oracle.SUBNORMAL_SPACING[_t('float32')]!r}}}\n\n\n",
+        _source(oracle.magnitudes),
+        "\n\n",
+        _source(oracle.chain_roundoff),
+        "\n\n",
+        _source(oracle.tolerance),
         _MAIN,
     ]
     return "".join(parts)
+
+
+def _t(name: str):
+    import torch
+
+    return getattr(torch, name)

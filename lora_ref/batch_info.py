@@ -110,8 +110,6 @@ class LoRABatchInfo:
             if t.device != self.seg_lens.device:
                 fail(name, f"a tensor on {self.seg_lens.device}", f"one on {t.device}")
             check_dtype(name, t, torch.float32 if name == "scalings" else INDEX_DTYPE)
-            if t.numel() > 1 and t.stride(0) != 1:
-                fail(name, "a contiguous 1-D tensor (stride 1)", f"stride {t.stride()}")
 
         capacity = self.seg_lens.numel()
         if capacity != self.bs and not (self.use_cuda_graph and capacity > self.bs):

@@ -281,8 +281,7 @@ def check_fused(
 def check_output_offset(
     output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device
 ) -> None:
-    """``output_offset``: contiguous int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an
-    int >= 0.
+    """``output_offset``: int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an int >= 0.
 
     Shape, dtype and device only: the values live on the device and reading them would sync.
     """
@@ -294,12 +293,6 @@ def check_output_offset(
             "output_offset",
             "shape (4,): [0, Nq, Nq+Nkv, Nq+2*Nkv]",
             f"shape {tuple(output_offset.shape)}",
-        )
-    if output_offset.stride(0) != 1:
-        fail(
-            "output_offset",
-            "a contiguous 1-D tensor (stride 1)",
-            f"stride {output_offset.stride()}",
         )
     if (
         not isinstance(max_qkv_out_dim, int)

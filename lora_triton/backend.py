@@ -80,9 +80,6 @@ class TritonLoRABackend(BaseLoRABackend):
         split_layouts=False,
         cuda_graph=not interpreting(),
         float32_matmul="tf32",
-        # on a GPU, float32 inputs go through TF32 tensor cores, which flush subnormal
-        # operands (H100, 2026-12-06: ci on CUDA, float32 subnormal results came out as 0)
-        subnormals="preserve" if interpreting() else "flush",
     )
 
     def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:

@@ -217,26 +217,20 @@ class GuardedOutput:
         return bool(bitwise_equal(rest, torch.full_like(rest, SENTINEL)).all())
 
 
-def guarded_output(base: torch.Tensor, kind: str) -> GuardedOutput:
-    """A copy of ``base (T, N)`` laid out as ``kind`` says (``case.LAYOUT_KINDS["base"]``),
-    with ``GUARD`` sentinels on each side and in every element of the buffer the view does not
-    cover: between its rows (``col_slice``: rows of ``N + 7``; ``row_stride``: every other
-    row), before it (``offset``: one element)."""
+def guarded_output(base: torch.Tensor, strides: str) -> GuardedOutput:
+    """A copy of ``base (T, N)`` with ``GUARD`` sentinels on each side, and between its rows when
+    ``strides`` is ``col_slice`` (rows of ``N + 7``) or ``row_stride`` (every other row)."""
     T, N = base.shape
-    strides, start, span = (N, 1), 0, T * N
-    if kind == "col_slice":
-        strides, start, span = (N + 7, 1), 3, T * (N + 7)
-    elif kind == "row_stride":
-        strides, start, span = (2 * N, 1), N, 2 * T * N + N
-    elif kind == "transposed":
-        strides = (1, T)
-    elif kind == "offset":
-        start, span = 1, T * N + 1
-    total = 2 * GUARD + span
+    row, col0 = N, 0
+    if strides == "col_slice":
+        row, col0 = N + 7, 3
+    elif strides == "row_stride":
+        row = 2 * N
+    total = 2 * GUARD + T * row
     buf = torch.full((total,), SENTINEL, dtype=base.dtype, device=base.device)
-    view = buf.as_strided((T, N), strides, GUARD + start)
+    view = buf.as_strided((T, N), (row, 1), GUARD + col0)
     view.copy_(base)
-    index = torch.arange(total, device=base.device).as_strided((T, N), strides, GUARD + start)
+    index = torch.arange(total, device=base.device).as_strided((T, N), (row, 1), GUARD + col0)
     outside = torch.ones(total, dtype=torch.bool, device=base.device)
     outside[index.reshape(-1)] = False
     return GuardedOutput(buf, view, outside)
@@ -268,9 +262,9 @@ def snapshot(inputs: Inputs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
             named += [(f"arg{i}[{k}]", _storage_view(v)) for k, v in enumerate(a)]
     info = inputs.batch_info
     for name in ("seg_lens", "seg_indptr", "weight_indices", "lora_ranks", "scalings"):
-        named.append((f"batch_info.{name}", _storage_view(getattr(info, name))))
+        named.append((f"batch_info.{name}", getattr(info, name)))
     if info.permutation is not None:
-        named.append(("batch_info.permutation", _storage_view(info.permutation)))
+        named.append(("batch_info.permutation", info.permutation))
     return [(name, t, t.clone()) for name, t in named]
 
 
