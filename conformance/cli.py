@@ -103,6 +103,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         except api.UsageError as exc:
             raise UsageError(str(exc)) from exc
+        except api.OutputError as exc:
+            raise UsageError(f"{exc} (the run's verdict: {exc.report.verdict})") from exc
     doc = report.data
     if not shown["header"] and doc.get("backend", {}).get("target"):
         console.print(_header(doc))
@@ -247,6 +249,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE if exc.status == "usage_error" else EXIT_CRASH
     try:
         result = worker.run(doc["check"], Example(doc["case"], doc["params"]))
+    except WorkerStartError as exc:
+        raise UsageError(f"{args.file}: {exc}") from exc
     finally:
         worker.close()
     print(f"replay {args.file}: backend {name} ({worker.version}) on {worker.resolved_device}, "

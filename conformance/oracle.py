@@ -161,6 +161,8 @@ def _worst(ratio: torch.Tensor, nan_mask: torch.Tensor) -> float:
 
 
 def bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Elementwise bit equality (distinguishes -0.0 from 0.0 and NaN payloads)."""
+    """Elementwise bit equality (distinguishes -0.0 from 0.0 and NaN payloads) of the values
+    (a negative view's are its storage negated)."""
     int_type = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-    return a.contiguous().view(int_type) == b.contiguous().view(int_type)
+    a, b = (t.resolve_neg().resolve_conj().contiguous() for t in (a, b))
+    return a.view(int_type) == b.view(int_type)

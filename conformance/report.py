@@ -17,6 +17,8 @@ command line's supervising process renders reports without loading it.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -151,9 +153,24 @@ def summarize(doc: dict[str, Any]) -> None:
     doc["verdict"] = verdict(doc)
 
 
-def write_report(path: Path | str, doc: dict[str, Any]) -> None:
-    """Summarize ``doc`` and write it atomically."""
+def seal(doc: dict[str, Any], key: bytes) -> str:
+    """The HMAC-SHA256 of ``doc`` (its ``seal`` field left out) under ``key``: the CLI gives
+    its pytest child a secret, and takes only a report sealed with it as the child's."""
+    body = json.dumps({k: v for k, v in doc.items() if k != "seal"}, sort_keys=True)
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def sealed(doc: dict[str, Any], key: bytes) -> bool:
+    """Whether ``doc`` carries the seal of ``key``."""
+    return isinstance(doc.get("seal"), str) and hmac.compare_digest(doc["seal"], seal(doc, key))
+
+
+def write_report(path: Path | str, doc: dict[str, Any], key: bytes | None = None) -> None:
+    """Summarize ``doc`` and write it atomically (sealed with ``key``, when given)."""
     summarize(doc)
+    doc.pop("seal", None)
+    if key is not None:
+        doc["seal"] = seal(doc, key)
     write_atomic(Path(path), json.dumps(doc, indent=2) + "\n")
 
 

@@ -11,8 +11,9 @@ determinism, prints what it found and exits 1 when the failure reproduces, 0 whe
 
 from __future__ import annotations
 
+import ast
 import inspect
-import pprint
+import re
 import textwrap
 from typing import Any
 
@@ -20,6 +21,16 @@ from conformance import inputs, tolerance
 from conformance.case import Case
 
 EMITTABLE = ("diff", "permutation", "split_layout")
+_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _literal(value: Any) -> str:
+    """``value`` (plain data: str, int, float, bool, None, lists, dicts) as a Python literal on
+    one line, checked: it evaluates back to ``value`` and holds no line break."""
+    text = repr(value)
+    if "\n" in text or "\r" in text or ast.literal_eval(text) != value:
+        raise ValueError(f"--emit-script: cannot write {text[:80]} as a literal")
+    return text
 
 
 def _source(obj: Any) -> str:
@@ -120,19 +131,26 @@ def emit_script(doc: dict[str, Any], backend_target: str, device: str = "cpu") -
             f"--emit-script: writes scripts for the {', '.join(EMITTABLE)} checks, "
             f"this file holds a {doc['check']} failure; replay it with lora-conformance replay"
         )
+    if not _TARGET.fullmatch(backend_target):
+        raise ValueError(
+            f"--emit-script: the backend must be package.module:Class (identifiers only), "
+            f"got {backend_target!r}"
+        )
     module, _, cls = backend_target.partition(":")
     case = doc["case"]
     data = case.to_json()
-    data_text = pprint.pformat(data, sort_dicts=True)
-    failures = "\n".join(f"#   {line}" for line in doc.get("failures", [])) or "#   (none saved)"
+    data_text = _literal(data)
+    # text from the file enters the script only as literals (repr never spans lines), in
+    # comments and in the docstring alike
+    failures = "\n".join(f"#   {_literal(line)}" for line in doc.get("failures", []))
     header = f'''#!/usr/bin/env python3
-"""Reproduce a multi-LoRA backend finding: {case.describe()}
-
-Found by lora-conformance ({doc["check"]} check) on backend {doc["backend"]!r}.  Needs torch,
-the backend's package and the contract package lora_ref; run: python {{this file}} [cpu|cuda]
+"""Reproduce a multi-LoRA backend finding found by lora-conformance.  Needs torch, the backend's
+package and the contract package lora_ref; run: python {{this file}} [cpu|cuda]
 """
+# The case: {_literal(case.describe())}
+# Found by the {_literal(doc["check"])} check on the backend {_literal(doc["backend"])}.
 # What the harness reported:
-{failures}
+{failures or "#   (none saved)"}
 
 from __future__ import annotations
 

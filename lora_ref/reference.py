@@ -26,6 +26,7 @@ from lora_ref.validation import (
     check_fused,
     check_output_offset,
     check_output_offset_values,
+    check_qkv_width,
     check_shrink,
     stack_gate_up_b,
     stack_qkv_b,
@@ -55,8 +56,19 @@ class ReferenceLoRABackend(BaseLoRABackend):
         finally:
             self._exact = False
 
-    def _finish(self, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return out if self._exact else out.to(dtype)
+    def _finish(
+        self, out: torch.Tensor, dtype: torch.dtype, base_output: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The float64 result rounded to ``dtype``, with rows of rank 0 copied from
+        ``base_output`` bit for bit (through float64 a signalling NaN would come back quiet)."""
+        if self._exact:
+            return out
+        out = out.to(dtype)
+        if base_output is not None:
+            for rows, _, r, _ in self._segments():
+                if r == 0:
+                    out[rows] = base_output[rows]
+        return out
 
     @property
     def version(self) -> str:
@@ -106,7 +118,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
                 continue  # no adapter: the row stays base[t], bit for bit
             b = weights[w, :, :r].double()  # (N, r)
             out[rows] += s * (x[rows, :r].double() @ b.T)
-        return self._finish(out, x.dtype)
+        return self._finish(out, x.dtype, base_output)
 
     def run_qkv_lora(
         self,
@@ -122,6 +134,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
         check_output_offset(output_offset, max_qkv_out_dim, info.device)
         operands = {"qkv_lora_b": qkv_lora_b, "output_offset": output_offset}
         (T, _, _, _), N = self._check_fused(x, qkv_lora_a, lora_b, base_output, 3, "qkv", operands)
+        check_qkv_width(max_qkv_out_dim, N)
         offsets = check_output_offset_values(output_offset, max_qkv_out_dim, N)
         return self._fused(x, qkv_lora_a, lora_b, base_output, T, N, offsets)
 
@@ -165,7 +178,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
                 a = lora_a[w, j * r : (j + 1) * r, :].double()  # (r, K)
                 b = lora_b[w, lo:hi, :r].double()  # (hi - lo, r)
                 out[rows, lo:hi] += s * ((xs @ a.T) @ b.T)
-        return self._finish(out, x.dtype)
+        return self._finish(out, x.dtype, base_output)
 
     @staticmethod
     def _base(base_output: torch.Tensor | None, T: int, N: int, x: torch.Tensor) -> torch.Tensor:

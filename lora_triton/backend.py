@@ -38,6 +38,7 @@ from lora_ref.validation import (
     check_fused,
     check_output_offset,
     check_output_offset_values,
+    check_qkv_width,
     check_shrink,
 )
 from lora_triton.config import expand_config, row_align, shrink_config
@@ -155,6 +156,7 @@ class TritonLoRABackend(BaseLoRABackend):
             summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names,
             {"output_offset": output_offset},
         )  # fmt: skip
+        check_qkv_width(max_qkv_out_dim, N)
         if not _capturing():
             check_output_offset_values(output_offset, max_qkv_out_dim, N)
         col_align = _qkv_column_align(N, max_qkv_out_dim)

@@ -51,6 +51,14 @@ def _shares_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(element_offsets(a) & element_offsets(b))
 
 
+def _shares_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether contiguous ``a`` and ``b`` (any dtypes) hold a byte of one storage in common."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    lo_a, lo_b = a.storage_offset() * a.element_size(), b.storage_offset() * b.element_size()
+    return lo_a < lo_b + b.numel() * b.element_size() and lo_b < lo_a + a.numel() * a.element_size()
+
+
 def _self_overlapping(t: torch.Tensor) -> bool:
     """Whether two elements of ``t``'s leading rows are one element of storage."""
     return len(element_offsets(t)) < t[:2].numel()
@@ -112,6 +120,18 @@ def _base_overlapping_weights(i: Inputs, c: Case) -> Call:
     w = i.args[0].contiguous()
     base = w.view(-1)[: c.T * c.out_dim].view(c.T, c.out_dim)
     return i.batch_info, i.x, (w, *i.args[1:]), base
+
+
+def _base_overlapping_scalings(i: Inputs, c: Case) -> Call:
+    # the batch's scalings and base_output carved from one buffer of bytes: base_output's first
+    # bytes are the scalings' (its values then are whatever those bytes mean in its dtype)
+    size = i.x.element_size()
+    nbytes = max(c.T * c.out_dim * size, 4 * c.L)
+    buf = torch.zeros(nbytes + (-nbytes) % 4, dtype=torch.uint8, device=i.x.device)
+    scalings = buf[: 4 * c.L].view(torch.float32)
+    scalings.copy_(i.batch_info.scalings)
+    base = buf[: c.T * c.out_dim * size].view(i.x.dtype).view(c.T, c.out_dim)
+    return _info(i, scalings=scalings), i.x, i.args, base
 
 
 def _base_rows_overlap(i: Inputs, c: Case) -> Call:
@@ -215,6 +235,12 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation("x is int32", lambda c: True, lambda i, c: (i.batch_info, i.x.int(), i.args, i.base)),
     Mutation(
+        "x is a negative view (its storage read negated, as .conj().imag makes)",
+        lambda c: True,
+        lambda i, c: (i.batch_info, torch._neg_view(i.x), i.args, i.base),
+        lambda call: call[1].is_neg(),
+    ),
+    Mutation(
         "weights dtype differs from x",
         lambda c: True,
         lambda i, c: _with_args(i, i.args[0].to(_other_dtype(i.x)), *i.args[1:]),
@@ -303,6 +329,12 @@ MUTATIONS: list[Mutation] = [
         lambda call: _shares_elements(call[2][0], call[3]),
     ),
     Mutation(
+        "base_output overlaps the batch's scalings",
+        lambda c: _has_base(c) and c.L >= 1,
+        _base_overlapping_scalings,
+        lambda call: _shares_bytes(call[0].scalings, call[3]),
+    ),
+    Mutation(
         "base_output rows overlap each other",
         lambda c: _has_base(c) and c.T >= 2 and c.out_dim >= 2,
         _base_rows_overlap,
@@ -338,6 +370,11 @@ MUTATIONS: list[Mutation] = [
         "max_qkv_out_dim below the widest slice",
         lambda c: _qkv(c) and max(c.N, c.n_kv) >= 1,
         lambda i, c: _with_args(i, *i.args[:3], max(c.N, c.n_kv) - 1),
+    ),
+    Mutation(
+        "max_qkv_out_dim above the output width",
+        _qkv,
+        lambda i, c: _with_args(i, *i.args[:3], c.out_dim + 1),
     ),
     Mutation(
         "gate_up_lora_b has an odd dim 1",

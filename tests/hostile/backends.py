@@ -118,3 +118,67 @@ class VersionRaises(ReferenceLoRABackend):
     @property
     def version(self):
         raise OSError("version file missing")
+
+
+def _report_paths() -> list[str]:
+    """Every ``--lora-report`` path in this process's argv and its ancestors' (as a forger would
+    find them through ``/proc``)."""
+    found, pid = [], os.getpid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            break
+        found += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--lora-report"]
+    return found
+
+
+def _forge(path: str) -> None:
+    import json
+
+    doc = {"schema": 1, "status": "complete", "exit_code": 0, "verdict": "PASS"}
+    doc.update(groups=[], plan=[], backend={"name": "forged"}, settings={}, environment={})
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
+class ForgesReportAndKillsItself(_OnShrink):
+    """Writes a "complete, PASS" report wherever ``--lora-report`` points (its own argv, or its
+    parent's under ``--isolate``), then SIGKILLs itself."""
+
+    def act(self, x):
+        for path in _report_paths():
+            _forge(path)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ForgesReportAndExitsZero(_OnShrink):
+    """Writes a "complete, PASS" report wherever ``--lora-report`` points, then ``os._exit(0)``."""
+
+    def act(self, x):
+        for path in _report_paths():
+            _forge(path)
+        os._exit(0)
+
+
+class SegfaultsAtExit(ReferenceLoRABackend):
+    """Correct, but its process dies of SIGSEGV at interpreter exit, after its last group."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        import atexit
+
+        atexit.register(lambda: ctypes.string_at(0))
+
+
+class LeavesAThreadRunning(ReferenceLoRABackend):
+    """Correct, but starts a non-daemon thread that never ends."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        import threading
+
+        threading.Thread(target=time.sleep, args=(10**6,), daemon=False).start()

@@ -254,3 +254,23 @@ def test_the_overlap_witness_tells_overlap_from_adjacency():
     buf = torch.zeros(1, 4)
     assert not _shares_elements(buf[:, :1], buf[:, 1:])
     assert _shares_elements(buf[:, :1], buf[:, 0:])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", ["sparse", "meta", "negative view"])
+def test_tensors_without_plain_storage_get_a_clear_error(name, kind):
+    """Sparse tensors, tensors on the meta device and negative views (``.conj().imag``) are
+    refused naming the argument, in the batch and in the call alike."""
+    backend = get_backend_from_name(name)()
+    backend.set_batch_info(make_batch_info([2, 1], [0, 1], [2, 2], [1.0, 0.5]))
+    x, w = torch.randn(3, 8), torch.randn(2, 2, 8)
+    odd = {"sparse": x.to_sparse(), "meta": x.to("meta"), "negative view": torch._neg_view(x)}
+    with pytest.raises(ValueError, match=r"^x: expected .*got"):
+        backend.run_lora_a_sgemm(odd[kind], w)
+    info = make_batch_info([2, 1], [0, 1], [2, 2], [1.0, 0.5])
+    scal = {"sparse": info.scalings.to_sparse(), "meta": info.scalings.to("meta"),
+            "negative view": torch._neg_view(info.scalings)}[kind]  # fmt: skip
+    info.scalings = scal
+    with pytest.raises(ValueError, match=r"^scalings: expected"):
+        backend.set_batch_info(info)
+        backend.run_lora_a_sgemm(x, w)

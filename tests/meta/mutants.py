@@ -640,9 +640,9 @@ class SaturatesOnOverflow(ReferenceLoRABackend):
     """Results past the dtype's range saturate at its largest finite value instead of rounding
     to infinity.  Corner: data: overflow."""
 
-    def _finish(self, out, dtype):
+    def _finish(self, out, dtype, base_output=None):
         if self._exact or not dtype.is_floating_point:
-            return super()._finish(out, dtype)
+            return super()._finish(out, dtype, base_output)
         top = torch.finfo(dtype).max
         return out.clamp(-top, top).to(dtype)
 
