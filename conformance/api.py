@@ -138,6 +138,12 @@ def check(
             raise UsageError("jobs: needs pytest-xdist (pip install pytest-xdist)") from exc
     failures = Path(failures_dir)
     check_writable("failures_dir", failures, folder=True)
+    # a symbolic link is followed once, here: every write of the run goes to its target (a
+    # rename onto the link itself would replace the link with a file)
+    report_json, junit_xml, markdown = (
+        Path(p).resolve() if p is not None and Path(p).is_symlink() else p
+        for p in (report_json, junit_xml, markdown)
+    )
     outputs = {"report_json": report_json, "junit_xml": junit_xml, "markdown": markdown}
     for arg, path in outputs.items():
         if path is not None:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from conformance import profiles
@@ -352,7 +354,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from lora_ref import known_backend_names
 
-    rows = [_describe_backend(name) for name in known_backend_names()]
+    with _stdout_to_stderr():  # what a backend prints on import must not corrupt the listing
+        rows = [_describe_backend(name) for name in known_backend_names()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_PASS
@@ -368,6 +371,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             print(f"{r['name']:<14} not installed: {r['error']}")
     return EXIT_PASS
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Standard output, Python's and the file descriptor's (C code prints there too), goes to
+    standard error within the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _describe_backend(name: str) -> dict:

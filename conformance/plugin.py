@@ -281,6 +281,12 @@ class _Run:
                 f"{type(exc).__name__}: {str(exc).strip()[:300]}",
                 exc,
             )
+        from conformance.checks.harness import restore_subnormals
+
+        flushed = restore_subnormals()
+        if flushed is not None:
+            self._stop("backend_error", f"backend {self.name!r}: its constructor or version: "
+                       f"{flushed}", flushed)  # fmt: skip
         self.backend_cls = cls
         self.device = pick_device(cls, config.getoption("--lora-device"))
         self.plan = self.plan_all = build_plan(

@@ -26,7 +26,6 @@ from lora_ref.validation import (
     check_fused,
     check_output_offset,
     check_output_offset_values,
-    check_qkv_width,
     check_shrink,
     stack_gate_up_b,
     stack_qkv_b,
@@ -134,7 +133,6 @@ class ReferenceLoRABackend(BaseLoRABackend):
         check_output_offset(output_offset, max_qkv_out_dim, info.device)
         operands = {"qkv_lora_b": qkv_lora_b, "output_offset": output_offset}
         (T, _, _, _), N = self._check_fused(x, qkv_lora_a, lora_b, base_output, 3, "qkv", operands)
-        check_qkv_width(max_qkv_out_dim, N)
         offsets = check_output_offset_values(output_offset, max_qkv_out_dim, N)
         return self._fused(x, qkv_lora_a, lora_b, base_output, T, N, offsets)
 

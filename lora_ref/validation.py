@@ -333,4 +333,5 @@ def check_output_offset_values(
     widest = max(b - a for a, b in itertools.pairwise(offsets))
     if widest > max_qkv_out_dim:
         fail("max_qkv_out_dim", f">= the widest slice {widest}", f"{max_qkv_out_dim}")
+    check_qkv_width(max_qkv_out_dim, N)
     return offsets

@@ -182,6 +182,26 @@ MUTATIONS: list[Mutation] = [
         lambda c: c.L >= 2,
         lambda i, c: _with_info(i, lora_ranks=_strided(i.batch_info.lora_ranks)),
     ),
+    Mutation(
+        "seg_indptr is strided",
+        lambda c: True,
+        lambda i, c: _with_info(i, seg_indptr=_strided(i.batch_info.seg_indptr)),
+    ),
+    Mutation(
+        "weight_indices is strided",
+        lambda c: c.bs >= 2,
+        lambda i, c: _with_info(i, weight_indices=_strided(i.batch_info.weight_indices)),
+    ),
+    Mutation(
+        "scalings is an expanded view (stride 0)",
+        lambda c: c.L >= 2,
+        lambda i, c: _with_info(i, scalings=i.batch_info.scalings[:1].expand(c.L)),
+    ),
+    Mutation(
+        "permutation is strided",
+        lambda c: c.permute and c.T >= 2,
+        lambda i, c: _with_info(i, permutation=_strided(i.batch_info.permutation)),
+    ),
     Mutation("scaling is NaN", lambda c: c.L >= 1, _set("scalings", 0, float("nan"))),
     Mutation(
         "seg_lens is int64",

@@ -174,21 +174,38 @@ class Problem:
 
 def backend_call(fn: Callable[[], V]) -> tuple[V | None, Problem | None]:
     """Run backend code; return ``(value, None)`` or ``(None, Problem)``.  Never raises, but for
-    the user's interrupt and the deadline."""
+    the user's interrupt and the deadline.  Backend code that leaves the CPU flushing
+    subnormals is a problem too (the flag is restored)."""
     watch_interrupts()
     with _no_exit():
         try:
-            return fn(), None
+            value, problem = fn(), None
         except ExampleTimeout:
             raise
         except KeyboardInterrupt as exc:
             if user_interrupted():
                 raise
-            return None, Problem("crash", exc)
+            value, problem = None, Problem("crash", exc)
         except Exception as exc:
-            return None, Problem("exception", exc)
+            value, problem = None, Problem("exception", exc)
         except BaseException as exc:  # SystemExit, os._exit, GeneratorExit, ...
-            return None, Problem("crash", exc)
+            value, problem = None, Problem("crash", exc)
+    flushed = restore_subnormals()
+    if flushed is not None and problem is None:
+        return None, Problem("exception", flushed)
+    return value, problem
+
+
+def restore_subnormals() -> FloatingPointError | None:
+    """If the CPU now flushes subnormals to zero (``torch.set_flush_denormal(True)``, or code
+    built with ``-ffast-math``), turn that off and return the error saying so; else None."""
+    if torch.tensor(2.0**-130, dtype=torch.float32).mul(1.0).item() != 0.0:
+        return None
+    torch.set_flush_denormal(False)
+    return FloatingPointError(
+        "the backend turned on flush-to-zero of subnormals for the whole process "
+        "(torch.set_flush_denormal(True) or -ffast-math): every later computation would change"
+    )
 
 
 def record_problem(result: CaseResult, problem: Problem, what: str) -> None:

@@ -182,3 +182,49 @@ class LeavesAThreadRunning(ReferenceLoRABackend):
         import threading
 
         threading.Thread(target=time.sleep, args=(10**6,), daemon=False).start()
+
+
+class _Later(ReferenceLoRABackend):
+    """Correct results, then a thread that writes into a tensor ``DELAY`` seconds after the
+    call has returned."""
+
+    DELAY = 0.3
+
+    def _later(self, t: torch.Tensor) -> None:
+        import threading
+
+        def write():
+            time.sleep(self.DELAY)
+            t.zero_()
+
+        threading.Thread(target=write, daemon=True).start()
+
+
+class ZeroesItsResultLater(_Later):
+    """Zeroes its shrink result 0.3 s after returning it."""
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        out = super().run_lora_a_sgemm(x, weights, stack_num)
+        if out.numel() and bool(out.ne(0).any()):
+            self._later(out)
+        return out
+
+
+class WritesItsInputLater(_Later):
+    """Zeroes ``x`` 0.05 s after returning."""
+
+    DELAY = 0.05
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        out = super().run_lora_a_sgemm(x, weights, stack_num)
+        if x.numel() and bool(x.ne(0).any()):
+            self._later(x)
+        return out
+
+
+class FlushesDenormals(ReferenceLoRABackend):
+    """Correct, but its constructor turns on the CPU's flush-to-zero for the whole process."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        torch.set_flush_denormal(True)

@@ -136,3 +136,61 @@ def test_a_sigint_arrives_where_the_caller_ignores_it(tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
     )  # fmt: skip
     assert run.returncode == 4, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("backend", ["ZeroesItsResultLater", "WritesItsInputLater"])
+def test_a_write_after_the_call_returned_fails(backend, tmp_path):
+    report = _check(backend, tmp_path, max_examples=30)
+    assert report.exit_code == 1, report.data.get("error")
+    failure = next(g for g in report.groups if g["outcome"] == "fail")["failure"]
+    assert any("wrote after returning" in m for m in failure["messages"]), failure["messages"]
+
+
+def test_list_json_stays_json_when_a_backend_prints_on_import():
+    code = (
+        "import lora_ref, sys\n"
+        "from conformance.cli import main\n"
+        "lora_ref.known_backend_names = lambda: ['reference', "
+        "'tests.hostile.prints_on_import:Backend']\n"
+        "sys.exit(main(['list', '--json']))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    assert [r["name"] for r in rows][1] == "tests.hostile.prints_on_import:Backend"
+    assert "hello from a backend's import" in run.stderr and "from C code" in run.stderr
+
+
+def test_a_backend_that_flushes_subnormals_process_wide_is_named(tmp_path):
+    """``torch.set_flush_denormal(True)`` in a backend changes every later computation of the
+    process (Hypothesis can no longer draw subnormals): an error naming it, not "not run"."""
+    report = _check("FlushesDenormals", tmp_path)
+    assert report.exit_code == 3 and report.data["status"] == "backend_error"
+    assert "flush-to-zero" in report.data["error"]
+
+
+def test_a_report_path_that_is_a_symlink_is_written_through(tmp_path):
+    target = tmp_path / "real.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    report = api.check("reference", failures_dir=tmp_path / "f", report_json=link, **QUICK)
+    assert report.exit_code == 0
+    assert link.is_symlink() and json.loads(target.read_text())["verdict"] == "PASS"
+
+
+def test_a_full_disk_at_the_end_is_a_usage_error_naming_the_path(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from conformance.cli import main
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(api, "write_atomic", full)
+    junit = tmp_path / "out.xml"
+    code = main(["check", "reference", "--ops", "shrink", "--dtypes", "float32", "--checks",
+                 "diff", "--max-examples", "1", "--failures-dir", str(tmp_path / "f"),
+                 "--junit-xml", str(junit)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and str(junit) in err and "No space left" in err, err
