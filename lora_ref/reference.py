@@ -63,7 +63,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
         if self._exact:
             return out
         out = out.to(dtype)
-        if base_output is not None:
+        if base_output is not None and out.numel():
             for rows, _, r, _ in self._segments():
                 if r == 0:
                     out[rows] = base_output[rows]
@@ -101,6 +101,8 @@ class ReferenceLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         T, _, R, c = check_shrink(summary, info.device, x, weights, stack_num)
         out = torch.zeros(T, c * R, dtype=torch.float64, device=x.device)
+        if out.numel() == 0:  # no columns: no index tensor of T rows to build
+            return out if self._exact else out.to(x.dtype)
         for rows, w, r, _ in self._segments():
             a = weights[w, : c * r, :].double()  # (c*r, K): all c slices, packed at rank r
             out[rows, : c * r] = x[rows].double() @ a.T
@@ -112,7 +114,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         T, _, N = check_expand(summary, info.device, x, weights, base_output)
         out = self._base(base_output, T, N, x)
-        for rows, w, r, s in self._segments():
+        for rows, w, r, s in self._segments() if out.numel() else ():
             if r == 0:
                 continue  # no adapter: the row stays base[t], bit for bit
             b = weights[w, :, :r].double()  # (N, r)
@@ -168,7 +170,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         """Output slice ``j`` (columns ``[offsets[j], offsets[j+1])``) uses shrink slice ``j``."""
         out = self._base(base_output, T, N, x)
-        for rows, w, r, s in self._segments():
+        for rows, w, r, s in self._segments() if out.numel() else ():
             if r == 0:
                 continue
             xs = x[rows].double()

@@ -98,7 +98,7 @@ def check_diff(
     touched = watch.changed()
     if touched:
         result.fail(f"wrote after returning: {', '.join(touched)} changed after the call returned")
-    _LATE.append((time.monotonic(), watch))
+    _LATE.append((time.monotonic(), watch.later()))
     return result
 
 
@@ -115,6 +115,14 @@ class LateWrites:
 
     def changed(self) -> list[str]:
         return changed(self.snap)
+
+    def later(self) -> LateWrites:
+        """The part kept for the examples that follow: the result, ``x`` and the buffer around
+        ``base_output`` (the weight pools, the largest inputs, are looked at only at the end of
+        their own example)."""
+        kept = LateWrites([e for e in self.snap if e[0] == "x"], None, None)
+        kept.snap += [e for e in self.snap if e[0].startswith("the ")]
+        return kept
 
 
 # the watches of the examples of the last LATE_WINDOW seconds (at most LATE_MAX), looked at

@@ -274,3 +274,16 @@ def test_tensors_without_plain_storage_get_a_clear_error(name, kind):
     with pytest.raises(ValueError, match=r"^scalings: expected"):
         backend.set_batch_info(info)
         backend.run_lora_a_sgemm(x, w)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("op", ["shrink", "expand"])
+def test_two_billion_rows_of_zero_width_are_an_empty_result_at_once(name, op):
+    """T = 2^31 - 1 rows with no columns hold no memory: the result is empty, and no launch is
+    sized by T (before, Triton's interpreter ran for minutes)."""
+    T = 2**31 - 1
+    backend = get_backend_from_name(name)()
+    backend.set_batch_info(make_batch_info([T], [0], [0], [1.0]))
+    x, w = torch.empty(T, 0), torch.empty(1, 0, 0)
+    out = backend.run_lora_a_sgemm(x, w) if op == "shrink" else backend.run_lora_b_sgemm(x, w)
+    assert tuple(out.shape) == (T, 0)
