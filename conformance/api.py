@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,7 +31,18 @@ from conformance import profiles
 from conformance.case import Case, CaseError
 from conformance.failures import save_failure, write_atomic
 from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
-from conformance.report import SCHEMA, Report, group_record, now, write_report
+from conformance.process import child_setup, set_dumpable
+from conformance.report import (
+    SCHEMA,
+    Report,
+    exit_code,
+    group_record,
+    now,
+    sealed,
+    summarize,
+    verdict,
+    write_report,
+)
 
 WATCHDOG_GRACE = 60.0
 
@@ -125,6 +138,12 @@ def check(
             raise UsageError("jobs: needs pytest-xdist (pip install pytest-xdist)") from exc
     failures = Path(failures_dir)
     check_writable("failures_dir", failures, folder=True)
+    # a symbolic link is followed once, here: every write of the run goes to its target (a
+    # rename onto the link itself would replace the link with a file)
+    report_json, junit_xml, markdown = (
+        Path(p).resolve() if p is not None and Path(p).is_symlink() else p
+        for p in (report_json, junit_xml, markdown)
+    )
     outputs = {"report_json": report_json, "junit_xml": junit_xml, "markdown": markdown}
     for arg, path in outputs.items():
         if path is not None:
@@ -132,7 +151,9 @@ def check(
 
     with tempfile.TemporaryDirectory(prefix="lora-conformance-") as tmp:
         work = Path(tmp)
-        report_path = Path(report_json) if report_json else work / "report.json"
+        # the child writes its report here, sealed with a secret it reads from a pipe; only
+        # this process writes the report the caller asked for
+        report_path = work / "report.json"
         progress_path = work / "progress.json"
         (work / "pytest.ini").write_text("[pytest]\n")
         cmd = [
@@ -159,7 +180,16 @@ def check(
         cmd += list(pytest_args)
         env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1"}
         log_path = work / "pytest.log"
-        doc = _supervise(cmd, env, log_path, report_path, progress_path, deadline, on_progress)
+        mirror = Path(report_json) if report_json else None
+        key = secrets.token_bytes(32)
+        dumpable = set_dumpable(False) if isolate else None
+        try:
+            doc = _supervise(
+                cmd, env, log_path, report_path, progress_path, deadline, on_progress, key, mirror
+            )
+        finally:
+            if dumpable:
+                set_dumpable(True)
         doc.setdefault("log_tail", log_path.read_text(errors="replace")[-4000:])
         if (
             doc.get("status") == "running"
@@ -170,12 +200,22 @@ def check(
             doc.update(status="usage_error", error=tail[-1] if tail else "pytest usage error")
         elif doc.get("status") == "running":
             _aborted(doc, progress_path, failures, backend)
-        write_report(report_path, doc)
+        summarize(doc)
         report = Report(doc)
-        if junit_xml:
-            write_atomic(Path(junit_xml), report.junit())
-        if markdown:
-            write_atomic(Path(markdown), report.markdown())
+        for arg, path, text in (
+            ("report_json", report_json, None),
+            ("junit_xml", junit_xml, report.junit),
+            ("markdown", markdown, report.markdown),
+        ):
+            if path is None:
+                continue
+            try:
+                if text is None:
+                    write_report(Path(path), doc)
+                else:
+                    write_atomic(Path(path), text())
+            except OSError as exc:
+                raise OutputError(arg, Path(path), exc, report) from exc
         return report
 
 
@@ -186,6 +226,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+class OutputError(OSError):
+    """An output file (``arg``: ``report_json``, ``junit_xml`` or ``markdown``) could not be
+    written after the run; ``report`` is the run's report all the same."""
+
+    def __init__(self, arg: str, path: Path, exc: OSError, report: Report) -> None:
+        super().__init__(f"{arg}: cannot write {path}: {exc.strerror or exc}")
+        self.report = report
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the supervisor (a CI cancel, ``timeout``, ``docker stop``)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def _supervise(
     cmd: list[str],
     env: dict[str, str],
@@ -194,47 +251,90 @@ def _supervise(
     progress_path: Path,
     deadline: float,
     on_progress: Callable[[dict[str, Any], dict[str, Any] | None], None] | None,
+    key: bytes,
+    mirror: Path | None,
 ) -> dict[str, Any]:
-    """Run the child; return the report it left (or a stub), with ``child`` facts added."""
+    """Run the child; return the report it left (or a stub), with ``child`` facts added.
+
+    The child dies with this process (``child_setup``); SIGTERM here interrupts the child as
+    Ctrl-C does.  ``mirror``: where to copy the child's report as it grows."""
     started = time.time()
     killed_for = None
     interrupted = False
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        try:
-            while proc.poll() is None:
-                time.sleep(0.2)
-                progress = _read_json(progress_path)
-                if on_progress is not None and progress is not None:
-                    on_progress(progress, _read_json(report_path))
-                if deadline and progress is not None and killed_for is None:
-                    stuck = time.time() - progress.get("time", started)
-                    if stuck > deadline + WATCHDOG_GRACE:
-                        killed_for = "timeout"
-                        _kill(proc)
-        except KeyboardInterrupt:
-            interrupted = True
+    seal_r, seal_w = os.pipe()
+    os.write(seal_w, key)
+    os.close(seal_w)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main else None
+    mirrored = None
+    try:
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [*cmd, "--lora-seal-fd", str(seal_r)], stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True, pass_fds=(seal_r,), preexec_fn=child_setup,
+            )  # fmt: skip
+            os.close(seal_r)
             try:
-                os.killpg(proc.pid, signal.SIGINT)
-                proc.wait(timeout=60)
-            except (subprocess.TimeoutExpired, KeyboardInterrupt, ProcessLookupError):
-                _kill(proc)
-    doc = _read_json(report_path) or {
-        "schema": SCHEMA,
-        "status": "running",
-        "started": now(),
-        "backend": {},
-        "settings": {},
-        "environment": {},
-        "groups": [],
-        "error": None,
-    }
-    doc["child"] = {"returncode": proc.returncode, "killed_for": killed_for}
+                while proc.poll() is None:
+                    time.sleep(0.2)
+                    progress = _read_json(progress_path)
+                    current = _read_json(report_path)
+                    if mirror is not None and current is not None and current != mirrored:
+                        mirrored = current
+                        with contextlib.suppress(OSError):
+                            write_report(mirror, {**current, "status": "running"})
+                    if on_progress is not None and progress is not None:
+                        on_progress(progress, current)
+                    if deadline and progress is not None and killed_for is None:
+                        stuck = time.time() - progress.get("time", started)
+                        if stuck > deadline + WATCHDOG_GRACE:
+                            killed_for = "timeout"
+                            _kill(proc)
+            except (KeyboardInterrupt, _Terminated):
+                interrupted = True
+                try:
+                    os.killpg(proc.pid, signal.SIGINT)
+                    proc.wait(timeout=60)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt, _Terminated,
+                        ProcessLookupError):  # fmt: skip
+                    _kill(proc)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    doc = _read_json(report_path)
+    forged = doc is not None and not sealed(doc, key)
+    if doc is None or forged:
+        doc = {
+            "schema": SCHEMA, "status": "running", "started": now(), "backend": {},
+            "settings": {}, "environment": {}, "groups": [], "error": None,
+        }  # fmt: skip
+    doc.pop("seal", None)
+    code = proc.returncode
+    doc["child"] = {"returncode": code, "killed_for": killed_for}
     if interrupted:
         doc["status"] = "interrupted"
+    elif forged:
+        doc.update(
+            status="aborted",
+            error="the test process's report was not written by the harness (its seal is "
+            "missing or wrong): the backend tampered with it",
+        )
+    elif doc.get("status") == "complete" and _disagrees(doc, code):
+        from conformance.isolate import describe_exit
+
+        doc.update(
+            status="aborted",
+            error=f"the test process's report says {verdict(doc)}, but {describe_exit(code)}",
+        )
     return doc
+
+
+def _disagrees(doc: dict[str, Any], returncode: int) -> bool:
+    """Whether pytest's exit status contradicts a complete report: killed by a signal, or a
+    status other than 0 for a pass (1 for a failure)."""
+    if returncode < 0:
+        return True
+    return (exit_code(doc) == 0) != (returncode == 0)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -23,8 +23,42 @@ from typing import Any
 from conformance.ops import DTYPE_NAMES, METHODS, OPS, STACKS, stack_count
 
 POISONS = ("nan", "huge")
-DATA_MODES = ("gaussian", "same_sign", "dynamic", "overflow")
-STRIDES = ("contiguous", "col_slice", "row_stride")
+DATA_MODES = ("gaussian", "same_sign", "dynamic", "overflow", "subnormal")
+
+# the memory layouts each tensor argument is drawn in (conformance/inputs.py builds them):
+#   contiguous  dense, at the start of its own buffer
+#   offset      dense, one element past the start of its buffer (breaks 16-byte alignment)
+#   col_slice   a column slice of a wider buffer; row_stride: every other row of a taller one
+#   transposed  column-major: the last two dims swapped in memory
+#   pool_view   weights: every other slot of a larger pool, a sub-block of each slot's matrix
+#   apart       split expand weights: the halves are separate allocations (else views of one)
+LAYOUT_KINDS: dict[str, tuple[str, ...]] = {
+    "x": ("contiguous", "offset", "col_slice", "row_stride", "transposed"),
+    "base": ("contiguous", "offset", "col_slice", "row_stride", "transposed"),
+    "a": ("contiguous", "offset", "pool_view", "transposed"),
+    "b": ("contiguous", "offset", "pool_view", "transposed"),
+    "split": ("views", "apart"),
+    "offsets": ("contiguous", "offset"),
+    "batch": ("contiguous", "offset"),
+}
+LAYOUT_DEFAULTS = {arg: kinds[0] for arg, kinds in LAYOUT_KINDS.items()}
+
+
+def layout_args(op: str, has_base: bool, split_b: bool) -> tuple[str, ...]:
+    """The tensor arguments of a call of ``op`` whose layout a case sets."""
+    args = ["x", "batch"]
+    if op != "expand":
+        args.append("a")
+    if op != "shrink":
+        args.append("b")
+        if has_base:
+            args.append("base")
+    if split_b:
+        args.append("split")
+    if op == "qkv":
+        args.append("offsets")
+    return tuple(args)
+
 
 # replay files are capped at this many elements per tensor unless the user raises it
 DEFAULT_MAX_ELEMENTS = 1 << 26
@@ -58,9 +92,10 @@ class Case:
         split_b: pass the fused expand weights in the split layout (qkv, gate_up).
         data: value distribution: ``gaussian``; ``same_sign`` (every product positive, so
             rounding errors add up instead of cancelling); ``dynamic`` (rows and columns scaled
-            by powers of two over a wide range); ``overflow`` (results beyond the dtype's range).
-        strides: memory layout of ``x`` and ``base_output``: ``contiguous``, ``col_slice`` (a
-            column slice of a wider buffer) or ``row_stride`` (every other row of a buffer).
+            by powers of two over a wide range); ``overflow`` (results beyond the dtype's
+            range); ``subnormal`` (results in the dtype's subnormal range).
+        layouts: the memory layout of each tensor argument (:data:`LAYOUT_KINDS`); arguments
+            not named are contiguous.
         extra_cols: expand only: the input has ``R + extra_cols`` columns (a pool rank
             ``R' > R``), the ones past each row's rank holding garbage.
         poison_unused: the weights of slots no segment uses are garbage through and through.
@@ -85,10 +120,20 @@ class Case:
     layout: str = "random"
     split_b: bool = False
     data: str = "gaussian"
-    strides: str = "contiguous"
+    layouts: dict[str, str] = dataclasses.field(default_factory=dict)
     extra_cols: int = 0
     poison_unused: bool = False
     name: str = ""
+
+    def __post_init__(self) -> None:
+        # every applicable argument named, so two spellings of one case have one digest
+        applicable = layout_args(self.op, self.has_base, self.split_b)
+        full = {a: self.layouts.get(a, LAYOUT_DEFAULTS[a]) for a in applicable}
+        object.__setattr__(self, "layouts", full)
+
+    def arg_layout(self, arg: str) -> str:
+        """The layout of argument ``arg`` (``contiguous`` or ``views`` when it has none)."""
+        return self.layouts.get(arg, LAYOUT_DEFAULTS[arg])
 
     @property
     def T(self) -> int:
@@ -142,13 +187,13 @@ class Case:
             f"{k}={v}"
             for k, v in (
                 ("data", self.data),
-                ("strides", self.strides),
                 ("extra_cols", self.extra_cols),
                 ("poison_unused", self.poison_unused),
                 ("split_b", self.split_b),
             )
             if v != _DEFAULTS[k]
         ]
+        extras += [f"{arg}:{kind}" for arg, kind in self.layouts.items() if kind != "contiguous"]
         return (
             f"{METHODS[self.op]}({self.dtype}, seg_lens={list(self.seg_lens)}, "
             f"weight_indices={list(self.weight_indices)}, lora_ranks={list(self.lora_ranks)}, "
@@ -161,7 +206,9 @@ class Case:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["layouts"] = dict(self.layouts)
+        return data
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -169,12 +216,11 @@ class Case:
     def largest_tensor(self) -> int:
         """Elements of the largest tensor the case allocates (the replay size cap reads it)."""
         c = self.stack
-        pad = 2 if self.strides != "contiguous" else 1
         return max(
-            self.T * max(self.in_dim, 1) * pad + 64,
-            self.L * c * self.R * self.K,
-            self.L * self.out_dim * self.R,
-            self.T * max(self.out_dim, 1) * pad + 128,
+            2 * (self.T + 1) * (max(self.in_dim, 1) + 7) + 64,
+            (2 * self.L + 1) * (c * self.R + 3) * (self.K + 5),
+            (2 * self.L + 1) * (self.out_dim + 3) * (self.R + 5),
+            2 * (self.T + 1) * (max(self.out_dim, 1) + 7) + 128,
         )
 
     @classmethod
@@ -187,11 +233,16 @@ class Case:
         """
         if not isinstance(data, dict):
             raise CaseError(f"case: expected a JSON object, got {type(data).__name__}")
+        data = _upgrade(data)
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
             raise CaseError(f"case: unknown fields {unknown}")
-        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = [n for n in required if n not in data]
         if missing:
             raise CaseError(f"case: missing fields {missing}")
@@ -202,12 +253,40 @@ class Case:
                 raise CaseError(f"case.{name}: expected {problem}, got {values[name]!r:.80}")
         for key in ("seg_lens", "weight_indices", "lora_ranks", "scalings"):
             values[key] = tuple(values[key])
+        values["layouts"] = dict(values["layouts"])
+        applicable = layout_args(values["op"], values["has_base"], values["split_b"])
+        stray = sorted(set(values["layouts"]) - set(applicable))
+        if stray:
+            raise CaseError(
+                f"case.layouts: expected only arguments a {values['op']} call has "
+                f"({', '.join(applicable)}), got {stray}"
+            )
         case = cls(**values)
         _check_consistent(case, max_elements)
         return case
 
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Case)}
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """An older case document in today's fields: ``strides`` (one layout for ``x`` and
+    ``base_output``: contiguous, col_slice or row_stride) became ``layouts``."""
+    if "strides" not in data:
+        return data
+    data = dict(data)
+    kind = data.pop("strides")
+    if kind not in ("contiguous", "col_slice", "row_stride"):
+        raise CaseError(
+            f"case.strides: expected contiguous, col_slice or row_stride, got {kind!r:.80}"
+        )
+    if "layouts" not in data and kind != "contiguous":
+        has_base = data.get("has_base", True) and data.get("op") != "shrink"
+        data["layouts"] = {"x": kind, **({"base": kind} if has_base else {})}
+    return data
+
+
+_DEFAULTS = {
+    f.name: {} if f.default_factory is not dataclasses.MISSING else f.default
+    for f in dataclasses.fields(Case)
+}
 _BIG = 1 << 24  # any single dimension
 
 
@@ -248,6 +327,16 @@ def _bool(v: object) -> str | None:
     return None if isinstance(v, bool) else "true or false"
 
 
+def _layouts(v: object) -> str | None:
+    expected = f"an object mapping arguments of {sorted(LAYOUT_KINDS)} to their layouts"
+    if not isinstance(v, dict) or len(v) > len(LAYOUT_KINDS):
+        return expected
+    for arg, kind in v.items():
+        if arg not in LAYOUT_KINDS or kind not in LAYOUT_KINDS[arg]:
+            return expected
+    return None
+
+
 def _short_str(v: object) -> str | None:
     return None if isinstance(v, str) and len(v) <= 200 else "a string of at most 200 characters"
 
@@ -271,7 +360,7 @@ _FIELD_CHECKS = {
     "layout": _short_str,
     "split_b": _bool,
     "data": _choice(DATA_MODES),
-    "strides": _choice(STRIDES),
+    "layouts": _layouts,
     "extra_cols": _int(0, 1 << 16),
     "poison_unused": _bool,
     "name": _short_str,

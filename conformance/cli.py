@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 from conformance import profiles
@@ -103,6 +105,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         except api.UsageError as exc:
             raise UsageError(str(exc)) from exc
+        except api.OutputError as exc:
+            raise UsageError(f"{exc} (the run's verdict: {exc.report.verdict})") from exc
     doc = report.data
     if not shown["header"] and doc.get("backend", {}).get("target"):
         console.print(_header(doc))
@@ -177,6 +181,7 @@ def _print_table(doc: dict, console) -> None:
             f"reached ({reached} example-class hits; counts in the JSON report)"
         )
         console.print(line if not missed else f"[yellow]{line}; missed: {', '.join(missed)}[/]")
+    _print_space(doc, console)
     totals = doc.get("totals", {})
     code = doc.get("exit_code")
     color = "green" if code == EXIT_PASS else "red"
@@ -187,6 +192,33 @@ def _print_table(doc: dict, console) -> None:
     )
     if doc.get("error"):
         console.print(f"[red]{doc['error']}[/]", markup=True)
+
+
+def _print_space(doc: dict, console) -> None:
+    """What the run reached of the input space, per op: per dimension the log2 bins of its
+    range, the power-of-two boundaries (2^k - 1, 2^k, 2^k + 1) and the largest bin; the
+    layouts, data modes and lifecycle steps.  Per group in the JSON report (``space``)."""
+    from rich.table import Table
+
+    from conformance import space
+
+    per_op = {op: space.summary(c) for op, c in space.by_op(doc.get("groups", [])).items()}
+    if not per_op:
+        return
+    dims = [d for d in space.DIMENSIONS if any(d in e for e in per_op.values())]
+    table = Table(title="input space reached (per group: space in the JSON report)")
+    table.add_column("dimension")
+    for op in per_op:
+        table.add_column(op)
+    for d in dims:
+        table.add_row(d, *(space.cell(e.get(d)) for e in per_op.values()))
+    layouts = [sum(len(k) for k in e["layouts"].values()) for e in per_op.values()]
+    table.add_row("layouts", *(f"{n} arg/kind pairs" for n in layouts))
+    table.add_row("data", *(", ".join(e["data"]) for e in per_op.values()))
+    steps = [len(e.get("lifecycle_steps", [])) for e in per_op.values()]
+    if any(steps):
+        table.add_row("lifecycle steps", *(f"{n} kinds" if n else "-" for n in steps))
+    console.print(table)
 
 
 # --- replay ---------------------------------------------------------------------------------
@@ -219,6 +251,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return EXIT_USAGE if exc.status == "usage_error" else EXIT_CRASH
     try:
         result = worker.run(doc["check"], Example(doc["case"], doc["params"]))
+    except WorkerStartError as exc:
+        raise UsageError(f"{args.file}: {exc}") from exc
     finally:
         worker.close()
     print(f"replay {args.file}: backend {name} ({worker.version}) on {worker.resolved_device}, "
@@ -320,7 +354,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from lora_ref import known_backend_names
 
-    rows = [_describe_backend(name) for name in known_backend_names()]
+    with _stdout_to_stderr():  # what a backend prints on import must not corrupt the listing
+        rows = [_describe_backend(name) for name in known_backend_names()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_PASS
@@ -336,6 +371,22 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             print(f"{r['name']:<14} not installed: {r['error']}")
     return EXIT_PASS
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Standard output, Python's and the file descriptor's (C code prints there too), goes to
+    standard error within the block."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _describe_backend(name: str) -> dict:

@@ -115,11 +115,11 @@ def _build_classes() -> list[CornerClass]:
             lambda c: any(n == 0 for n in c.seg_lens[1:-1]) and c.T > 0,
         ),
         CornerClass("expand input wider than R", lambda c: c.extra_cols > 0, ops=("expand",)),
-        CornerClass("x: column slice", lambda c: c.strides == "col_slice" and c.T > 0),
-        CornerClass("x: strided rows", lambda c: c.strides == "row_stride" and c.T > 1),
+        CornerClass("x: column slice", lambda c: c.arg_layout("x") == "col_slice" and c.T > 0),
+        CornerClass("x: strided rows", lambda c: c.arg_layout("x") == "row_stride" and c.T > 1),
         CornerClass(
             "base_output: strided",
-            lambda c: c.strides != "contiguous" and c.has_base and c.T > 0,
+            lambda c: c.arg_layout("base") not in ("contiguous", "offset") and c.T > 0,
             ops=WITH_BASE,
         ),
         CornerClass("no base_output", lambda c: not c.has_base and c.T > 0, ops=WITH_BASE),
@@ -176,6 +176,9 @@ def _cycle(n: int, L: int, start: int = 0) -> tuple[int, ...]:
     return tuple((start + i) % L for i in range(n))
 
 
+_BOTH = {kind: {"x": kind, "base": kind} for kind in ("col_slice", "row_stride")}
+
+
 def _templates(profile: str) -> list[dict]:
     """Shape templates; each names the corners it exists for.  Small dims unless targeted."""
     t: list[dict] = [
@@ -186,7 +189,7 @@ def _templates(profile: str) -> list[dict]:
             seg_lens=(17, 31, 64, 15),
             weight_indices=(1, 2, 0, 3),
             lora_ranks=(8, 5, 8, 3),
-            strides="row_stride",
+            layouts=_BOTH["row_stride"],
         ),
         dict(
             name="rows 33,63,0,33 (T=129), empty segment, no base",
@@ -243,7 +246,7 @@ def _templates(profile: str) -> list[dict]:
             lora_ranks=(8, 0, 6),
             K=131,
             extra_cols=5,
-            strides="col_slice",
+            layouts=_BOTH["col_slice"],
         ),
         dict(name="K=259 ragged (T=31)", seg_lens=(20, 11), lora_ranks=(5, 8), K=259),
         # N with ragged tails past 128 and 256
@@ -254,13 +257,13 @@ def _templates(profile: str) -> list[dict]:
             lora_ranks=(8, 7),
             N=263,
             n_kv=67,
-            strides="col_slice",
+            layouts=_BOTH["col_slice"],
         ),
         dict(
             name="rows 5,60 (T=65), column slice, permuted",
             seg_lens=(5, 60),
             lora_ranks=(8, 3),
-            strides="col_slice",
+            layouts=_BOTH["col_slice"],
             permute=True,
         ),
         # empty batches and empty dims
@@ -284,6 +287,56 @@ def _templates(profile: str) -> list[dict]:
         ]
     return t
 
+
+# the top of every dimension's range (conformance.space.DIMENSIONS), the other sizes small: a
+# bug past any threshold inside a range shows here, wherever the kernel's threshold sits
+_TOP_SEGMENTS = 512
+_EXTREMES = [
+    dict(name="top: 16384 rows in one segment", seg_lens=(16384,), lora_ranks=(3,), R=4, K=8,
+         N=8, n_kv=4),
+    dict(
+        name="top: 512 segments",
+        seg_lens=(*((1, 1, 0, 2)[i % 4] for i in range(_TOP_SEGMENTS - 1)), 1),
+        weight_indices=tuple((7 * i) % 24 for i in range(_TOP_SEGMENTS)),
+        lora_ranks=tuple((4, 2, 0, 3, 1, 4)[w % 6] for w in range(24)),
+        R=4, K=8, N=8, n_kv=4,
+    ),
+    dict(
+        name="top: 128 slots, every one used",
+        seg_lens=(1,) * 128,
+        weight_indices=tuple((37 * i) % 128 for i in range(128)),
+        lora_ranks=tuple(1 + (5 * w) % 8 for w in range(128)),
+        R=8, K=8, N=8, n_kv=4,
+    ),
+    dict(name="top: rank 256", seg_lens=(3, 2, 2, 1), weight_indices=(0, 1, 2, 3),
+         lora_ranks=(256, 255, 129, 1), R=256, K=24, N=20, n_kv=8),
+    dict(name="top: K=65536", seg_lens=(2, 1), lora_ranks=(2, 1), R=2, K=65536,
+         ops=("shrink", "qkv", "gate_up")),
+    dict(name="top: N=262144", seg_lens=(1, 1), lora_ranks=(2, 1), R=2, N=262144,
+         ops=("expand",)),
+    dict(name="top: slices 65536 wide", seg_lens=(1, 1), lora_ranks=(2, 1), R=2, K=8, N=65536,
+         n_kv=65536, ops=("qkv", "gate_up")),
+    dict(name="top: GQA 16 (Nq=1024, Nkv=64)", seg_lens=(5, 3), lora_ranks=(8, 4), K=16,
+         N=1024, n_kv=64, ops=("qkv",)),
+    dict(name="empty first and last segments", seg_lens=(0, 5, 0, 3, 0),
+         weight_indices=(1, 0, 2, 1, 0), lora_ranks=(4, 6, 3)),
+]  # fmt: skip
+
+# every memory layout of every argument (conformance.case.LAYOUT_KINDS), on shapes whose fast
+# paths assume alignment: K, N and ranks multiples of 8
+_ALL_OFFSET = {arg: "offset" for arg in ("x", "base", "a", "b", "offsets", "batch")}
+_LAYOUT_CASES = [
+    dict(name="layouts: every argument one element past its buffer's start",
+         layouts=_ALL_OFFSET),
+    dict(name="layouts: column slices, weights inside larger pools",
+         layouts={"x": "col_slice", "base": "col_slice", "a": "pool_view", "b": "pool_view"}),
+    dict(name="layouts: every other row, weights transposed",
+         layouts={"x": "row_stride", "base": "row_stride", "a": "transposed", "b": "transposed"}),
+    dict(name="layouts: input and output transposed",
+         layouts={"x": "transposed", "base": "transposed"}),
+]  # fmt: skip
+_LAYOUT_SHAPE = dict(seg_lens=(9, 8, 16), weight_indices=(0, 1, 0), lora_ranks=(16, 8), R=16,
+                     K=64, N=64, n_kv=32)  # fmt: skip
 
 # precision corners: run in every dtype (rounding bugs are dtype-specific)
 _PRECISION = [
@@ -314,7 +367,22 @@ _PRECISION = [
         scalings=(40.0, -3.0),
         data="overflow",
     ),
-]
+    # an accumulator of too little precision shows over the longest sums the range allows
+    dict(name="same-sign data, K=65536", seg_lens=(2, 1), lora_ranks=(2, 1), R=2, K=65536,
+         data="same_sign", ops=("shrink", "qkv", "gate_up")),
+    dict(name="same-sign data, rank 256", seg_lens=(2, 2), lora_ranks=(256, 200), R=256, N=24,
+         data="same_sign", ops=("expand",)),
+    # a scaling far below 1, folded into weights of a narrow dtype, loses its low bits
+    # (no base: beside one of magnitude 1 the small LoRA term's error is below the tolerance)
+    dict(name="small scalings (|s| < 2^-10)", seg_lens=(5, 4), lora_ranks=(64, 48), R=64,
+         K=40, N=40, scalings=(2.0**-20, -(2.0**-18)), has_base=False),
+    # results in the dtype's subnormal range: flushed to zero, they are off by more than the
+    # tolerance (unless the backend declares subnormals="flush")
+    dict(name="subnormal results", seg_lens=(4, 3), lora_ranks=(8, 5), R=8, K=32, N=24, n_kv=8,
+         scalings=(1.0, -0.75), data="subnormal"),
+    dict(name="subnormal results, no base", seg_lens=(3, 4), lora_ranks=(5, 8), R=8, K=32, N=24,
+         n_kv=8, scalings=(-1.5, 1.0), data="subnormal", has_base=False),
+]  # fmt: skip
 
 
 def _make(op: str, spec: dict) -> Case | None:
@@ -359,7 +427,8 @@ def corner_cases(op: str, profile: str) -> tuple[list[Case], list[Case]]:
     def seeded(c: Case) -> Case:
         return c.replace(seed=zlib.crc32(f"{op}/{c.name}".encode()) % 2**31)
 
-    shared = [seeded(c) for spec in _templates(profile) if (c := _make(op, spec))]
+    specs = _templates(profile) + _EXTREMES + [{**_LAYOUT_SHAPE, **s} for s in _LAYOUT_CASES]
+    shared = [seeded(c) for spec in specs if (c := _make(op, spec))]
     precision = [seeded(c) for spec in _PRECISION if (c := _make(op, spec))]
     return shared, precision
 

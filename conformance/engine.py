@@ -32,7 +32,7 @@ from hypothesis import example as explicit_example
 from hypothesis.control import current_build_context
 from hypothesis.errors import Flaky, HypothesisException
 
-from conformance import corners, profiles
+from conformance import corners, profiles, space
 from conformance.checks import CHECKS, Example, GroupContext
 from conformance.checks.harness import CaseResult, ExampleTimeout, deadline, worse
 from conformance.failures import save_failure
@@ -54,6 +54,9 @@ class GroupRecord:
         worst_ratio: the largest error/tolerance seen (``nan`` when a result held NaN), None
             when the check measures none.
         corners: examples per corner class.
+        space: what the examples reached of the input space (:func:`conformance.space.count`:
+            per dimension its log2 bins and boundaries, per argument its layouts, the data
+            modes, and for the lifecycle check the step kinds).
         failure: the minimal failing case: ``kind``, ``messages``, ``case``, ``params``,
             ``file`` (its replay file) and ``flaky``.
     """
@@ -68,6 +71,7 @@ class GroupRecord:
     seconds: float = 0.0
     worst_ratio: float | None = None
     corners: dict[str, int] = field(default_factory=dict)
+    space: dict[str, dict[str, int]] = field(default_factory=dict)
     skip_reason: str | None = None
     error: str | None = None
     failure: dict[str, Any] | None = None
@@ -114,6 +118,23 @@ class RunOptions:
 def group_seed(run_seed: int, group_id: str) -> int:
     """The seed of one group: distinct per group, the same for the same run seed."""
     return zlib.crc32(f"{run_seed}/{group_id}".encode())
+
+
+def reached(example: Example) -> dict[str, dict[str, int]]:
+    """What one example reached of the space: its case's, or every step's of a lifecycle
+    example, with the step kinds under ``lifecycle``."""
+    steps = example.params.get("steps")
+    if not steps:
+        return space.count([example.case])
+    from conformance.checks.lifecycle import steps_from_params
+
+    pairs = steps_from_params(example.params)
+    counts = space.count(c for _, c in pairs)
+    kinds: dict[str, int] = {}
+    for kind, _ in pairs:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    counts["lifecycle"] = kinds
+    return counts
 
 
 def group_settings(
@@ -209,6 +230,7 @@ def run_group(
                 for name in corners.classify(example.case):
                     counts[name] += 1
                     event(name)
+                space.merge(rec.space, reached(example))
             else:
                 phase = "replaying"
             if options.progress is not None:

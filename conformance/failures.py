@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -125,17 +126,28 @@ def _params(check: str, params: object, max_elements: int) -> dict[str, Any]:
         _require(isinstance(cap, int) and not isinstance(cap, bool) and 1 <= cap <= 4096,
                  "params.capacity", "an int in [1, 4096]", cap)  # fmt: skip
     elif check == "lifecycle":
+        from conformance.checks.lifecycle import STEP_KINDS
+
         steps = params.get("steps")
         _require(isinstance(steps, list) and 1 <= len(steps) <= 64, "params.steps",
                  "a list of 1 to 64 steps", steps)  # fmt: skip
         for s, step in enumerate(steps):
-            _require(isinstance(step, list) and 1 <= len(step) <= 16, f"params.steps[{s}]",
-                     "a list of 1 to 16 cases", step)  # fmt: skip
-            for k, c in enumerate(step):
+            if isinstance(step, list):  # the older form: a list of cases sharing a batch
+                _require(1 <= len(step) <= 16, f"params.steps[{s}]", "a list of 1 to 16 cases",
+                         step)  # fmt: skip
+                found = [(f"params.steps[{s}][{k}]", c) for k, c in enumerate(step)]
+            else:
+                _require(isinstance(step, dict) and set(step) == {"kind", "case"},
+                         f"params.steps[{s}]", "an object with the keys kind and case",
+                         step)  # fmt: skip
+                _require(step["kind"] in STEP_KINDS, f"params.steps[{s}].kind",
+                         f"one of {STEP_KINDS}", step["kind"])  # fmt: skip
+                found = [(f"params.steps[{s}].case", step["case"])]
+            for where, c in found:
                 try:
                     Case.from_json(c, max_elements)
                 except CaseError as exc:
-                    raise ReplayFileError(f"params.steps[{s}][{k}]: {exc}") from exc
+                    raise ReplayFileError(f"{where}: {exc}") from exc
     return params
 
 
@@ -145,15 +157,19 @@ def load_failure(path: Path | str, max_elements: int = DEFAULT_MAX_ELEMENTS) -> 
 
     p = Path(path)
     try:
-        size = p.stat().st_size
-        _require(size <= MAX_FILE_BYTES, f"replay file {p}", f"at most {MAX_FILE_BYTES} bytes",
-                 size)  # fmt: skip
-        text = p.read_text(encoding="utf-8")
+        # a regular file only: a named pipe would block, /dev/zero never ends
+        _require(stat.S_ISREG(p.stat().st_mode), f"replay file {p}", "a regular file",
+                 "a pipe, device or other special file")  # fmt: skip
+        with open(p, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        _require(len(raw) <= MAX_FILE_BYTES, f"replay file {p}",
+                 f"at most {MAX_FILE_BYTES} bytes", "more")  # fmt: skip
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ReplayFileError(f"replay file {p}: cannot read it: {exc}") from exc
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also integers past 4300 digits
         raise ReplayFileError(f"replay file {p}: not JSON: {exc}") from exc
     _require(isinstance(doc, dict), f"replay file {p}", "a JSON object", type(doc).__name__)
     fmt = doc.get("format")
@@ -173,6 +189,17 @@ def load_failure(path: Path | str, max_elements: int = DEFAULT_MAX_ELEMENTS) -> 
              "failures", "a list of strings", failures)  # fmt: skip
     kind = doc.get("kind", "fail")
     _require(kind in ("fail", "crash", "timeout"), "kind", "fail, crash or timeout", kind)
+    _require(doc.get("op", case.op) in (case.op, "mixed"), "op", f"the case's op {case.op!r}",
+             doc.get("op"))  # fmt: skip
+    _require(doc.get("dtype", case.dtype) in (case.dtype, "mixed"), "dtype",
+             f"the case's dtype {case.dtype!r}", doc.get("dtype"))  # fmt: skip
+    for field in ("harness", "group"):
+        value = doc.get(field, "")
+        _require(isinstance(value, str) and len(value) <= 300, field, "a short string", value)
+    ratio = doc.get("worst_ratio")
+    _require(ratio is None or (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+                               and math.isfinite(ratio) and ratio >= 0),
+             "worst_ratio", "null or a finite number >= 0", ratio)  # fmt: skip
     return {**doc, "case": case, "params": params, "failures": failures, "kind": kind}
 
 

@@ -6,12 +6,15 @@ harness: ``lora-conformance replay --emit-script`` copies it into standalone rep
 Garbage regions hold ``case.poison`` (NaN or a huge finite value): ``A`` rows ``>= c*r`` of each
 slot, ``B`` columns ``>= r``, the expand input's columns past each row's rank (and its extra
 columns when ``extra_cols > 0``), every weight of an unused slot when ``poison_unused``, and the
-parts of a wider buffer that a strided ``x`` does not cover.  A backend that reads any of them
-fails.
+parts of a larger buffer that a view (``case.layouts``: an offset, a column slice, every other
+row, every other slot of a larger pool) does not cover.  The integer buffers of the batch
+tensors and ``output_offset`` hold ``INDEX_GARBAGE`` where their views do not reach.  A backend
+that reads any of them fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple
 
@@ -20,6 +23,11 @@ import torch
 from lora_ref import LoRABatchInfo, make_batch_info
 
 POISON_VALUES = {"nan": float("nan"), "huge": 3.0e4}
+INDEX_GARBAGE = 7  # what an int32 buffer holds outside its view: a plausible slot, row and rank
+# subnormal data: the exponent range (of 2) its results are drawn in: at least 8 subnormal
+# spacings above zero (a flushed result is off by more than the tolerance), below the smallest
+# normal number of the dtype
+SUBNORMAL_EXPONENTS = {"float16": (-21, -15), "bfloat16": (-130, -127), "float32": (-146, -127)}
 
 
 class Inputs(NamedTuple):
@@ -42,7 +50,8 @@ def _overflow_scale(dtype: torch.dtype) -> float:
 
 
 def _shape_values(t: torch.Tensor, case: Any, gen: torch.Generator, rows_exp: tuple[int, int]):
-    """Apply the case's data mode to freshly drawn Gaussian values ``t`` (float64)."""
+    """Apply the case's data mode to freshly drawn Gaussian values ``t`` (float64).  In
+    ``subnormal`` mode only the input ``x`` and ``base`` are small (:func:`subnormal_scale`)."""
     if case.data == "same_sign":
         return t.abs()
     if case.data == "overflow":
@@ -55,8 +64,19 @@ def _shape_values(t: torch.Tensor, case: Any, gen: torch.Generator, rows_exp: tu
     return t
 
 
+def subnormal_scale(case: Any) -> float:
+    """The factor that puts a ``subnormal`` case's results in the subnormal range: a power of
+    two drawn from the case's seed in :data:`SUBNORMAL_EXPONENTS`, by which the input ``x`` and
+    ``base`` are multiplied.  Weights and scalings stay normal (as an adapter's ``alpha / r``
+    does); the fused ops' intermediate ``x @ A^T`` falls into the subnormal range too."""
+    lo, hi = SUBNORMAL_EXPONENTS[case.dtype]
+    return 2.0 ** (lo + case.seed % (hi - lo + 1))
+
+
 def _base_values(case: Any, gen: torch.Generator, T: int) -> torch.Tensor:
     base = _randn(gen, (T, case.out_dim), 1.0)
+    if case.data == "subnormal":
+        return base * subnormal_scale(case)
     if case.data == "overflow":
         dtype = getattr(torch, case.dtype)
         top = torch.finfo(dtype).max if dtype == torch.float16 else 1.0
@@ -75,19 +95,59 @@ def physical_row_slots(case: Any, perm: list[int] | None) -> list[int]:
     return slots
 
 
-def _strided(t: torch.Tensor, strides: str, poison: float) -> torch.Tensor:
-    """``t`` laid out as the case asks: a column slice of a wider buffer, or every other row of
-    a taller one; the rest of the buffer holds poison."""
-    rows, cols = t.shape
-    if strides == "col_slice":
-        buf = torch.full((rows, cols + 7), poison, dtype=t.dtype, device=t.device)
-        buf[:, 3 : 3 + cols] = t
-        return buf[:, 3 : 3 + cols]
-    if strides == "row_stride" and rows:
-        buf = torch.full((2 * rows, cols), poison, dtype=t.dtype, device=t.device)
-        buf[::2] = t
-        return buf[::2]
-    return t
+def place(t: torch.Tensor, kind: str, fill: float | int) -> torch.Tensor:
+    """``t`` (2-D or 3-D) copied into the memory layout ``kind`` (``case.LAYOUT_KINDS``): a
+    view into a buffer whose every other element holds ``fill``."""
+    shape = tuple(t.shape)
+    if kind in ("contiguous", "views", "apart"):
+        return t.contiguous()
+    if kind == "offset":
+        buf = torch.full((t.numel() + 1,), fill, dtype=t.dtype, device=t.device)
+        view = buf[1:].view(shape) if t.numel() else buf[1:1].view(shape)
+    elif kind == "col_slice":
+        buf = torch.full((*shape[:-1], shape[-1] + 7), fill, dtype=t.dtype, device=t.device)
+        view = buf[..., 3 : 3 + shape[-1]]
+    elif kind == "row_stride":
+        buf = torch.full((*shape[:-2], 2 * shape[-2] + 1, shape[-1]), fill, dtype=t.dtype,
+                         device=t.device)  # fmt: skip
+        view = buf[..., 1::2, :]
+    elif kind == "transposed":
+        swapped = (*shape[:-2], shape[-1], shape[-2])
+        buf = torch.full(swapped, fill, dtype=t.dtype, device=t.device)
+        view = buf.transpose(-1, -2)
+    elif kind == "pool_view":
+        L, rows, cols = shape
+        buf = torch.full((2 * L + 1, rows + 3, cols + 5), fill, dtype=t.dtype, device=t.device)
+        view = buf[1::2][:L, 2 : 2 + rows, 1 : 1 + cols]
+    else:
+        raise ValueError(f"layout: expected one of contiguous, offset, col_slice, row_stride, "
+                         f"transposed, pool_view, got {kind!r}")  # fmt: skip
+    view.copy_(t)
+    return view
+
+
+def place_index(t: torch.Tensor, kind: str) -> torch.Tensor:
+    """A 1-D tensor of the batch (int32, or the float32 scalings) in the layout ``kind``
+    (``contiguous``, or ``offset``: one element past the start of a buffer whose first
+    element is garbage)."""
+    if kind == "contiguous":
+        return t
+    buf = torch.full((t.numel() + 1,), INDEX_GARBAGE, dtype=t.dtype, device=t.device)
+    buf[1:].copy_(t)
+    return buf[1:]
+
+
+def _batch_layout(info: LoRABatchInfo, kind: str) -> LoRABatchInfo:
+    """Every tensor of the batch in the layout ``kind``."""
+    if kind == "contiguous":
+        return info
+    fields = {name: place_index(getattr(info, name), kind) for name in BATCH_TENSORS}
+    if info.permutation is not None:
+        fields["permutation"] = place_index(info.permutation, kind)
+    return dataclasses.replace(info, **fields)
+
+
+BATCH_TENSORS = ("seg_lens", "seg_indptr", "weight_indices", "lora_ranks", "scalings")
 
 
 def build_inputs(case: Any, device: torch.device | str) -> Inputs:
@@ -97,14 +157,16 @@ def build_inputs(case: Any, device: torch.device | str) -> Inputs:
     poison = POISON_VALUES[case.poison]
     T, L, R = sum(case.seg_lens), len(case.lora_ranks), case.R
     perm = torch.randperm(T, generator=gen).tolist() if case.permute else None
+    scalings = case.scalings
     info = make_batch_info(
         case.seg_lens,
         case.weight_indices,
         case.lora_ranks,
-        case.scalings,
+        scalings,
         permutation=perm,
         device=device,
     )
+    info = _batch_layout(info, _layout(case, "batch"))
     unused = [w for w in range(L) if w not in _used_slots(case)] if case.poison_unused else []
 
     def to_device(t: torch.Tensor) -> torch.Tensor:
@@ -118,33 +180,64 @@ def build_inputs(case: Any, device: torch.device | str) -> Inputs:
     if case.op == "expand":
         # expand input: row t holds its adapter's r values, then garbage
         x = _shape_values(_randn(gen, (T, R + case.extra_cols), 1.0), case, gen, (-10, 4))
+        if case.data == "subnormal":
+            x = x * subnormal_scale(case)
         for t, w in enumerate(physical_row_slots(case, perm)):
             x[t, case.lora_ranks[w] :] = poison
         B = _expand_weights(gen, case, unused, poison)
-        x_dev = _strided(to_device(x), case.strides, poison)
-        return Inputs(info, x_dev, (to_device(B),), base)
+        x_dev = place(to_device(x), _layout(case, "x"), poison)
+        return Inputs(info, x_dev, (place(to_device(B), _layout(case, "b"), poison),), base)
 
     x = _shape_values(_randn(gen, (T, case.K), 1.0), case, gen, (-10, 4))
+    if case.data == "subnormal":
+        x = x * subnormal_scale(case)
     A = _randn(gen, (L, c * R, case.K), max(case.K, 1) ** -0.5)
     A = _shape_values(A, case, gen, (-4, 2))
     for w, r in enumerate(case.lora_ranks):
         A[w, c * r :] = poison
     for w in unused:
         A[w] = poison
-    x_dev = _strided(to_device(x), case.strides, poison)
+    x_dev = place(to_device(x), _layout(case, "x"), poison)
+    A_dev = place(to_device(A), _layout(case, "a"), poison)
     if case.op == "shrink":
-        return Inputs(info, x_dev, (to_device(A), case.stack), None)
+        return Inputs(info, x_dev, (A_dev, case.stack), None)
     B = to_device(_expand_weights(gen, case, unused, poison))
     if case.op == "gate_up":
-        lora_b = (B[:, : case.N], B[:, case.N :]) if case.split_b else B
-        return Inputs(info, x_dev, (to_device(A), lora_b), base)
+        lora_b = _split(B, [case.N, case.N], case, poison) if case.split_b else B
+        if not case.split_b:
+            lora_b = place(B, _layout(case, "b"), poison)
+        return Inputs(info, x_dev, (A_dev, lora_b), base)
     if case.split_b:
-        q, k = case.N, case.N + case.n_kv
-        B = (B[None, :, :q], torch.stack([B[:, q:k], B[:, k:]]))
+        q = case.N
+        halves = _split(B, [q, case.n_kv, case.n_kv], case, poison)
+        B = (halves[0][None], torch.stack([halves[1], halves[2]]))
+    else:
+        B = place(B, _layout(case, "b"), poison)
     offsets = torch.tensor(
         [0, case.N, case.N + case.n_kv, case.N + 2 * case.n_kv], dtype=torch.int32, device=device
     )
-    return Inputs(info, x_dev, (to_device(A), B, offsets, max(case.N, case.n_kv)), base)
+    offsets = place_index(offsets, _layout(case, "offsets"))
+    return Inputs(info, x_dev, (A_dev, B, offsets, max(case.N, case.n_kv)), base)
+
+
+def _layout(case: Any, arg: str) -> str:
+    """The memory layout ``case.layouts`` names for ``arg`` (``Case.arg_layout``; written out
+    here because the emitted repro scripts carry this module with a plain-namespace case)."""
+    return (getattr(case, "layouts", None) or {}).get(arg, "contiguous")
+
+
+def _split(
+    B: torch.Tensor, widths: list[int], case: Any, poison: float
+) -> tuple[torch.Tensor, ...]:
+    """``B (L, sum(widths), R)`` cut into column blocks: views of one buffer (``views``), or
+    each its own allocation in ``_layout(case, "b")`` (``apart``)."""
+    blocks, start = [], 0
+    for w in widths:
+        blocks.append(B[:, start : start + w])
+        start += w
+    if _layout(case, "split") == "apart":
+        return tuple(place(b.clone(), _layout(case, "b"), poison) for b in blocks)
+    return tuple(blocks)
 
 
 def _used_slots(case: Any) -> set[int]:

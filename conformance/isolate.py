@@ -20,6 +20,7 @@ from typing import Any
 
 from conformance.checks import CHECKS, Example
 from conformance.checks.harness import CaseResult
+from conformance.process import child_setup
 
 _TIMEOUT = object()
 
@@ -63,6 +64,7 @@ class IsolatedBackend:
             [sys.executable, "-m", "conformance.isolate", str(child_r), str(child_w)],
             pass_fds=(child_r, child_w),
             stdin=subprocess.DEVNULL,
+            preexec_fn=child_setup,
         )
         os.close(child_r)
         os.close(child_w)
@@ -104,6 +106,8 @@ class IsolatedBackend:
         with contextlib.suppress(OSError):
             self._send.send(("run", check, example))
         reply = self._receive(self.deadline)
+        if isinstance(reply, tuple) and reply[0] == "cannot":
+            raise WorkerStartError("usage_error", reply[1])
         if reply is not None and reply is not _TIMEOUT:
             return reply
         result = CaseResult(example.case, check=check, params=example.params)
@@ -177,6 +181,14 @@ def _worker(read_fd: int, write_fd: int) -> None:
             _, check, example = recv.recv()
         except EOFError:
             return
+        reason = (
+            None
+            if device.type in cls.capabilities.devices
+            else f"the backend does not run on {device.type}"
+        ) or CHECKS[check].needs(cls.capabilities, device.type)
+        if reason:
+            send.send(("cannot", f"the {check} check cannot run here: {reason}"))
+            continue
         try:
             result = CHECKS[check].run(cls, example, device)
         except Exception as exc:  # the harness itself failed: say so, as a crash of the run

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import secrets
+import sys
 import time
 import traceback
 from dataclasses import asdict
@@ -32,6 +33,7 @@ from conformance import profiles
 from conformance.checks import NAMES as CHECK_NAMES
 from conformance.failures import write_atomic
 from conformance.ops import DTYPE_NAMES, OPS
+from conformance.process import set_dumpable
 from conformance.report import (
     SCHEMA,
     fmt_ratio,
@@ -113,9 +115,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--lora-progress", default=None, help="(internal) the CLI's progress file")
     group.addoption(
+        "--lora-seal-fd", type=int, default=None,
+        help="(internal) a pipe holding the CLI's secret: the report is sealed with it, and the "
+        "process exits as soon as the report is final",
+    )  # fmt: skip
+    group.addoption(
         "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
     )
     group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
+
+
+def _read_seal_key(fd: int | None) -> bytes | None:
+    """The secret the CLI wrote into the pipe ``fd`` (closed after), or None."""
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            key = f.read(4096)
+    except OSError as exc:
+        raise pytest.UsageError(f"--lora-seal-fd: cannot read {fd}: {exc}") from None
+    if len(key) < 16:
+        raise pytest.UsageError(f"--lora-seal-fd: expected a secret of 16 bytes or more, got "
+                                f"{len(key)}")  # fmt: skip
+    return key
 
 
 def _backend_name(config: pytest.Config) -> str | None:
@@ -197,6 +219,12 @@ class _Run:
         self.report_path = config.getoption("--lora-report")
         self.progress_path = config.getoption("--lora-progress")
         self.is_worker = hasattr(config, "workerinput")
+        self.session: pytest.Session | None = None
+        self.key = None if self.is_worker else _read_seal_key(config.getoption("--lora-seal-fd"))
+        if self.key is not None and config.getoption("--lora-isolate"):
+            # the backend's worker then cannot read this process's memory (the key) or open
+            # its file descriptors
+            set_dumpable(False)
         self.doc: dict[str, Any] = {
             "schema": SCHEMA,
             "status": "running",
@@ -253,6 +281,12 @@ class _Run:
                 f"{type(exc).__name__}: {str(exc).strip()[:300]}",
                 exc,
             )
+        from conformance.checks.harness import restore_subnormals
+
+        flushed = restore_subnormals()
+        if flushed is not None:
+            self._stop("backend_error", f"backend {self.name!r}: its constructor or version: "
+                       f"{flushed}", flushed)  # fmt: skip
         self.backend_cls = cls
         self.device = pick_device(cls, config.getoption("--lora-device"))
         self.plan = self.plan_all = build_plan(
@@ -291,7 +325,7 @@ class _Run:
         if self.report_path and not self.is_worker:
             self.doc["plan"] = [g.id for g in self.plan]
             self.doc["groups"] = [self.records[g.id] for g in self.plan if g.id in self.records]
-            write_report(self.report_path, self.doc)
+            write_report(self.report_path, self.doc, self.key)
 
     def progress(self, rec, phase: str, example) -> None:
         """The CLI's view of the example in flight (its case is saved if the process dies)."""
@@ -345,6 +379,23 @@ class _Run:
                 reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else "skipped"
                 self.records[gid] = group_record(gid, "skip", skip_reason=str(reason))
                 self.write()
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self.session = session
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """Under the CLI, the report is final here: run the exit handlers (a crash in one is
+        the process's crash, which the CLI sees), then exit with pytest's exit status, so no
+        thread a backend left running can hold the process open."""
+        if self.key is None or self.session is None:
+            return
+        import atexit
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(self.session.exitstatus))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.runner is not None:

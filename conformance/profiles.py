@@ -1,10 +1,16 @@
-"""Hypothesis profiles and the size caps that go with each, in one table.
+"""Hypothesis profiles and the sizes that go with each, in one table.
 
-* ``ci``: derandomized (a fixed seed per group), no example database, small random shapes; the
-  hand-built corner cases of :mod:`conformance.corners` carry the large ones.  About two
-  minutes for ``lora-conformance check triton`` on 2 CPU cores under the interpreter.
-* ``dev``: random, more examples, larger shapes, row boundaries up to 256.
-* ``thorough``: GPU campaigns; large shapes, many examples.
+Every profile draws each dimension over its whole realistic range (:mod:`conformance.space`):
+an example draws up to ``big`` dimensions large and the others inside ``limits`` (the small
+box), and never allocates more than ``budget`` elements.  The hand-built cases of
+:mod:`conformance.corners` (corner classes, the top of every range, every memory layout) run in
+every profile, whatever its budget.
+
+* ``ci``: derandomized (a fixed seed per group), no example database, a small budget: the
+  interpreter on 2 CPU cores runs ``lora-conformance check triton`` in about two minutes.
+* ``dev``: random, more examples, a larger budget and box.
+* ``thorough``: GPU campaigns: a budget for full model shapes (real models' layer widths are
+  drawn too), many examples.
 
 Select with ``--hypothesis-profile`` (pytest), ``--profile`` (CLI) or
 ``LORA_CONFORMANCE_PROFILE``; :func:`register` makes them known to Hypothesis (the pytest
@@ -34,13 +40,17 @@ class Limits:
 
 @dataclass(frozen=True)
 class Profile:
-    """One profile: examples per diff group, size caps, the row-count boundaries it promises to
-    reach, and its Hypothesis settings."""
+    """One profile: examples per diff group, the small box, the budget of elements per drawn
+    example, how many dimensions one example draws large, whether real models' layer shapes
+    are drawn, the row-count boundaries it promises to reach, and its Hypothesis settings."""
 
     name: str
     examples: int
     limits: Limits
     row_boundaries: tuple[int, ...]
+    budget: int
+    big: int = 2
+    model_shapes: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -50,6 +60,7 @@ PROFILES: dict[str, Profile] = {
         examples=4,
         limits=Limits(tokens=40, segments=10, K=72, N=72, R=20, slots=10),
         row_boundaries=(16, 32, 64, 128),
+        budget=1 << 17,
         settings=dict(derandomize=True, database=None),
     ),
     "dev": Profile(
@@ -57,12 +68,15 @@ PROFILES: dict[str, Profile] = {
         examples=100,
         limits=Limits(tokens=300, segments=40, K=300, N=300, R=64, slots=20),
         row_boundaries=(16, 32, 64, 128, 256),
+        budget=1 << 20,
     ),
     "thorough": Profile(
         "thorough",
         examples=1000,
         limits=Limits(tokens=768, segments=72, K=1536, N=1536, R=128, slots=24),
         row_boundaries=(16, 32, 64, 128, 256),
+        budget=1 << 26,
+        model_shapes=True,
     ),
 }
 NAMES = tuple(PROFILES)

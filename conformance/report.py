@@ -3,7 +3,9 @@
 The document (``report.schema.json`` beside this file) holds the harness and backend versions,
 the environment (torch, Triton, GPU, driver), the settings (profile, seed, example limits, size
 caps), one record per group (outcome, examples, shrink steps, seconds, worst error/tolerance,
-corner counts, the minimal failure with its replay file), and the corner coverage per op.  JSON
+corner counts, what it reached of the input space, the minimal failure with its replay file),
+the corner coverage per op and, per group, the space coverage: per dimension the log2 bins and
+power-of-two boundaries reached, per argument the layouts (:func:`conformance.space.summary`).  JSON
 has no NaN or infinity: a worst ratio is a number, ``null`` (not measured), or the strings
 ``"nan"`` and ``"inf"``.
 
@@ -15,6 +17,8 @@ command line's supervising process renders reports without loading it.
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -45,7 +49,7 @@ def group_record(group_id: str, outcome: str, **fields: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": group_id, "check": check, "op": op, "dtype": dtype, "outcome": outcome,
         "examples": 0, "shrink_steps": 0, "seconds": 0.0, "worst_ratio": None, "corners": {},
-        "skip_reason": None, "error": None, "failure": None,
+        "space": {}, "skip_reason": None, "error": None, "failure": None,
     }  # fmt: skip
     record.update(fields)
     return record
@@ -142,13 +146,31 @@ def summarize(doc: dict[str, Any]) -> None:
         entry["promised"] = promised(op, profile, permutation)
         entry["missed"] = [c for c in entry["promised"] if not entry["counts"].get(c)]
     doc["coverage"] = coverage
+    from conformance import space
+
+    doc["space"] = {g["id"]: space.summary(g["space"]) for g in groups if g.get("space")}
     doc["exit_code"] = exit_code(doc)
     doc["verdict"] = verdict(doc)
 
 
-def write_report(path: Path | str, doc: dict[str, Any]) -> None:
-    """Summarize ``doc`` and write it atomically."""
+def seal(doc: dict[str, Any], key: bytes) -> str:
+    """The HMAC-SHA256 of ``doc`` (its ``seal`` field left out) under ``key``: the CLI gives
+    its pytest child a secret, and takes only a report sealed with it as the child's."""
+    body = json.dumps({k: v for k, v in doc.items() if k != "seal"}, sort_keys=True)
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def sealed(doc: dict[str, Any], key: bytes) -> bool:
+    """Whether ``doc`` carries the seal of ``key``."""
+    return isinstance(doc.get("seal"), str) and hmac.compare_digest(doc["seal"], seal(doc, key))
+
+
+def write_report(path: Path | str, doc: dict[str, Any], key: bytes | None = None) -> None:
+    """Summarize ``doc`` and write it atomically (sealed with ``key``, when given)."""
     summarize(doc)
+    doc.pop("seal", None)
+    if key is not None:
+        doc["seal"] = seal(doc, key)
     write_atomic(Path(path), json.dumps(doc, indent=2) + "\n")
 
 

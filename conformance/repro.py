@@ -3,7 +3,7 @@
 The script needs torch, the backend's package and the contract package (``lora_ref``, which
 every backend subclasses and which holds the float64 reference) — not this harness.  It carries
 the case as data and, copied verbatim from the harness, the code that rebuilds its tensors from
-the seed (:mod:`conformance.inputs`) and the tolerance model (:mod:`conformance.oracle`), so it
+the seed (:mod:`conformance.inputs`) and the tolerance model (:mod:`conformance.tolerance`), so it
 computes exactly what the harness did.  It calls the backend, compares every element with the
 float64 reference within the tolerance (rank-0 rows bit for bit), calls again to check
 determinism, prints what it found and exits 1 when the failure reproduces, 0 when it does not.
@@ -11,15 +11,26 @@ determinism, prints what it found and exits 1 when the failure reproduces, 0 whe
 
 from __future__ import annotations
 
+import ast
 import inspect
-import pprint
+import re
 import textwrap
 from typing import Any
 
-from conformance import inputs, oracle
+from conformance import inputs, tolerance
 from conformance.case import Case
 
 EMITTABLE = ("diff", "permutation", "split_layout")
+_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _literal(value: Any) -> str:
+    """``value`` (plain data: str, int, float, bool, None, lists, dicts) as a Python literal on
+    one line, checked: it evaluates back to ``value`` and holds no line break."""
+    text = repr(value)
+    if "\n" in text or "\r" in text or ast.literal_eval(text) != value:
+        raise ValueError(f"--emit-script: cannot write {text[:80]} as a literal")
+    return text
 
 
 def _source(obj: Any) -> str:
@@ -27,10 +38,14 @@ def _source(obj: Any) -> str:
 
 
 def _module_body(module: Any) -> str:
-    """The module's source without its docstring and ``__future__`` import."""
+    """The module's source without its docstring, its ``__future__`` import and its imports
+    from this harness (the script carries what they name)."""
     src = inspect.getsource(module)
     tree_start = src.index("from __future__ import annotations")
-    return src[tree_start + len("from __future__ import annotations") :].lstrip("\n")
+    body = src[tree_start + len("from __future__ import annotations") :].lstrip("\n")
+    return "".join(
+        line for line in body.splitlines(keepends=True) if not line.startswith("from conformance")
+    )
 
 
 _MAIN = '''
@@ -45,12 +60,15 @@ def run_backend(case, device):
     return out.clone() if isinstance(out, torch.Tensor) else out, made
 
 
-def reference(case, made, float32_matmul, device):
+def reference(case, made, device):
     """The float64 result and each element's tolerance (the harness's oracle)."""
     ref = ReferenceLoRABackend(batch_info=made.batch_info)
     with ref.exact():
         exact, magnitude, b_magnitude = magnitudes(case, made, ref)
-    return exact, tolerance(case, magnitude, made.base, float32_matmul, device, b_magnitude)
+    tol = tolerance(
+        case, magnitude, made.base, FLOAT32_MATMUL, device, b_magnitude, SUBNORMALS
+    )
+    return exact, tol
 
 
 def main() -> int:
@@ -64,7 +82,7 @@ def main() -> int:
         got = getattr(out, "shape", type(out))
         print(f"REPRODUCED: returned {got}, expected ({T}, {D}) {dtype}")
         return 1
-    exact, tol = reference(case, made, FLOAT32_MATMUL, device)
+    exact, tol = reference(case, made, device)
     perm = made.batch_info.permutation
     slots = physical_row_slots(case, perm.tolist() if perm is not None else None)
     ranks = torch.tensor([case.lora_ranks[w] for w in slots], dtype=torch.int64, device=device)
@@ -113,19 +131,26 @@ def emit_script(doc: dict[str, Any], backend_target: str, device: str = "cpu") -
             f"--emit-script: writes scripts for the {', '.join(EMITTABLE)} checks, "
             f"this file holds a {doc['check']} failure; replay it with lora-conformance replay"
         )
+    if not _TARGET.fullmatch(backend_target):
+        raise ValueError(
+            f"--emit-script: the backend must be package.module:Class (identifiers only), "
+            f"got {backend_target!r}"
+        )
     module, _, cls = backend_target.partition(":")
     case = doc["case"]
     data = case.to_json()
-    data_text = pprint.pformat(data, sort_dicts=True)
-    failures = "\n".join(f"#   {line}" for line in doc.get("failures", [])) or "#   (none saved)"
+    data_text = _literal(data)
+    # text from the file enters the script only as literals (repr never spans lines), in
+    # comments and in the docstring alike
+    failures = "\n".join(f"#   {_literal(line)}" for line in doc.get("failures", []))
     header = f'''#!/usr/bin/env python3
-"""Reproduce a multi-LoRA backend finding: {case.describe()}
-
-Found by lora-conformance ({doc["check"]} check) on backend {doc["backend"]!r}.  Needs torch,
-the backend's package and the contract package lora_ref; run: python {{this file}} [cpu|cuda]
+"""Reproduce a multi-LoRA backend finding found by lora-conformance.  Needs torch, the backend's
+package and the contract package lora_ref; run: python {{this file}} [cpu|cuda]
 """
+# The case: {_literal(case.describe())}
+# Found by the {_literal(doc["check"])} check on the backend {_literal(doc["backend"])}.
 # What the harness reported:
-{failures}
+{failures or "#   (none saved)"}
 
 from __future__ import annotations
 
@@ -140,6 +165,7 @@ Backend = _backend_root{"".join("." + p for p in cls.split(".")[1:])}
 BACKEND_TARGET = {backend_target!r}
 DEVICE = {device!r}
 FLOAT32_MATMUL = getattr(Backend.capabilities, "float32_matmul", "tf32")
+SUBNORMALS = getattr(Backend.capabilities, "subnormals", "preserve")
 CASE = {data_text}
 
 
@@ -153,25 +179,8 @@ class Case(SimpleNamespace):
     parts = [
         header,
         _module_body(inputs),
-        "\n\n# ---- the harness's tolerance model (conformance/oracle.py), verbatim ----\n",
-        "ALPHA = 2.0\nU32 = 2.0**-24\nTF32 = 2.0**-10\n",
-        f"UNIT_ROUNDOFF = {{torch.float16: {oracle.UNIT_ROUNDOFF[_t('float16')]!r}, "
-        f"torch.bfloat16: {oracle.UNIT_ROUNDOFF[_t('bfloat16')]!r}, "
-        f"torch.float32: {oracle.UNIT_ROUNDOFF[_t('float32')]!r}}}\n",
-        f"SUBNORMAL_SPACING = {{torch.float16: {oracle.SUBNORMAL_SPACING[_t('float16')]!r}, "
-        f"torch.bfloat16: {oracle.SUBNORMAL_SPACING[_t('bfloat16')]!r}, "
-        f"torch.float32: {oracle.SUBNORMAL_SPACING[_t('float32')]!r}}}\n\n\n",
-        _source(oracle.magnitudes),
-        "\n\n",
-        _source(oracle.chain_roundoff),
-        "\n\n",
-        _source(oracle.tolerance),
+        "\n\n# ---- the harness's tolerance model (conformance/tolerance.py), verbatim ----\n",
+        _module_body(tolerance),
         _MAIN,
     ]
     return "".join(parts)
-
-
-def _t(name: str):
-    import torch
-
-    return getattr(torch, name)

@@ -1,30 +1,56 @@
 """Hypothesis strategies: every randomly drawn conformance case comes from here.
 
-Hypothesis draws the *structure* (layout, adapters, shapes, data mode, memory layout, flags);
-tensor values come from a drawn seed (:mod:`conformance.inputs`), so examples are cheap and
-shrink well.  Sizes are capped by the profile's :class:`~conformance.profiles.Limits`, and every
-size is drawn *around the boundaries real kernels have* as often as uniformly: row counts near
-16, 32, 64, 128 (and 256), ranks near 16, 32 and 64, dims with ragged tails.  Hand-built cases
-that reach the large corners whatever the caps live in :mod:`conformance.corners`.
+Hypothesis draws the *structure* of a call (shapes, segment layout, adapters, data mode, memory
+layout of every argument, flags); tensor values come from a drawn seed
+(:mod:`conformance.inputs`), so examples are cheap and shrink well.
+
+Sizes cover the whole space the contract allows (:mod:`conformance.space`): an example picks up
+to ``profile.big`` of its op's dimensions to draw *large*, over their realistic range (rows and
+segment lengths to 16384, 512 segments, 128 slots, rank 256, ``K`` 65536, slices 65536, expand
+``N`` 262144, GQA 16), log-scale and biased to every power of two and one off it; the others
+stay in the profile's small box (``profile.limits``).  Every draw is capped so the example's
+elements (:func:`conformance.space.cost`) stay within ``profile.budget``.  Profiles with a
+large budget also draw real models' layer shapes (:data:`MODEL_SHAPES`).
 """
 
 from __future__ import annotations
 
+import struct
+
 from hypothesis import strategies as st
 
-from conformance.case import Case
+from conformance.case import LAYOUT_KINDS, Case, layout_args
 from conformance.ops import STACKS
-from conformance.profiles import Limits
+from conformance.profiles import Limits, Profile
+from conformance.space import BIG_DIMS, DIMENSIONS, cost, largest_fitting, log_int
 
 LAYOUTS = ("identical", "distinct", "uniform", "skewed", "random", "one_long", "decode")
 # scalings are alpha / r: drawn log-uniformly over [2^-20, 2^6] with either sign, plus 0 and a
-# few exact values.  Smaller ones push results into the float32 subnormal range, where the
-# Triton interpreter's float32 -> bfloat16 conversion is wrong (a dev-profile run drew 1.7e-44
-# and got -2^-128 back for -7.6e-45).
+# few exact values (the subnormal data mode scales them further down: conformance.inputs)
 MIN_SCALING_EXP, MAX_SCALING_EXP = -20, 6
 SPECIAL_SCALINGS = (0.0, 1.0, 0.5, -1.0, -2.75, 40.0, -24.0, 0.0625)
-RANK_BOUNDARIES = (16, 32, 64)
-DATA_WEIGHTS = (("gaussian", 4), ("same_sign", 2), ("dynamic", 2), ("overflow", 1))
+RANK_BOUNDARIES = (16, 32, 64, 128)
+DATA_WEIGHTS = (
+    ("gaussian", 4),
+    ("same_sign", 2),
+    ("dynamic", 2),
+    ("overflow", 1),
+    ("subnormal", 1),
+)
+
+# (K, Nq, Nkv, gate_up N) of real models' layers, at the tensor-parallel degree named
+MODEL_SHAPES = {
+    "Llama-3-8B": (4096, 4096, 1024, 14336),
+    "Llama-3-8B down": (14336, 4096, 1024, 4096),
+    "Llama-3-70B TP8": (8192, 1024, 128, 3584),
+    "Llama-3-70B TP2": (8192, 4096, 512, 14336),
+    "Llama-3.2-1B": (2048, 2048, 512, 8192),
+    "Qwen2-7B": (3584, 3584, 512, 18944),
+    "Qwen2.5-32B TP4": (5120, 1280, 256, 6912),
+    "Mistral-Nemo-12B": (5120, 4096, 1024, 14336),
+    "Gemma-2-9B": (3584, 4096, 2048, 14336),
+    "Phi-3-mini": (3072, 3072, 3072, 8192),
+}
 
 
 def near(boundaries: tuple[int, ...], lo: int, hi: int) -> st.SearchStrategy[int]:
@@ -35,8 +61,6 @@ def near(boundaries: tuple[int, ...], lo: int, hi: int) -> st.SearchStrategy[int
 
 
 def _f32(v: float) -> float:
-    import struct
-
     return struct.unpack("f", struct.pack("f", v))[0]
 
 
@@ -59,31 +83,124 @@ def _zipf_slot(draw: st.DrawFn, L: int) -> int:
     return L - 1
 
 
+class _Shape:
+    """The sizes drawn so far, and what is left of the budget for one more."""
+
+    def __init__(self, op: str, c: int, budget: int) -> None:
+        self.op, self.c, self.budget = op, c, budget
+        self.v = {"T": 1, "K": 0 if op == "expand" else 1, "N": 0 if op == "shrink" else 1,
+                  "L": 1, "R": 1, "kv": 1, "extra": 0}  # fmt: skip
+
+    def out(self, v: dict[str, int]) -> int:
+        if self.op == "shrink":
+            return self.c * v["R"]
+        if self.op == "qkv":
+            return v["N"] + 2 * v["kv"]
+        return v["N"] * (2 if self.op == "gate_up" else 1)
+
+    def cost(self, **change: int) -> int:
+        v = {**self.v, **change}
+        in_cols = v["R"] + v["extra"] if self.op == "expand" else None
+        c = 0 if self.op == "expand" else self.c
+        return cost(v["T"], v["K"], self.out(v), v["L"], c, v["R"], in_cols)
+
+    def cap(self, name: str, lo: int, hi: int) -> int:
+        """The largest value of ``name`` in ``[lo, hi]`` that keeps the example in budget."""
+        return largest_fitting(self.budget, lambda x: self.cost(**{name: x}), lo, hi)
+
+
+def _sized(draw: st.DrawFn, shape: _Shape, name: str, dim: str, big: bool, small: int,
+           lo: int = 1, label: str = "") -> int:  # fmt: skip
+    """Draw ``name``: over the dimension's whole range when ``big``, else in ``[lo, small]``;
+    always within the budget."""
+    hi = DIMENSIONS[dim].hi if big else small
+    cap = shape.cap(name, lo, max(lo, hi))
+    if big:
+        value = draw(log_int(lo, cap), label=label or name)
+    else:
+        odd = [v for v in (1, 3, 17) if lo <= v <= cap]
+        value = draw(st.one_of(st.sampled_from([*odd, cap]), near((16, 64, 128, 256), lo, cap)),
+                     label=label or name)  # fmt: skip
+    shape.v[name] = value
+    return value
+
+
+def _segment_lens(
+    draw: st.DrawFn, kind: str, T_cap: int, big: set[str], limits: Limits, row_bounds
+) -> list[int]:
+    """Segment lengths of the layout family ``kind``, summing to at most ``T_cap``."""
+    seg_hi = DIMENSIONS["segments"].hi if "segments" in big else limits.segments
+    if kind == "one_long":
+        if "seg_len" in big or "T" in big:
+            long_len = draw(log_int(1, max(1, T_cap)), label="long_len")
+        else:
+            long_len = draw(near(row_bounds, 1, max(1, min(T_cap, limits.tokens))),
+                            label="long_len")  # fmt: skip
+        others = draw(st.integers(0, min(3, seg_hi - 1)), label="others")
+        rest = [draw(st.integers(0, 4), label="short") for _ in range(others)]
+        lens = [long_len, *rest]
+        at = draw(st.integers(0, len(rest)), label="long_at")
+        lens.insert(at, lens.pop(0))
+        return _trim(lens, T_cap)
+    if kind in ("distinct", "decode"):
+        hi = min(seg_hi, T_cap)
+        bs = draw(log_int(1, hi) if "segments" in big else near((16, 32), 1, hi), label="decode_bs")
+        return [1] * bs
+    if "segments" in big:
+        bs = draw(log_int(1, max(1, min(seg_hi, T_cap if kind != "random" else seg_hi))),
+                  label="bs")  # fmt: skip
+    else:
+        bs = draw(near((16, 32), 1, max(1, seg_hi)), label="bs")
+    rows = T_cap if "T" in big else min(T_cap, limits.tokens)
+    total = draw(log_int(bs if kind != "random" else 0, max(rows, bs)) if "T" in big
+                 else st.integers(min(bs, rows), max(min(bs, rows), rows)), label="T")  # fmt: skip
+    if kind == "uniform":
+        q, r = divmod(total, bs)
+        return _trim([q + (i < r) for i in range(bs)], T_cap)
+    lens, left = [], total
+    for i in range(bs):
+        if left <= 0:
+            lens.append(0)
+            continue
+        share = left if i == bs - 1 else max(0, min(left, 2 * left // max(1, bs - i)))
+        low = 0 if kind == "random" else min(1, share)
+        n = draw(st.integers(low, max(low, share)), label="seg_len")
+        lens.append(n)
+        left -= n
+    return _trim(lens, T_cap)
+
+
+def _trim(lens: list[int], T_cap: int) -> list[int]:
+    out, left = [], T_cap
+    for n in lens:
+        out.append(min(n, max(left, 0)))
+        left -= out[-1]
+    return out
+
+
 @st.composite
 def layouts(
-    draw: st.DrawFn, L: int, limits: Limits, row_boundaries: tuple[int, ...]
+    draw: st.DrawFn,
+    L: int,
+    limits: Limits,
+    row_boundaries: tuple[int, ...],
+    T_cap: int | None = None,
+    big: frozenset[str] = frozenset(),
 ) -> tuple[str, tuple[int, ...], tuple[int, ...]]:
-    """A segment layout from the serving-workload taxonomy: (label, seg_lens, weight_indices)."""
+    """A segment layout from the serving-workload taxonomy: (label, seg_lens, weight_indices).
+
+    ``T_cap``: the most rows the budget allows (default: the small box's); ``big``: the
+    dimensions drawn over their whole range (``T``, ``seg_len``, ``segments``).  Empty
+    segments may come anywhere, the first and the last included.
+    """
+    T_cap = limits.tokens if T_cap is None else T_cap
     kind = draw(st.sampled_from(LAYOUTS), label="layout")
-    max_seg = limits.segments
-    if kind == "one_long":
-        lens = [draw(near(row_boundaries, 1, limits.tokens), label="long_len")]
-    elif kind in ("distinct", "decode"):
-        bs = draw(near((16, 32), 1, min(max_seg, limits.tokens)), label="decode_bs")
-        lens = [1] * bs
-    else:
-        bs = draw(near((16, 32), 1, max_seg), label="bs")
-        low = 0 if kind == "random" else 1
-        budget = limits.tokens
-        lens = []
-        for _ in range(bs):
-            cap = max(low, min(budget, limits.tokens // 2))
-            n = draw(near(row_boundaries, low, cap), label="seg_len")
-            if n > budget:
-                break
-            budget -= n
-            lens.append(n)
-        lens = lens or [1]
+    lens = _segment_lens(draw, kind, max(T_cap, 0), set(big), limits, row_boundaries) or [1]
+    pad = draw(st.sampled_from(["none", "none", "first", "last", "both"]), label="empty_ends")
+    if pad in ("first", "both"):
+        lens.insert(0, 0)
+    if pad in ("last", "both"):
+        lens.append(0)
     bs = len(lens)
     if kind == "identical":
         w = draw(st.integers(0, L - 1), label="the_slot")
@@ -95,27 +212,27 @@ def layouts(
         slots = [_zipf_slot(draw, L) for _ in range(bs)]
     else:
         slots = draw(st.lists(st.integers(0, L - 1), min_size=bs, max_size=bs), label="slots")
+        if draw(st.booleans(), label="top_slot") and bs:
+            slots[draw(st.integers(0, bs - 1), label="top_at")] = L - 1
     return kind, tuple(lens), tuple(slots)
 
 
-@st.composite
-def ranks_and_pool(draw: st.DrawFn, limits: Limits) -> tuple[int, tuple[int, ...]]:
-    """The pool rank ``R`` and ``L`` slot ranks in ``[0, R]``: 1, ``R`` and the ranks around 16,
-    32 and 64 come up often, as do pools with more than 8 and 16 slots."""
-    R = draw(
-        st.one_of(st.sampled_from([1, limits.R]), near(RANK_BOUNDARIES, 1, limits.R)), label="R"
-    )
-    L = draw(near((8, 16), 1, limits.slots), label="L")
+def _ranks(draw: st.DrawFn, R: int, L: int, big: bool) -> tuple[int, ...]:
     rank = st.one_of(st.sampled_from([0, 1, R]), near(RANK_BOUNDARIES, 0, R))
-    ranks = draw(st.lists(rank, min_size=L, max_size=L), label="ranks")
-    return R, tuple(ranks)
+    if big:
+        rank = st.one_of(rank, log_int(0, R))
+    return tuple(draw(st.lists(rank, min_size=L, max_size=L), label="ranks"))
 
 
-def _dim(limit: int) -> st.SearchStrategy[int]:
-    # odd and tiny dims first: every tail must be masked; ragged tails past 64 and 128
-    return st.one_of(st.sampled_from([1, 3, 17, limit]), near((64, 128, 256), 1, limit)).map(
-        lambda v: min(v, limit)
-    )
+def arg_layouts(op: str, has_base: bool, split_b: bool) -> st.SearchStrategy[dict[str, str]]:
+    """A memory layout for each tensor argument: contiguous half the time, else any other."""
+
+    def one(arg: str) -> st.SearchStrategy[str]:
+        kinds = LAYOUT_KINDS[arg]
+        return st.one_of(st.just(kinds[0]), st.sampled_from(kinds))
+
+    args = layout_args(op, has_base, split_b)
+    return st.fixed_dictionaries({a: one(a) for a in args})
 
 
 @st.composite
@@ -123,17 +240,52 @@ def cases(
     draw: st.DrawFn,
     op: str,
     dtype: str,
-    limits: Limits,
-    row_boundaries: tuple[int, ...] = (16, 32, 64, 128),
+    profile: Profile,
     permutation: bool = True,
     split_layouts: bool = False,
 ) -> Case:
-    """A full conformance case of ``op`` in ``dtype``.
+    """A full conformance case of ``op`` in ``dtype`` under ``profile``'s sizes and budget.
 
     ``permutation`` and ``split_layouts``: whether the backend declares them, so they may be drawn.
     """
-    R, ranks = draw(ranks_and_pool(limits), label="pool")
-    layout, lens, slots = draw(layouts(len(ranks), limits, row_boundaries), label="layout")
+    limits = profile.limits
+    stack = draw(st.sampled_from(STACKS[op]), label="stack")
+    shape = _Shape(op, stack, profile.budget)
+    model = None
+    if profile.model_shapes and op != "shrink" and draw(st.booleans(), label="model"):
+        model = draw(st.sampled_from(sorted(MODEL_SHAPES)), label="model_shape")
+    big = set(draw(st.lists(st.sampled_from(BIG_DIMS[op]), max_size=profile.big, unique=True),
+                   label="big"))  # fmt: skip
+    if model is not None:
+        K, nq, nkv, n_gate = MODEL_SHAPES[model]
+        widths = {"K": K, "N": n_gate if op == "gate_up" else nq, "kv": nkv}
+        if op == "expand":
+            widths = {"K": 0, "N": nq}
+        for name, v in widths.items():
+            shape.v[name] = v
+        big -= {"K", "N", "expand_N", "gqa"}
+    else:
+        if op != "expand":
+            _sized(draw, shape, "K", "K", "K" in big, limits.K, lo=0 if "K" in big else 1)
+        if op != "shrink":
+            ndim = "expand_N" if op == "expand" else "N"
+            _sized(draw, shape, "N", ndim, ndim in big, limits.N, lo=0 if ndim in big else 1)
+        if op == "qkv":
+            N = shape.v["N"]
+            if "gqa" in big and N:
+                ratio = draw(log_int(1, min(DIMENSIONS["gqa"].hi, N)), label="gqa")
+                shape.v["kv"] = max(1, N // ratio)
+            else:
+                shape.v["kv"] = draw(st.integers(0, max(N, 0)), label="n_kv")
+    R = _sized(draw, shape, "R", "rank", "rank" in big, limits.R)
+    L = _sized(draw, shape, "L", "slots", "slots" in big, limits.slots)
+    if op == "expand":
+        shape.v["extra"] = draw(st.sampled_from([0, 0, 1, 5]), label="extra_cols")
+    ranks = _ranks(draw, R, L, "rank" in big)
+    T_cap = shape.cap("T", 0, DIMENSIONS["T"].hi)
+    kind, lens, slots = draw(
+        layouts(L, limits, profile.row_boundaries, T_cap, frozenset(big)), label="layout"
+    )
     data = draw(
         st.sampled_from([name for name, weight in DATA_WEIGHTS for _ in range(weight)]),
         label="data",
@@ -143,11 +295,13 @@ def cases(
         # products past the range: |s| >= 1 keeps "the float32 accumulator overflowed" and
         # "the exact result lies past the range" the same thing
         scaling = st.sampled_from([1.0, -1.0, 2.0, 40.0, -24.0, 64.0])
-    scal = draw(st.lists(scaling, min_size=len(ranks), max_size=len(ranks)), label="scalings")
-    K = draw(_dim(limits.K), label="K")
-    N = draw(_dim(limits.N), label="N")
-    n_kv = draw(st.integers(1, N), label="n_kv") if op == "qkv" else 0
-    stack = draw(st.sampled_from(STACKS[op]), label="stack")
+    scal = draw(st.lists(scaling, min_size=L, max_size=L), label="scalings")
+    has_base = draw(st.booleans(), label="has_base") if op != "shrink" else False
+    split_b = (
+        draw(st.booleans(), label="split_b")
+        if split_layouts and op in ("qkv", "gate_up")
+        else False
+    )
     return Case(
         op=op,
         dtype=dtype,
@@ -156,23 +310,18 @@ def cases(
         lora_ranks=ranks,
         scalings=tuple(scal),
         R=R,
-        K=K if op != "expand" else 0,
-        N=N if op != "shrink" else 0,
-        n_kv=n_kv,
+        K=shape.v["K"] if op != "expand" else 0,
+        N=shape.v["N"] if op != "shrink" else 0,
+        n_kv=shape.v["kv"] if op == "qkv" else 0,
         stack=stack,
         permute=draw(st.booleans(), label="permute") if permutation else False,
-        has_base=draw(st.booleans(), label="has_base") if op != "shrink" else False,
+        has_base=has_base,
         poison=draw(st.sampled_from(["nan", "huge"]), label="poison"),
         seed=draw(st.integers(0, 2**31 - 1), label="seed"),
-        layout=layout,
-        split_b=draw(st.booleans(), label="split_b")
-        if split_layouts and op in ("qkv", "gate_up")
-        else False,
+        layout=kind if model is None else f"{kind}, {model}",
+        split_b=split_b,
         data=data,
-        strides=draw(
-            st.sampled_from(["contiguous", "contiguous", "col_slice", "row_stride"]),
-            label="strides",
-        ),
-        extra_cols=draw(st.sampled_from([0, 0, 1, 5]), label="extra_cols") if op == "expand" else 0,
+        layouts=draw(arg_layouts(op, has_base, split_b), label="layouts"),
+        extra_cols=shape.v["extra"] if op == "expand" else 0,
         poison_unused=draw(st.booleans(), label="poison_unused"),
     )

@@ -27,6 +27,9 @@ class Capabilities:
         cuda_graph: its ``run_*`` methods can be captured and replayed after an in-place refill.
         float32_matmul: ``"tf32"`` if float32 inputs may be multiplied at TF32 precision on a GPU,
             ``"ieee"`` if float32 products are exact.
+        subnormals: ``"preserve"`` if results and intermediates keep subnormal values (IEEE
+            gradual underflow), ``"flush"`` if any of them may be flushed to zero (the
+            flush-to-zero modes of GPU arithmetic).
         max_rank: the largest pool rank ``R`` supported, or None for any.
     """
 
@@ -36,7 +39,14 @@ class Capabilities:
     split_layouts: bool = False
     cuda_graph: bool = False
     float32_matmul: str = "tf32"
+    subnormals: str = "preserve"
     max_rank: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.float32_matmul not in ("tf32", "ieee"):
+            fail("Capabilities.float32_matmul", "'tf32' or 'ieee'", repr(self.float32_matmul))
+        if self.subnormals not in ("preserve", "flush"):
+            fail("Capabilities.subnormals", "'preserve' or 'flush'", repr(self.subnormals))
 
 
 class BaseLoRABackend:

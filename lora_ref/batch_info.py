@@ -19,11 +19,11 @@ segments.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from lora_ref.errors import check_dtype, fail
+from lora_ref.errors import check_dtype, check_plain, fail
 
 INDEX_DTYPE = torch.int32
 
@@ -41,6 +41,7 @@ class BatchSummary:
         num_adapters: distinct slots among the non-empty segments (a launch-size hint only: a
             CUDA-graph refill may change it).
         min_adapter_rank: smallest rank among those slots (0 when there are none; a hint too).
+        tensors: the batch's tensors by field name (an output may overlap none of them).
     """
 
     num_tokens: int
@@ -50,6 +51,7 @@ class BatchSummary:
     num_segments: int
     num_adapters: int = 0
     min_adapter_rank: int = 0
+    tensors: tuple[tuple[str, torch.Tensor], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass
@@ -105,11 +107,14 @@ class LoRABatchInfo:
         for name, t in named.items():
             if not isinstance(t, torch.Tensor):
                 fail(name, "a torch.Tensor", type(t).__name__)
+            check_plain(name, t)
             if t.dim() != 1:
                 fail(name, "a 1-D tensor", f"shape {tuple(t.shape)}")
             if t.device != self.seg_lens.device:
                 fail(name, f"a tensor on {self.seg_lens.device}", f"one on {t.device}")
             check_dtype(name, t, torch.float32 if name == "scalings" else INDEX_DTYPE)
+            if t.numel() > 1 and t.stride(0) != 1:
+                fail(name, "a contiguous 1-D tensor (stride 1)", f"stride {t.stride()}")
 
         capacity = self.seg_lens.numel()
         if capacity != self.bs and not (self.use_cuda_graph and capacity > self.bs):
@@ -198,6 +203,7 @@ class LoRABatchInfo:
             num_segments=capacity,
             num_adapters=len(used),
             min_adapter_rank=min((ranks[w] for w in used), default=0),
+            tensors=tuple(named.items()),
         )
 
     def _shape(self, name: str) -> str:

@@ -55,8 +55,19 @@ class ReferenceLoRABackend(BaseLoRABackend):
         finally:
             self._exact = False
 
-    def _finish(self, out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return out if self._exact else out.to(dtype)
+    def _finish(
+        self, out: torch.Tensor, dtype: torch.dtype, base_output: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The float64 result rounded to ``dtype``, with rows of rank 0 copied from
+        ``base_output`` bit for bit (through float64 a signalling NaN would come back quiet)."""
+        if self._exact:
+            return out
+        out = out.to(dtype)
+        if base_output is not None and out.numel():
+            for rows, _, r, _ in self._segments():
+                if r == 0:
+                    out[rows] = base_output[rows]
+        return out
 
     @property
     def version(self) -> str:
@@ -90,6 +101,8 @@ class ReferenceLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         T, _, R, c = check_shrink(summary, info.device, x, weights, stack_num)
         out = torch.zeros(T, c * R, dtype=torch.float64, device=x.device)
+        if out.numel() == 0:  # no columns: no index tensor of T rows to build
+            return out if self._exact else out.to(x.dtype)
         for rows, w, r, _ in self._segments():
             a = weights[w, : c * r, :].double()  # (c*r, K): all c slices, packed at rank r
             out[rows, : c * r] = x[rows].double() @ a.T
@@ -101,12 +114,12 @@ class ReferenceLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         T, _, N = check_expand(summary, info.device, x, weights, base_output)
         out = self._base(base_output, T, N, x)
-        for rows, w, r, s in self._segments():
+        for rows, w, r, s in self._segments() if out.numel() else ():
             if r == 0:
                 continue  # no adapter: the row stays base[t], bit for bit
             b = weights[w, :, :r].double()  # (N, r)
             out[rows] += s * (x[rows, :r].double() @ b.T)
-        return self._finish(out, x.dtype)
+        return self._finish(out, x.dtype, base_output)
 
     def run_qkv_lora(
         self,
@@ -157,7 +170,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         """Output slice ``j`` (columns ``[offsets[j], offsets[j+1])``) uses shrink slice ``j``."""
         out = self._base(base_output, T, N, x)
-        for rows, w, r, s in self._segments():
+        for rows, w, r, s in self._segments() if out.numel() else ():
             if r == 0:
                 continue
             xs = x[rows].double()
@@ -165,7 +178,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
                 a = lora_a[w, j * r : (j + 1) * r, :].double()  # (r, K)
                 b = lora_b[w, lo:hi, :r].double()  # (hi - lo, r)
                 out[rows, lo:hi] += s * ((xs @ a.T) @ b.T)
-        return self._finish(out, x.dtype)
+        return self._finish(out, x.dtype, base_output)
 
     @staticmethod
     def _base(base_output: torch.Tensor | None, T: int, N: int, x: torch.Tensor) -> torch.Tensor:

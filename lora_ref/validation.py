@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 
 from lora_ref.batch_info import INDEX_DTYPE, BatchSummary
-from lora_ref.errors import check_dtype, fail
+from lora_ref.errors import check_dtype, check_plain, fail
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -41,6 +41,7 @@ class ExpandDims(NamedTuple):
 def _tensor(arg: str, t: object, ndim: int) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         fail(arg, "a torch.Tensor", type(t).__name__)
+    check_plain(arg, t)
     if t.dim() != ndim:
         fail(arg, f"a {ndim}-D tensor", f"shape {tuple(t.shape)}")
     return t
@@ -189,7 +190,7 @@ def check_expand(
     _slots_and_rank("weights", L, R, summary)
     if x.shape[1] < summary.max_rank:
         fail("x", f">= max(lora_ranks) = {summary.max_rank} columns", f"{x.shape[1]}")
-    check_base_output(base_output, x, T, N, {"weights": weights})
+    check_base_output(base_output, x, T, N, {"weights": weights, **dict(summary.tensors)})
     return ExpandDims(T, R, N)
 
 
@@ -273,7 +274,7 @@ def check_fused(
     N = lora_b.shape[1]
     if stack_num == 2 and N % 2:
         fail(b_name, "an even dim 1 (2N: gate then up)", f"{N}")
-    inputs = {a_name: lora_a, b_name: lora_b, **(operands or {})}
+    inputs = {a_name: lora_a, b_name: lora_b, **(operands or {}), **dict(summary.tensors)}
     check_base_output(base_output, x, T, N, inputs)
     return ShrinkDims(T, K, R, stack_num), N
 
@@ -281,7 +282,8 @@ def check_fused(
 def check_output_offset(
     output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device
 ) -> None:
-    """``output_offset``: int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an int >= 0.
+    """``output_offset``: contiguous int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an
+    int >= 0.
 
     Shape, dtype and device only: the values live on the device and reading them would sync.
     """
@@ -294,12 +296,26 @@ def check_output_offset(
             "shape (4,): [0, Nq, Nq+Nkv, Nq+2*Nkv]",
             f"shape {tuple(output_offset.shape)}",
         )
+    if output_offset.stride(0) != 1:
+        fail(
+            "output_offset",
+            "a contiguous 1-D tensor (stride 1)",
+            f"stride {output_offset.stride()}",
+        )
     if (
         not isinstance(max_qkv_out_dim, int)
         or isinstance(max_qkv_out_dim, bool)
         or max_qkv_out_dim < 0
     ):
         fail("max_qkv_out_dim", "a non-negative int, max(Nq, Nkv)", repr(max_qkv_out_dim))
+
+
+def check_qkv_width(max_qkv_out_dim: int, N: int) -> None:
+    """``max_qkv_out_dim`` at most the output width ``N = Nq + 2*Nkv``: no slice is wider, and
+    a launch sized by it stays bounded (no device sync: graph capture too)."""
+    if max_qkv_out_dim > N:
+        fail("max_qkv_out_dim", f"<= the output width N = {N} (it is max(Nq, Nkv))",
+             f"{max_qkv_out_dim}")  # fmt: skip
 
 
 def check_output_offset_values(
@@ -317,4 +333,5 @@ def check_output_offset_values(
     widest = max(b - a for a, b in itertools.pairwise(offsets))
     if widest > max_qkv_out_dim:
         fail("max_qkv_out_dim", f">= the widest slice {widest}", f"{max_qkv_out_dim}")
+    check_qkv_width(max_qkv_out_dim, N)
     return offsets

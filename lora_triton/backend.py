@@ -38,6 +38,7 @@ from lora_ref.validation import (
     check_fused,
     check_output_offset,
     check_output_offset_values,
+    check_qkv_width,
     check_shrink,
 )
 from lora_triton.config import expand_config, row_align, shrink_config
@@ -80,6 +81,9 @@ class TritonLoRABackend(BaseLoRABackend):
         split_layouts=False,
         cuda_graph=not interpreting(),
         float32_matmul="tf32",
+        # on a GPU, float32 inputs go through TF32 tensor cores, which flush subnormal
+        # operands (H100, 2026-12-06: ci on CUDA, float32 subnormal results came out as 0)
+        subnormals="preserve" if interpreting() else "flush",
     )
 
     def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
@@ -122,7 +126,9 @@ class TritonLoRABackend(BaseLoRABackend):
         self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
     ) -> torch.Tensor:
         info, summary = self._batch()
-        _, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
+        T, K, R, c = check_shrink(summary, info.device, x, weights, stack_num)
+        if T == 0 or R == 0:  # an output without elements: no launch sized by T or R
+            return torch.zeros(T, c * R, dtype=x.dtype, device=x.device)
         return self._shrink(x, weights, c, R, K, self._positions(x.shape[0]))
 
     def run_lora_b_sgemm(
@@ -131,6 +137,8 @@ class TritonLoRABackend(BaseLoRABackend):
         info, summary = self._batch()
         T, R, N = check_expand(summary, info.device, x, weights, base_output)
         out = self._output(base_output, T, N, x)
+        if T == 0 or N == 0 or R == 0:  # nothing to add: no launch sized by T or N
+            return out
         plan = self._plan(T, R, 1, N, None, base_output is not None, column_align(N))
         expand(x, weights, out, plan)
         return out
@@ -152,6 +160,7 @@ class TritonLoRABackend(BaseLoRABackend):
             summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names,
             {"output_offset": output_offset},
         )  # fmt: skip
+        check_qkv_width(max_qkv_out_dim, N)
         if not _capturing():
             check_output_offset_values(output_offset, max_qkv_out_dim, N)
         col_align = _qkv_column_align(N, max_qkv_out_dim)
@@ -190,6 +199,8 @@ class TritonLoRABackend(BaseLoRABackend):
         col_align: int,
     ) -> torch.Tensor:
         """Shrink then expand ``dims.c`` slices, on one row layout shared by both stages."""
+        if dims.T == 0 or N == 0 or dims.R == 0:  # nothing to add: no launch sized by T or N
+            return self._output(base_output, dims.T, N, x)
         layout = self._positions(dims.T)
         inter = self._shrink(x, lora_a, dims.c, dims.R, dims.K, layout)
         out = self._output(base_output, dims.T, N, x)

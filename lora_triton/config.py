@@ -11,6 +11,7 @@ too.  Benchmarks sweep configurations with :func:`override`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from collections.abc import Iterator
@@ -160,6 +161,41 @@ def _tiles(n: int, block: int) -> int:
 
 DECODE_ROWS = 256  # batches of at most this many rows get the decode launch rules
 PINNED_SMALL = 16  # pinned rule: batches and widths up to this use 16-wide tiles
+PINNED_TALL = 2048  # pinned rule: batches past this use 256-row tiles
+PINNED_WIDE = 4096  # pinned rule: slices and K past this use tiles of 1/32 of them (at most 2048)
+
+
+def _pinned_rows(T: int) -> int:
+    """The pinned rule's row tile: 16 for small batches (multi-tile paths on small cases), 64,
+    and 256 for tall ones (the interpreter's cost grows with the number of programs)."""
+    return 16 if T <= PINNED_SMALL else (64 if T <= PINNED_TALL else 256)
+
+
+def _pinned_wide(n: int, narrow: int) -> int:
+    """The pinned rule's tile along a dimension of ``n``: ``narrow`` up to ``PINNED_WIDE``,
+    then ``n / 32`` rounded to a power of two, at most 2048 (fewer loop trips and programs)."""
+    return narrow if n <= PINNED_WIDE else min(2048, triton.next_power_of_2(n // 32))
+
+
+@dataclass(frozen=True)
+class LayoutConfig:
+    block_s: int = 64  # segments read per step
+    block_l: int = 32  # slots counted per step
+    block: int = 64  # rows written per step
+
+
+def layout_config(num_segments: int, num_slots: int, num_tokens: int) -> LayoutConfig:
+    """The row-layout kernel's blocks.  Every program scans the whole metadata, so the
+    interpreter (pinned rule) takes blocks as large as the batch past 128 segments, 64 slots
+    or 1024 rows (one step instead of dozens); below that, and on a GPU, the small ones (the
+    loops stay covered on CPU)."""
+    if not pinned():
+        return LayoutConfig()
+    return LayoutConfig(
+        64 if num_segments <= 128 else min(1024, triton.next_power_of_2(num_segments)),
+        32 if num_slots <= 64 else min(256, triton.next_power_of_2(num_slots)),
+        64 if num_tokens <= 1024 else 1024,
+    )
 
 
 def row_align(T: int) -> int:
@@ -192,9 +228,9 @@ def shrink_config(
     if pinned():
         small_t = T <= PINNED_SMALL
         return ShrinkConfig(
-            16 if small_t else 64,
+            _pinned_rows(T),
             16 if cR <= PINNED_SMALL else (64 if cR <= 128 else 128),
-            32 if K <= 64 else 128,
+            32 if K <= 64 else _pinned_wide(K, 128),
             split_k=2 if T <= 16 and K >= 64 else 1,
             num_stages=1,
             tma=not small_t,  # CPU runs cover both weight paths
@@ -254,18 +290,50 @@ DECODE_SWEEP_TILES = 20  # decode row tiles from which rank-128 programs sweep c
 DECODE_MANY_TILES = 64  # ... and from which every rank does
 
 
+# shared memory a launch may stage (H100 and H200 allow 227 KiB per block; room left for the
+# compiler's own): the expand's weight tiles, one per stage, and its input tile
+SHARED_MEMORY_BUDGET = 200 * 1024
+
+
 def expand_config(T: int, R: int, slice_width: int, positions: int | None = None) -> ExpandConfig:
     """Expand ``(T, r) x (N, r)^T`` per slice: wide column tiles over adapter-grouped rows.
 
     ``positions``: the length ``P`` of the batch's grouped layout (``T`` when not given); on
-    decode batches it bounds the number of 16-row tiles, about one per adapter.
+    decode batches it bounds the number of 16-row tiles, about one per adapter.  The rule's
+    tiles are narrowed (then unstaged) until float32 tiles fit :data:`SHARED_MEMORY_BUDGET`:
+    at rank 256 a 256-wide float32 tile needs 272 KiB (H100, 2026-12-06: ``OutOfResources``).
     """
     if _override.expand is not None:
         return _override.expand
+    config = _expand_rule(T, R, slice_width, positions)
     if pinned():
-        block_n = 32 if slice_width <= 32 else 128
+        return config
+    return _within_shared_memory(config, rank_block(R))
+
+
+def _within_shared_memory(config: ExpandConfig, block_r: int) -> ExpandConfig:
+    """``config`` with ``block_n`` halved, then ``num_stages`` lowered, until its float32
+    tiles fit the budget: one weight tile per stage when a program sweeps several column tiles
+    (the loads are pipelined), else one, and the input tile (the measured need of the failing
+    launch: 256 x 256 + 16 x 256 float32 = 272 KiB)."""
+
+    def need(c: ExpandConfig) -> int:
+        stages = max(c.num_stages, 1) if c.n_per_prog > 1 else 1
+        return 4 * block_r * (stages * c.block_n + c.block_m)
+
+    while need(config) > SHARED_MEMORY_BUDGET and config.block_n > 16:
+        config = dataclasses.replace(config, block_n=config.block_n // 2)
+    while need(config) > SHARED_MEMORY_BUDGET and config.num_stages > 1:
+        config = dataclasses.replace(config, num_stages=config.num_stages - 1)
+    return config
+
+
+def _expand_rule(T: int, R: int, slice_width: int, positions: int | None) -> ExpandConfig:
+    """The launch rule before the shared-memory bound (:func:`expand_config`)."""
+    if pinned():
+        block_n = 32 if slice_width <= 32 else _pinned_wide(slice_width, 128)
         return ExpandConfig(
-            16 if T <= PINNED_SMALL else 64,
+            _pinned_rows(T),
             block_n,
             num_stages=1,
             # two column tiles per program when the slice has them: the prefetching sweep runs

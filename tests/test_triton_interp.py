@@ -189,7 +189,8 @@ def test_interpreter_config_is_pinned():
     assert pinned()
     small = shrink_config(12, 96, 16, torch.bfloat16, CPU)
     assert (small.block_m, small.block_n, small.block_k, small.split_k) == (16, 16, 128, 2)
-    assert shrink_config(4096, 4096, 384, torch.bfloat16, CPU).block_m == 64
+    assert shrink_config(1024, 4096, 384, torch.bfloat16, CPU).block_m == 64
+    assert shrink_config(4096, 4096, 384, torch.bfloat16, CPU).block_m == 256
     assert expand_config(12, 8, 20).block_m == 16 and expand_config(12, 8, 20).block_n == 32
     assert expand_config(4096, 64, 4096).block_n == 128
 

@@ -8,6 +8,8 @@ hand-built examples it runs first, and how to run one example.
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -21,9 +23,15 @@ from conformance.checks.bad_input import check_bad_inputs
 from conformance.checks.cuda_graph import check_cuda_graph
 from conformance.checks.diff import check_diff
 from conformance.checks.harness import CaseResult
-from conformance.checks.lifecycle import check_lifecycle
+from conformance.checks.lifecycle import (
+    STEP_KINDS,
+    applicable,
+    check_lifecycle,
+    derive,
+    steps_from_params,
+)
 from conformance.checks.metamorphic import RELATIONS, check_metamorphic
-from conformance.ops import CHECK_NAMES, OPS, STACKS
+from conformance.ops import CHECK_NAMES, OPS
 from conformance.profiles import Profile
 from conformance.strategies import cases
 from lora_ref import BaseLoRABackend, Capabilities
@@ -86,8 +94,7 @@ def _drawn(ctx: GroupContext, **forced: Any) -> st.SearchStrategy[Case]:
     strategy = cases(
         ctx.op,
         ctx.dtype,
-        ctx.profile.limits,
-        ctx.profile.row_boundaries,
+        ctx.profile,
         permutation=caps.permutation and forced.get("permute", True),
         split_layouts=caps.split_layouts,
     )
@@ -135,7 +142,7 @@ def _metamorphic_strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
 
 
 def _metamorphic_explicit(ctx: GroupContext) -> list[Example]:
-    picked = _primary_corners(ctx, 2, permute=False, strides="contiguous")
+    picked = _primary_corners(ctx, 2, permute=False, layouts={})
     return [
         Example(e.case, {"relation": relation, "choice": 7})
         for e, relation in zip(picked, ("permute_segments", "split_segment"), strict=False)
@@ -144,79 +151,57 @@ def _metamorphic_explicit(ctx: GroupContext) -> list[Example]:
 
 def _lifecycle_steps(ctx: GroupContext) -> st.SearchStrategy[Example]:
     dtypes = ctx.op_dtypes
+    # every call of an example runs on one instance: a smaller budget per call
+    small = dataclasses.replace(ctx.profile, budget=max(ctx.profile.budget // 8, 1))
+
+    def first_case(draw: st.DrawFn) -> Case:
+        op = draw(st.sampled_from(OPS), label="op")
+        return draw(cases(op, draw(st.sampled_from(dtypes)), small, permutation=False))
 
     @st.composite
     def steps(draw: st.DrawFn) -> Example:
-        out: list[list[Case]] = []
-        for s in range(draw(st.integers(2, 4), label="batches")):
-            calls = draw(st.integers(1, 3), label="calls")
-            first_op = draw(st.sampled_from(OPS), label="op")
-            base = draw(
-                cases(
-                    first_op,
-                    draw(st.sampled_from(dtypes)),
-                    ctx.profile.limits,
-                    ctx.profile.row_boundaries,
-                    permutation=False,
-                ),
-                label="batch",
-            )
-            step = [base]
-            for _ in range(calls - 1):
-                op = draw(st.sampled_from(OPS), label="next op")
-                step.append(_same_batch(base, op, draw(st.sampled_from(dtypes)), draw))
-            out.append(step)
-            del s
-        return Example(out[0][0], {"steps": [[c.to_json() for c in st_] for st_ in out]})
+        prev = first_case(draw)
+        out = [("fresh", prev)]
+        for _ in range(draw(st.integers(1, 6), label="steps")):
+            kinds = [k for k in STEP_KINDS if applicable(prev, k, dtypes)]
+            kind = draw(st.sampled_from(kinds), label="step")
+            if kind == "fresh":
+                prev = first_case(draw)
+            else:
+                rng = random.Random(draw(st.integers(0, 2**32 - 1), label="change"))
+                prev = derive(prev, kind, rng, dtypes)
+            out.append((kind, prev))
+        return _lifecycle_example(out)
 
     return steps()
 
 
-def _same_batch(base: Case, op: str, dtype: str, draw: st.DrawFn) -> Case:
-    """Another call on ``base``'s batch: another op, dtype, shapes and seed."""
-    K = draw(st.integers(1, 40), label="K")
-    N = draw(st.integers(1, 40), label="N")
-    return base.replace(
-        op=op,
-        dtype=dtype,
-        K=K if op != "expand" else 0,
-        N=N if op != "shrink" else 0,
-        n_kv=draw(st.integers(1, N)) if op == "qkv" else 0,
-        stack=draw(st.sampled_from(STACKS[op])),
-        has_base=op != "shrink" and draw(st.booleans()),
-        seed=draw(st.integers(0, 2**31 - 1)),
-        split_b=False,
-        extra_cols=0,
-        permute=False,
-    )
+def _lifecycle_example(steps: list[tuple[str, Case]]) -> Example:
+    return Example(steps[0][1], {"steps": [{"kind": k, "case": c.to_json()} for k, c in steps]})
 
 
 def _lifecycle_explicit(ctx: GroupContext) -> list[Example]:
-    """Decode, then a prefill with more slots, then decode again: layouts of another size."""
+    """Every step kind once, from a qkv batch with an empty segment, several slots and GQA;
+    then a decode batch of another size, an op and dtype change on it, and the same again."""
     dtypes = ctx.op_dtypes
-    picks = {}
-    for op in OPS:
-        shared, _ = corners.corner_cases(op, ctx.profile.name)
-        picks[op] = {c.name: c for c in shared}
-    d17 = "decode: 17 segments"
-    rows = "rows 15,32,65,16 (T=128)"
-    sparse = "sparse pool of 20, slots 3,8,9,16,19"
-
-    def at(op: str, name: str, k: int) -> Case:
-        return picks[op][name].replace(dtype=dtypes[k % len(dtypes)], permute=False)
-
-    steps = [
-        [at("qkv", d17, 0), at("shrink", d17, 1), at("gate_up", d17, 2)],
-        [at("expand", rows, 1), at("qkv", rows, 0).replace(N=36, n_kv=6)],
-        [at("gate_up", sparse, 0), at("expand", sparse, 2)],
-        [at("qkv", d17, 2)],
-    ]
-    return [Example(steps[0][0], {"steps": [[c.to_json() for c in s] for s in steps]})]
+    shared = {c.name: c for c in corners.corner_cases("qkv", ctx.profile.name)[0]}
+    start = shared["rows 15,32,65,16 (T=128)"].replace(dtype=dtypes[0], permute=False)
+    decode = shared["decode: 17 segments"].replace(dtype=dtypes[-1], permute=False)
+    plan = ["same_call", "rewrite_weights", "relayout", "refill_batch", "change_rank",
+            "change_offsets", "change_N", "change_dtype", "other_op", "fresh", "refill_batch",
+            "other_op", "change_rank", "same_call"]  # fmt: skip
+    steps = [("fresh", start)]
+    for k, kind in enumerate(plan):
+        prev = steps[-1][1]
+        if kind == "fresh":
+            steps.append((kind, decode))
+        elif applicable(prev, kind, dtypes):
+            steps.append((kind, derive(prev, kind, random.Random(k), dtypes)))
+    return [_lifecycle_example(steps)]
 
 
 def _run_lifecycle(backend_cls, example: Example, device) -> CaseResult:
-    steps = [[Case.from_json(c) for c in step] for step in example.params["steps"]]
-    return check_lifecycle(backend_cls, steps, device)
+    return check_lifecycle(backend_cls, steps_from_params(example.params), device)
 
 
 CHECKS: dict[str, Check] = {
@@ -287,7 +272,8 @@ CHECKS: dict[str, Check] = {
         ),
         Check(
             "lifecycle",
-            "one instance serves several batches in turn, ops and dtypes interleaved",
+            "one instance over a sequence of calls: batch info refilled in place, weights "
+            "rewritten in place, new layouts, and rank, N, offsets, dtype or op changed",
             ("mixed",),
             "mixed",
             0.5,

@@ -24,9 +24,44 @@ Call = tuple[LoRABatchInfo, torch.Tensor, tuple[Any, ...], Any]
 
 
 class Mutation(NamedTuple):
+    """One invalid call: ``applies`` says for which cases, ``mutate`` builds it from valid
+    inputs, and ``witness`` (overlap cases) confirms on the built call that it is invalid: a
+    mutation that builds a valid call is a harness bug, raised as such, never a failure."""
+
     label: str
     applies: Callable[[Case], bool]
     mutate: Callable[[Inputs, Case], Call]
+    witness: Callable[[Call], bool] | None = None
+
+
+def element_offsets(t: torch.Tensor, rows: int = 2) -> set[int]:
+    """Storage offsets of the elements of ``t``'s first ``rows`` rows (all of a 1-D ``t``)."""
+    if t.dim() >= 2:
+        t = t[:rows]
+    offsets = torch.full((), t.storage_offset(), dtype=torch.int64)
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        offsets = offsets[..., None] + torch.arange(size, dtype=torch.int64) * stride
+    return set(offsets.flatten().tolist())
+
+
+def _shares_elements(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` (leading rows) hold an element of one storage in common."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr() or a.dtype != b.dtype:
+        return False
+    return bool(element_offsets(a) & element_offsets(b))
+
+
+def _shares_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether contiguous ``a`` and ``b`` (any dtypes) hold a byte of one storage in common."""
+    if a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+    lo_a, lo_b = a.storage_offset() * a.element_size(), b.storage_offset() * b.element_size()
+    return lo_a < lo_b + b.numel() * b.element_size() and lo_b < lo_a + a.numel() * a.element_size()
+
+
+def _self_overlapping(t: torch.Tensor) -> bool:
+    """Whether two elements of ``t``'s leading rows are one element of storage."""
+    return len(element_offsets(t)) < t[:2].numel()
 
 
 def _info(i: Inputs, **changes: Any) -> LoRABatchInfo:
@@ -73,23 +108,42 @@ def _set(name: str, index: int, value: Any) -> Callable[[Inputs, Case], Call]:
 
 
 def _base_aliasing_x(i: Inputs, c: Case) -> Call:
-    # x and base_output carved from one buffer, their ranges overlapping
-    T, width = c.T, max(c.in_dim, c.out_dim)
-    buf = torch.zeros(T, width + 1, dtype=i.x.dtype, device=i.x.device)
+    # x and base_output carved from one buffer: base's first column is x's last, in every row
+    first = c.in_dim - 1
+    buf = torch.zeros(c.T, first + c.out_dim, dtype=i.x.dtype, device=i.x.device)
     buf[:, : c.in_dim] = i.x
-    x = buf[:, : c.in_dim]
-    base = buf[:, 1 : 1 + c.out_dim]
-    return i.batch_info, x, i.args, base
+    return i.batch_info, buf[:, : c.in_dim], i.args, buf[:, first:]
 
 
 def _base_overlapping_weights(i: Inputs, c: Case) -> Call:
-    w = i.args[0]
-    return i.batch_info, i.x, i.args, w.reshape(-1)[: c.T * c.out_dim].view(c.T, c.out_dim)
+    # a contiguous copy of the first weights (whatever their layout), base_output a view of it
+    w = i.args[0].contiguous()
+    base = w.view(-1)[: c.T * c.out_dim].view(c.T, c.out_dim)
+    return i.batch_info, i.x, (w, *i.args[1:]), base
+
+
+def _base_overlapping_scalings(i: Inputs, c: Case) -> Call:
+    # the batch's scalings and base_output carved from one buffer of bytes: base_output's first
+    # bytes are the scalings' (its values then are whatever those bytes mean in its dtype)
+    size = i.x.element_size()
+    nbytes = max(c.T * c.out_dim * size, 4 * c.L)
+    buf = torch.zeros(nbytes + (-nbytes) % 4, dtype=torch.uint8, device=i.x.device)
+    scalings = buf[: 4 * c.L].view(torch.float32)
+    scalings.copy_(i.batch_info.scalings)
+    base = buf[: c.T * c.out_dim * size].view(i.x.dtype).view(c.T, c.out_dim)
+    return _info(i, scalings=scalings), i.x, i.args, base
 
 
 def _base_rows_overlap(i: Inputs, c: Case) -> Call:
     buf = torch.zeros(c.T + c.out_dim, dtype=i.x.dtype, device=i.x.device)
     return _with_base(i, buf.as_strided((c.T, c.out_dim), (1, 1)))
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (1-D) as every other element of a buffer twice as long: same values, stride 2."""
+    buf = torch.zeros(2 * t.numel(), dtype=t.dtype, device=t.device)
+    buf[::2] = t
+    return buf[::2]
 
 
 def _has_base(c: Case) -> bool:
@@ -118,6 +172,36 @@ MUTATIONS: list[Mutation] = [
     Mutation("weight index = -1", _segments, _set("weight_indices", 0, -1)),
     Mutation("rank above R", lambda c: c.L >= 1, _set("lora_ranks", 0, lambda c: c.R + 1)),
     Mutation("negative rank", lambda c: c.L >= 1, _set("lora_ranks", 0, -1)),
+    Mutation(
+        "seg_lens is strided",
+        lambda c: c.bs >= 2,
+        lambda i, c: _with_info(i, seg_lens=_strided(i.batch_info.seg_lens)),
+    ),
+    Mutation(
+        "lora_ranks is strided",
+        lambda c: c.L >= 2,
+        lambda i, c: _with_info(i, lora_ranks=_strided(i.batch_info.lora_ranks)),
+    ),
+    Mutation(
+        "seg_indptr is strided",
+        lambda c: True,
+        lambda i, c: _with_info(i, seg_indptr=_strided(i.batch_info.seg_indptr)),
+    ),
+    Mutation(
+        "weight_indices is strided",
+        lambda c: c.bs >= 2,
+        lambda i, c: _with_info(i, weight_indices=_strided(i.batch_info.weight_indices)),
+    ),
+    Mutation(
+        "scalings is an expanded view (stride 0)",
+        lambda c: c.L >= 2,
+        lambda i, c: _with_info(i, scalings=i.batch_info.scalings[:1].expand(c.L)),
+    ),
+    Mutation(
+        "permutation is strided",
+        lambda c: c.permute and c.T >= 2,
+        lambda i, c: _with_info(i, permutation=_strided(i.batch_info.permutation)),
+    ),
     Mutation("scaling is NaN", lambda c: c.L >= 1, _set("scalings", 0, float("nan"))),
     Mutation(
         "seg_lens is int64",
@@ -170,6 +254,12 @@ MUTATIONS: list[Mutation] = [
         "x is float64", lambda c: True, lambda i, c: (i.batch_info, i.x.double(), i.args, i.base)
     ),
     Mutation("x is int32", lambda c: True, lambda i, c: (i.batch_info, i.x.int(), i.args, i.base)),
+    Mutation(
+        "x is a negative view (its storage read negated, as .conj().imag makes)",
+        lambda c: True,
+        lambda i, c: (i.batch_info, torch._neg_view(i.x), i.args, i.base),
+        lambda call: call[1].is_neg(),
+    ),
     Mutation(
         "weights dtype differs from x",
         lambda c: True,
@@ -238,23 +328,37 @@ MUTATIONS: list[Mutation] = [
             i, torch.zeros(c.T, c.out_dim, dtype=_other_dtype(i.x), device=i.x.device)
         ),
     ),
-    Mutation("base_output overlaps x", _has_base, _base_aliasing_x),
+    Mutation(
+        "base_output overlaps x",
+        lambda c: _has_base(c) and c.in_dim >= 1,
+        _base_aliasing_x,
+        lambda call: _shares_elements(call[1], call[3]),
+    ),
     Mutation(
         "base_output is an expanded view",
         lambda c: _has_base(c) and c.T >= 2,
         lambda i, c: _with_base(
             i, torch.zeros(1, c.out_dim, dtype=i.x.dtype, device=i.x.device).expand(c.T, -1)
         ),
+        lambda call: _self_overlapping(call[3]),
     ),
     Mutation(
         "base_output overlaps the weights",
         lambda c: _has_base(c) and _weights_numel(c) >= c.T * c.out_dim,
         _base_overlapping_weights,
+        lambda call: _shares_elements(call[2][0], call[3]),
+    ),
+    Mutation(
+        "base_output overlaps the batch's scalings",
+        lambda c: _has_base(c) and c.L >= 1,
+        _base_overlapping_scalings,
+        lambda call: _shares_bytes(call[0].scalings, call[3]),
     ),
     Mutation(
         "base_output rows overlap each other",
         lambda c: _has_base(c) and c.T >= 2 and c.out_dim >= 2,
         _base_rows_overlap,
+        lambda call: _self_overlapping(call[3]),
     ),
     # qkv and gate_up
     Mutation(
@@ -266,6 +370,11 @@ MUTATIONS: list[Mutation] = [
         "output_offset has 3 entries",
         _qkv,
         lambda i, c: _with_args(i, *i.args[:2], i.args[2][:3], i.args[3]),
+    ),
+    Mutation(
+        "output_offset is strided",
+        _qkv,
+        lambda i, c: _with_args(i, *i.args[:2], _strided(i.args[2]), i.args[3]),
     ),
     Mutation(
         "output_offset does not end at N",
@@ -283,8 +392,13 @@ MUTATIONS: list[Mutation] = [
         lambda i, c: _with_args(i, *i.args[:3], max(c.N, c.n_kv) - 1),
     ),
     Mutation(
+        "max_qkv_out_dim above the output width",
+        _qkv,
+        lambda i, c: _with_args(i, *i.args[:3], c.out_dim + 1),
+    ),
+    Mutation(
         "gate_up_lora_b has an odd dim 1",
-        lambda c: c.op == "gate_up" and not c.split_b,
+        lambda c: c.op == "gate_up" and not c.split_b and c.N >= 1,
         lambda i, c: _with_args(i, i.args[0], torch.cat([i.args[1], i.args[1][:, :1]], dim=1)),
     ),
 ]
@@ -302,8 +416,10 @@ def check_bad_inputs(
     input it aliases) as it was."""
     result = CaseResult(case, check="bad_input")
     good = build_inputs(case, device)
-    for label, _, mutate in mutations_for(case):
+    for label, _, mutate, witness in mutations_for(case):
         info, x, args, base = mutate(good, case)
+        if witness is not None and not witness((info, x, args, base)):
+            raise AssertionError(f"harness: the bad input {label!r} built a valid call")
         watched = [t for t in (base, x) if isinstance(t, torch.Tensor)]
         before = [t.clone() for t in watched]
 

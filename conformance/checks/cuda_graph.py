@@ -14,7 +14,7 @@ import torch
 from conformance.case import Case
 from conformance.checks.harness import CaseResult, backend_call, record_problem
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.oracle import compare, expect
+from conformance.oracle import compare, expect_for
 from lora_ref import BaseLoRABackend, make_batch_info, refill_batch_info
 
 
@@ -33,7 +33,7 @@ def graph_layouts(case: Case, capacity: int) -> list[Case]:
                 seg_lens=tuple(lens),
                 weight_indices=tuple(slots),
                 permute=False,
-                strides="contiguous",
+                layouts={},
                 # refills draw slots anew: every slot must hold a real adapter
                 poison_unused=False,
             )
@@ -89,10 +89,10 @@ def check_cuda_graph(
             record_problem(result, problem, "replay")
             return result
         torch.cuda.synchronize()
-        exp = expect(
+        exp = expect_for(
             layout,
             Inputs(fresh.batch_info, fresh.x, first.args, fresh.base),
-            backend_cls.capabilities.float32_matmul,
+            backend_cls.capabilities,
         )
         verdict = compare(layout, out.clone(), exp)
         result.note_ratio(verdict.worst_ratio)

@@ -3,9 +3,14 @@
 Per example: garbage regions poisoned (:mod:`conformance.inputs`), fresh allocations poisoned,
 ``base_output`` between guard bands (and laid out as the case asks), inputs snapshotted, rank-0
 rows bit-exact, and the same call on a second, fresh instance bitwise equal (determinism).
+After both calls (the device synchronised), and again when the next example starts, the first
+call's result, its inputs and the guard bands must hold the bits they held when it returned: a
+backend whose threads or streams write after returning fails ("wrote after returning").
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -22,7 +27,7 @@ from conformance.checks.harness import (
 )
 from conformance.inputs import Inputs, build_inputs, call
 from conformance.ops import torch_dtype
-from conformance.oracle import Expectation, compare, expect
+from conformance.oracle import Expectation, compare, expect_for
 from lora_ref import BaseLoRABackend
 
 
@@ -31,7 +36,9 @@ def run_call(
 ):
     """Construct a fresh backend, set the batch, call the op once with a guarded
     ``base_output``.  Returns ``(out, guard)`` or None after recording the problem."""
-    guard = guarded_output(inputs.base, case.strides) if inputs.base is not None else None
+    guard = (
+        guarded_output(inputs.base, case.arg_layout("base")) if inputs.base is not None else None
+    )
     poison_allocator(case.T * case.out_dim, torch_dtype(case.dtype), inputs.x.device)
 
     def go():
@@ -55,8 +62,14 @@ def check_diff(
 ) -> CaseResult:
     """Run ``case`` on fresh ``backend_cls`` instances and apply every per-call check."""
     result = CaseResult(case, check=check)
+    for earlier in _recent_watches():
+        if touched := earlier.changed():
+            result.fail(
+                f"wrote after returning: {', '.join(touched)} of an earlier example changed "
+                "after its call had returned"
+            )
     inputs = build_inputs(case, device)
-    exp = exp or expect(case, inputs, backend_cls.capabilities.float32_matmul)
+    exp = exp or expect_for(case, inputs, backend_cls.capabilities)
     snap = snapshot(inputs)
     first = run_call(backend_cls, case, inputs, result, "the call")
     if first is None:
@@ -71,6 +84,7 @@ def check_diff(
     touched = changed(snap)
     if touched:
         result.fail(f"modified its inputs: {', '.join(touched)}")
+    watch = LateWrites(snap, out, guard)
     if verdict.ok and isinstance(out, torch.Tensor):
         out = out.clone()  # the second call may write into the same buffer
         second = run_call(backend_cls, case, inputs, result, "the second, identical call")
@@ -79,4 +93,47 @@ def check_diff(
         again = second[0] if second is not None else None
         if isinstance(again, torch.Tensor) and not bits_equal_where(out, again, exp.specified):
             result.fail("not deterministic: the same call twice gave different bits")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    touched = watch.changed()
+    if touched:
+        result.fail(f"wrote after returning: {', '.join(touched)} changed after the call returned")
+    _LATE.append((time.monotonic(), watch.later()))
     return result
+
+
+class LateWrites:
+    """What one call's caller holds when it returns (the result, the inputs, the buffer around
+    ``base_output``), with copies of the bits, to look at again later."""
+
+    def __init__(self, snap: list, out: object, guard: object) -> None:
+        self.snap = list(snap)
+        if isinstance(out, torch.Tensor):
+            self.snap.append(("the result", out, out.clone()))
+        if guard is not None:
+            self.snap.append(("the buffer around base_output", guard.buffer, guard.buffer.clone()))
+
+    def changed(self) -> list[str]:
+        return changed(self.snap)
+
+    def later(self) -> LateWrites:
+        """The part kept for the examples that follow: the result, ``x`` and the buffer around
+        ``base_output`` (the weight pools, the largest inputs, are looked at only at the end of
+        their own example)."""
+        kept = LateWrites([e for e in self.snap if e[0] == "x"], None, None)
+        kept.snap += [e for e in self.snap if e[0].startswith("the ")]
+        return kept
+
+
+# the watches of the examples of the last LATE_WINDOW seconds (at most LATE_MAX), looked at
+# again when each example starts (one list per process)
+LATE_WINDOW, LATE_MAX = 2.0, 64
+_LATE: list[tuple[float, LateWrites]] = []
+
+
+def _recent_watches() -> list[LateWrites]:
+    """The watches still in the window (each is looked at once more after it leaves)."""
+    now = time.monotonic()
+    out = [w for _, w in _LATE]
+    _LATE[:] = [(t, w) for t, w in _LATE[-LATE_MAX:] if now - t < LATE_WINDOW]
+    return out

@@ -174,21 +174,38 @@ class Problem:
 
 def backend_call(fn: Callable[[], V]) -> tuple[V | None, Problem | None]:
     """Run backend code; return ``(value, None)`` or ``(None, Problem)``.  Never raises, but for
-    the user's interrupt and the deadline."""
+    the user's interrupt and the deadline.  Backend code that leaves the CPU flushing
+    subnormals is a problem too (the flag is restored)."""
     watch_interrupts()
     with _no_exit():
         try:
-            return fn(), None
+            value, problem = fn(), None
         except ExampleTimeout:
             raise
         except KeyboardInterrupt as exc:
             if user_interrupted():
                 raise
-            return None, Problem("crash", exc)
+            value, problem = None, Problem("crash", exc)
         except Exception as exc:
-            return None, Problem("exception", exc)
+            value, problem = None, Problem("exception", exc)
         except BaseException as exc:  # SystemExit, os._exit, GeneratorExit, ...
-            return None, Problem("crash", exc)
+            value, problem = None, Problem("crash", exc)
+    flushed = restore_subnormals()
+    if flushed is not None and problem is None:
+        return None, Problem("exception", flushed)
+    return value, problem
+
+
+def restore_subnormals() -> FloatingPointError | None:
+    """If the CPU now flushes subnormals to zero (``torch.set_flush_denormal(True)``, or code
+    built with ``-ffast-math``), turn that off and return the error saying so; else None."""
+    if torch.tensor(2.0**-130, dtype=torch.float32).mul(1.0).item() != 0.0:
+        return None
+    torch.set_flush_denormal(False)
+    return FloatingPointError(
+        "the backend turned on flush-to-zero of subnormals for the whole process "
+        "(torch.set_flush_denormal(True) or -ffast-math): every later computation would change"
+    )
 
 
 def record_problem(result: CaseResult, problem: Problem, what: str) -> None:
@@ -217,20 +234,26 @@ class GuardedOutput:
         return bool(bitwise_equal(rest, torch.full_like(rest, SENTINEL)).all())
 
 
-def guarded_output(base: torch.Tensor, strides: str) -> GuardedOutput:
-    """A copy of ``base (T, N)`` with ``GUARD`` sentinels on each side, and between its rows when
-    ``strides`` is ``col_slice`` (rows of ``N + 7``) or ``row_stride`` (every other row)."""
+def guarded_output(base: torch.Tensor, kind: str) -> GuardedOutput:
+    """A copy of ``base (T, N)`` laid out as ``kind`` says (``case.LAYOUT_KINDS["base"]``),
+    with ``GUARD`` sentinels on each side and in every element of the buffer the view does not
+    cover: between its rows (``col_slice``: rows of ``N + 7``; ``row_stride``: every other
+    row), before it (``offset``: one element)."""
     T, N = base.shape
-    row, col0 = N, 0
-    if strides == "col_slice":
-        row, col0 = N + 7, 3
-    elif strides == "row_stride":
-        row = 2 * N
-    total = 2 * GUARD + T * row
+    strides, start, span = (N, 1), 0, T * N
+    if kind == "col_slice":
+        strides, start, span = (N + 7, 1), 3, T * (N + 7)
+    elif kind == "row_stride":
+        strides, start, span = (2 * N, 1), N, 2 * T * N + N
+    elif kind == "transposed":
+        strides = (1, T)
+    elif kind == "offset":
+        start, span = 1, T * N + 1
+    total = 2 * GUARD + span
     buf = torch.full((total,), SENTINEL, dtype=base.dtype, device=base.device)
-    view = buf.as_strided((T, N), (row, 1), GUARD + col0)
+    view = buf.as_strided((T, N), strides, GUARD + start)
     view.copy_(base)
-    index = torch.arange(total, device=base.device).as_strided((T, N), (row, 1), GUARD + col0)
+    index = torch.arange(total, device=base.device).as_strided((T, N), strides, GUARD + start)
     outside = torch.ones(total, dtype=torch.bool, device=base.device)
     outside[index.reshape(-1)] = False
     return GuardedOutput(buf, view, outside)
@@ -262,9 +285,9 @@ def snapshot(inputs: Inputs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
             named += [(f"arg{i}[{k}]", _storage_view(v)) for k, v in enumerate(a)]
     info = inputs.batch_info
     for name in ("seg_lens", "seg_indptr", "weight_indices", "lora_ranks", "scalings"):
-        named.append((f"batch_info.{name}", getattr(info, name)))
+        named.append((f"batch_info.{name}", _storage_view(getattr(info, name))))
     if info.permutation is not None:
-        named.append(("batch_info.permutation", info.permutation))
+        named.append(("batch_info.permutation", _storage_view(info.permutation)))
     return [(name, t, t.clone()) for name, t in named]
 
 

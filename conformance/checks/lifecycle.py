@@ -1,63 +1,231 @@
-"""Lifecycle: one backend instance serves several batches in turn, and several calls per batch.
+"""Lifecycle: one backend instance serves a sequence of calls, its state reused between them.
 
-A real server keeps one backend and calls ``set_batch_info`` before each forward pass, then runs
-every LoRA layer (qkv, gate_up, the plain expands, in their own dtypes) on that batch.  A
-backend that caches something per batch (a row layout, a converted weight, a host copy of a
-device tensor) and keys it wrongly passes every fresh-instance check and fails here.
+A real server keeps one backend and its tensors: it refills the batch-info tensors in place
+before each forward pass, loads an adapter into the same pool memory, reuses its output
+buffers, and runs every LoRA layer (qkv, gate_up, the plain expands, in their own dtypes) on one
+batch.  A backend that caches something (a row layout, a converted weight, a host copy of a
+device tensor) and keys it on the wrong thing (the tensor's identity, its ``data_ptr``, its
+shape, the batch's size) passes every fresh-instance check and fails here.
 
-An example is a list of *steps*; each step is a batch and the calls made on it, in order.  Calls
-of one step share the batch (segments, slots, ranks, scalings) and differ in op, dtype and
-shapes; none is permuted (the calls' inputs are drawn from their own seeds).  Each result is
-diffed against the oracle.
+An example is a list of *steps*, one call each.  A step's kind says what changed since the
+previous call and how the call's tensors are provided (:data:`STEP_KINDS`):
+
+==================  ==============================================================================
+``fresh``           a new batch and new tensors; ``set_batch_info`` with the new batch
+``same_call``       the previous call again, on the same tensors
+``refill_batch``    new segment lengths, adapters and scalings (same counts), copied into the
+                    batch-info tensors in place; ``set_batch_info`` with the same object
+``rewrite_weights`` the same shapes, new values (another adapter) copied into the same tensors
+``relayout``        the same shapes and values in other memory layouts (new strides)
+``change_rank``     one slot's rank changed, in place in ``lora_ranks``; ``set_batch_info``
+``change_N``        another output width on the same batch
+``change_offsets``  qkv: the same total width split differently, ``output_offset`` in place
+``change_dtype``    another dtype on the same batch
+``other_op``        another op on the same batch
+==================  ==============================================================================
+
+Except in ``fresh``, every tensor whose shape, dtype and strides match the previous call's is
+that tensor, its values overwritten in place (``base_output`` included).  Each result is diffed
+against the oracle.  The contract allows all of it: ``set_batch_info`` describes the batch until
+the next ``set_batch_info``, and tensors are read at each call (docs/contract.md, section 3).
 """
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import torch
 
-from conformance.case import Case
+from conformance.case import LAYOUT_KINDS, Case
 from conformance.checks.harness import CaseResult, backend_call, record_problem
-from conformance.inputs import build_inputs, call
-from conformance.oracle import compare, expect
-from lora_ref import BaseLoRABackend
+from conformance.inputs import Inputs, build_inputs, call
+from conformance.ops import OPS, STACKS
+from conformance.oracle import compare, expect_for
+from lora_ref import BaseLoRABackend, LoRABatchInfo
+
+STEP_KINDS = (
+    "fresh",
+    "same_call",
+    "refill_batch",
+    "rewrite_weights",
+    "relayout",
+    "change_rank",
+    "change_N",
+    "change_offsets",
+    "change_dtype",
+    "other_op",
+)
+SETS_BATCH = ("fresh", "refill_batch", "change_rank")  # the steps that call set_batch_info
+_NEW_SCALINGS = (0.5, -1.25, 2.0, 0.375, -3.0)
+_BATCH_TENSORS = ("seg_lens", "seg_indptr", "weight_indices", "lora_ranks", "scalings")
+
+
+def applicable(prev: Case, kind: str, dtypes: list[str]) -> bool:
+    """Whether :func:`derive` can make a ``kind`` step after a call of ``prev``."""
+    if kind == "refill_batch":
+        return prev.bs >= 1
+    if kind == "change_rank":
+        return prev.L >= 1 and prev.R >= 1
+    if kind == "change_N":
+        return prev.op != "shrink"
+    if kind == "change_offsets":
+        return prev.op == "qkv" and prev.N + prev.n_kv >= 2
+    if kind == "change_dtype":
+        return len(set(dtypes)) >= 2
+    return True
+
+
+def _near(rng: random.Random, v: int, lo: int, hi: int) -> int:
+    """A value near ``v`` and different from it where ``[lo, hi]`` allows: ±1, double, half or
+    the next power-of-two boundary."""
+    picks = [v - 1, v + 1, 2 * v, v // 2, 1 << max(v, 1).bit_length(), (1 << v.bit_length()) - 1]
+    picks = [p for p in picks if lo <= p <= hi and p != v]
+    return rng.choice(picks) if picks else v
+
+
+def derive(prev: Case, kind: str, rng: random.Random, dtypes: list[str]) -> Case:
+    """The case of a ``kind`` step after a call of ``prev`` (:func:`applicable` holds)."""
+    seed = rng.randrange(2**31)
+    if kind == "same_call":
+        return prev
+    if kind == "rewrite_weights":
+        return prev.replace(seed=seed)
+    if kind == "refill_batch":
+        top = max(max(prev.seg_lens, default=0), 1)
+        lens = tuple(_near(rng, n, 0, 2 * top) if rng.random() < 0.7 else n for n in prev.seg_lens)
+        slots = tuple(rng.randrange(prev.L) for _ in prev.weight_indices)
+        # every scaling moves to the next slot, and one takes a new value
+        scalings = list(prev.scalings[1:] + prev.scalings[:1])
+        scalings[rng.randrange(len(scalings))] = rng.choice(_NEW_SCALINGS)
+        return prev.replace(seg_lens=lens, weight_indices=slots, scalings=tuple(scalings),
+                            seed=seed)  # fmt: skip
+    if kind == "relayout":
+        layouts = dict(prev.layouts)
+        movable = [a for a in layouts if a != "batch" and len(LAYOUT_KINDS[a]) > 1]
+        for arg in rng.sample(movable, k=rng.randint(1, len(movable))) if movable else []:
+            layouts[arg] = rng.choice([k for k in LAYOUT_KINDS[arg] if k != layouts[arg]])
+        return prev.replace(layouts=layouts)
+    if kind == "change_rank":
+        used = sorted({w for w, n in zip(prev.weight_indices, prev.seg_lens, strict=True) if n})
+        w = rng.choice(used) if used else rng.randrange(prev.L)  # a slot rows use, if any
+        ranks = list(prev.lora_ranks)
+        ranks[w] = rng.choice([r for r in range(prev.R + 1) if r != ranks[w]] or [ranks[w]])
+        return prev.replace(lora_ranks=tuple(ranks), seed=seed)
+    if kind == "change_N":
+        N = _near(rng, prev.N, 1, max(2 * prev.N, 8))
+        return prev.replace(N=N, n_kv=min(prev.n_kv, N) if prev.op == "qkv" else 0, seed=seed)
+    if kind == "change_offsets":
+        total = prev.N + 2 * prev.n_kv
+        n_kv = rng.choice([k for k in range(total // 2 + 1) if k != prev.n_kv] or [prev.n_kv])
+        return prev.replace(N=total - 2 * n_kv, n_kv=n_kv, seed=seed)
+    if kind == "change_dtype":
+        return prev.replace(dtype=rng.choice([d for d in dtypes if d != prev.dtype]), seed=seed)
+    if kind == "other_op":
+        op = rng.choice([o for o in OPS if o != prev.op])
+        K = prev.K or rng.randint(1, 64)
+        N = prev.N or rng.randint(1, 64)
+        has_base = op != "shrink" and rng.random() < 0.5
+        out = Case(
+            op=op, dtype=prev.dtype, seg_lens=prev.seg_lens, weight_indices=prev.weight_indices,
+            lora_ranks=prev.lora_ranks, scalings=prev.scalings, R=prev.R,
+            K=K if op != "expand" else 0, N=N if op != "shrink" else 0,
+            n_kv=rng.randint(0, N) if op == "qkv" else 0, stack=rng.choice(STACKS[op]),
+            has_base=has_base, poison=prev.poison, seed=seed, layout=prev.layout,
+            data=prev.data, layouts={"batch": prev.layouts["batch"]},
+        )  # fmt: skip
+        return out
+    raise ValueError(f"step kind: expected one of {STEP_KINDS}, got {kind!r}")
+
+
+def _reuse(old: Any, new: Any) -> Any:
+    """``old`` with ``new``'s values copied in, where both are tensors of one shape, dtype,
+    device and strides; else ``new``.  Tuples (split weights) element by element."""
+    if isinstance(old, tuple) and isinstance(new, tuple) and len(old) == len(new):
+        return tuple(_reuse(o, n) for o, n in zip(old, new, strict=True))
+
+    def form(t: torch.Tensor) -> tuple[Any, ...]:
+        return t.shape, t.dtype, t.device, t.stride()
+
+    if isinstance(old, torch.Tensor) and isinstance(new, torch.Tensor) and form(old) == form(new):
+        old.copy_(new)
+        return old
+    return new
+
+
+def _refill(batch: LoRABatchInfo, new: LoRABatchInfo) -> None:
+    """``new``'s batch copied into ``batch``'s tensors and fields, in place (same object)."""
+    for name in _BATCH_TENSORS:
+        getattr(batch, name).copy_(getattr(new, name))
+    batch.bs, batch.max_len = new.bs, new.max_len
 
 
 def check_lifecycle(
-    backend_cls: type[BaseLoRABackend], steps: list[list[Case]], device: torch.device
+    backend_cls: type[BaseLoRABackend], steps: list[tuple[str, Case]], device: torch.device
 ) -> CaseResult:
-    """Run every step's calls on one instance; ``set_batch_info`` once per step."""
-    first = steps[0][0]
-    params = {"steps": [[c.to_json() for c in step] for step in steps]}
-    result = CaseResult(first, check="lifecycle", params=params)
+    """Run the ``(kind, case)`` steps on one instance, state reused as their kinds say."""
+    params = {"steps": [{"kind": k, "case": c.to_json()} for k, c in steps]}
+    result = CaseResult(steps[0][1], check="lifecycle", params=params)
     made, problem = backend_call(backend_cls)
     if problem is not None:
         record_problem(result, problem, "the constructor")
         return result
     backend = made
-    for s, step in enumerate(steps):
-        built = [build_inputs(case, device) for case in step]
-        batch = built[0].batch_info  # every call of the step shares its first call's batch
-        _, problem = backend_call(lambda batch=batch: backend.set_batch_info(batch))
-        if problem is not None:
-            record_problem(result, problem, f"step {s}: set_batch_info")
-            return result
-        for k, (case, made) in enumerate(zip(step, built, strict=True)):
-            inputs = made._replace(batch_info=batch)
-            exp = expect(case, inputs, backend_cls.capabilities.float32_matmul)
-            base = inputs.base.clone() if inputs.base is not None else None
-            out, problem = backend_call(
-                lambda case=case, inputs=inputs, base=base: call(backend, case, inputs, base)
+    batch: LoRABatchInfo | None = None
+    prev: Inputs | None = None
+    prev_case: Case | None = None
+    out_buffer: torch.Tensor | None = None
+    for s, (kind, case) in enumerate(steps):
+        fresh = build_inputs(case, device)
+        where = f"step {s} ({kind}: {case.op} {case.dtype}, T={case.T})"
+        if kind == "fresh" or prev is None or batch is None:
+            batch, inputs = fresh.batch_info, fresh
+            out_buffer = fresh.base.clone() if fresh.base is not None else None
+        else:
+            if kind in SETS_BATCH:
+                _refill(batch, fresh.batch_info)
+            same_op = prev_case is not None and prev_case.op == case.op
+            x = _reuse(prev.x, fresh.x)
+            args = (
+                tuple(_reuse(o, n) for o, n in zip(prev.args, fresh.args, strict=True))
+                if same_op
+                else fresh.args
             )
-            where = f"step {s}, call {k} ({case.op} {case.dtype}, T={case.T})"
+            inputs = Inputs(batch, x, args, fresh.base)
+            out_buffer = _reuse(out_buffer, fresh.base.clone()) if fresh.base is not None else None
+        if kind in SETS_BATCH or s == 0:
+            _, problem = backend_call(lambda b=batch: backend.set_batch_info(b))
             if problem is not None:
-                record_problem(result, problem, where)
+                record_problem(result, problem, f"{where}: set_batch_info")
                 return result
-            verdict = compare(case, out, exp)
-            result.note_ratio(verdict.worst_ratio)
-            if not verdict.ok:
-                result.fail(
-                    f"{where}, after {s} earlier batches on this instance: "
-                    f"{verdict.message} [{case.describe()}]"
-                )
-                return result
+        exp = expect_for(case, inputs, backend_cls.capabilities)
+        out, problem = backend_call(
+            lambda c=case, i=inputs, b=out_buffer: call(backend, c, i, b)
+        )  # fmt: skip
+        if problem is not None:
+            record_problem(result, problem, where)
+            return result
+        verdict = compare(case, out, exp)
+        result.note_ratio(verdict.worst_ratio)
+        if not verdict.ok:
+            result.fail(
+                f"{where}, after {s} earlier calls on this instance: "
+                f"{verdict.message} [{case.describe()}]"
+            )
+            return result
+        prev, prev_case = inputs, case
     return result
+
+
+def steps_from_params(params: dict[str, Any]) -> list[tuple[str, Case]]:
+    """The ``(kind, case)`` steps saved in an example's params (``{"kind", "case"}`` objects;
+    a list of cases, the older form, is a ``fresh`` step then ``other_op`` steps)."""
+    out: list[tuple[str, Case]] = []
+    for step in params["steps"]:
+        if isinstance(step, list):
+            out += [
+                ("fresh" if k == 0 else "other_op", Case.from_json(c)) for k, c in enumerate(step)
+            ]
+        else:
+            out.append((step["kind"], Case.from_json(step["case"])))
+    return out

@@ -49,6 +49,8 @@ from lora_triton.kernels.layout import (
     await_previous_kernel,
     clamp_rank,
     tile_positions,
+    to_dtype,
+    to_f32,
 )
 
 _NO_SLOT = 2**30
@@ -98,7 +100,7 @@ def _sweep_columns(
     )
     if CAST_F32:
         # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
-        xt = xt.to(tl.float32)
+        xt = to_f32(xt, True)
     row_ptrs = out_ptr + rows64[:, None] * stride_om
     if PREFETCH > 0:
         # base tiles are prefetched PREFETCH column tiles ahead, by hand: the compiler
@@ -146,11 +148,12 @@ def _sweep_columns(
             bt = tl.load(w_ptrs, mask=(offs_r[:, None] < R_POOL) & n_mask[None, :], other=0.0)
             bt = tl.where(r_mask[:, None], bt, tl.zeros_like(bt))
         if CAST_F32:
-            bt = bt.to(tl.float32)
+            bt = to_f32(bt, True)
         acc = tl.dot(xt, bt) * scale
         if HAS_BASE:
-            acc += base.to(tl.float32)
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+            acc += to_f32(base, CAST_F32)
+        # CAST_F32: the interpreter with bfloat16, whose conversion layout.to_dtype replaces
+        tl.store(out_ptrs, to_dtype(acc, out_ptr.dtype.element_ty, CAST_F32), mask=mask)
 
 
 @triton.jit

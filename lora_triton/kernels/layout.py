@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lora_triton.config import dependent_launch
+from lora_triton.config import dependent_launch, layout_config
 
 
 @triton.jit
@@ -50,6 +50,33 @@ def await_previous_kernel(PDL: tl.constexpr):
         tl.extra.cuda.gdc_wait()
     if PDL == 1:
         tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def to_dtype(acc, dtype: tl.constexpr, ROUND_BY_BITS: tl.constexpr):
+    """``acc`` (float32, any shape) converted to ``dtype``.  ``ROUND_BY_BITS`` (the interpreter
+    and a bfloat16 ``dtype`` only) rounds to nearest even by integer arithmetic on the bits,
+    NaNs kept quiet: the interpreter's own float32 -> bfloat16 conversion truncates, and turns
+    float32 subnormals into unrelated values (-7e-45 came out as -2.9e-39)."""
+    if ROUND_BY_BITS:
+        bits = acc.to(tl.uint32, bitcast=True)
+        rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+        bits = tl.where((bits & 0x7FFFFFFF) > 0x7F800000, bits | 0x00400000, rounded)
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return acc.to(dtype)
+
+
+@triton.jit
+def to_f32(x, BY_BITS: tl.constexpr):
+    """``x`` converted to float32; ``BY_BITS`` (the interpreter and bfloat16 ``x`` only) widens
+    the bits by a shift: the interpreter's own conversion turns bfloat16 subnormals into zeros
+    and unrelated values (2.5e-39 came out as 8.1e-39)."""
+    if BY_BITS:
+        bits = x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16
+        return bits.to(tl.float32, bitcast=True)
+    else:
+        return x.to(tl.float32)
 
 
 @triton.jit
@@ -182,6 +209,7 @@ def group_rows(
     pos_row = torch.empty(P, dtype=torch.int32, device=device)
     if S == 0 or P == 0:
         return RowLayout(pos_slot, pos_row, align)
+    blocks = layout_config(S, num_slots, num_tokens)
     _layout_kernel[(S,)](
         seg_indptr,
         weight_indices,
@@ -194,9 +222,9 @@ def group_rows(
         P,
         HAS_PERM=permutation is not None,
         ALIGN=align,
-        BLOCK_S=64,
-        BLOCK_L=32,
-        BLOCK=64,
+        BLOCK_S=blocks.block_s,
+        BLOCK_L=blocks.block_l,
+        BLOCK=blocks.block,
         PDL=pdl,
         launch_pdl=pdl > 0,
     )

@@ -41,6 +41,8 @@ from lora_triton.kernels.layout import (
     await_previous_kernel,
     clamp_rank,
     tile_positions,
+    to_dtype,
+    to_f32,
 )
 
 try:
@@ -79,6 +81,7 @@ def _shrink_kernel(
     stride_on,
     # meta-parameters
     CAST_F32: tl.constexpr,
+    ROUND_BY_BITS: tl.constexpr,
     EVEN_K: tl.constexpr,
     W_TMA: tl.constexpr,
     NO_SLOT: tl.constexpr,
@@ -128,12 +131,12 @@ def _shrink_kernel(
                 wt = tl.load(w_ptrs, mask=n_mask[None, :] & (offs_k < K)[:, None], other=0.0)
             if CAST_F32:
                 # the interpreter's bf16 dot is wrong; on a GPU this branch is compiled out
-                xt = xt.to(tl.float32)
-                wt = wt.to(tl.float32)
+                xt = to_f32(xt, True)
+                wt = to_f32(wt, True)
             acc = tl.dot(xt, wt, acc)
         tl.store(
             out_ptr + pid_k * stride_os + rows64[:, None] * stride_om + offs_n[None, :] * stride_on,
-            acc.to(out_ptr.dtype.element_ty),
+            to_dtype(acc, out_ptr.dtype.element_ty, ROUND_BY_BITS),
             mask=sel[:, None] & n_mask[None, :],
         )
         if ONE_ADAPTER:
@@ -162,7 +165,13 @@ def weight_descriptor(weights: torch.Tensor, config: ShrinkConfig) -> object | N
 
 @triton.jit(do_not_specialize=["NUMEL"])
 def _split_k_sum_kernel(
-    ws_ptr, out_ptr, NUMEL, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr
+    ws_ptr,
+    out_ptr,
+    NUMEL,
+    SPLIT_K: tl.constexpr,
+    ROUND_BY_BITS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):
     # a fixed-order sum over the K splits: deterministic, unlike atomics
     await_previous_kernel(PDL)
@@ -171,7 +180,7 @@ def _split_k_sum_kernel(
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in range(SPLIT_K):
         acc += tl.load(ws_ptr + s * NUMEL + offs, mask=mask, other=0.0)
-    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offs, to_dtype(acc, out_ptr.dtype.element_ty, ROUND_BY_BITS), mask=mask)
 
 
 def shrink(
@@ -205,6 +214,7 @@ def shrink(
     grid = (triton.cdiv(P, config.block_m) * n_tiles, split)
     w_desc = weight_descriptor(weights, config) if config.tma else None
     pdl = dependent_launch(x.device, "shrink")
+    round_by_bits = interpreting() and x.dtype == torch.bfloat16  # layout.to_dtype
     _shrink_kernel[grid](
         x,
         weights,
@@ -228,6 +238,7 @@ def shrink(
         target.stride(-2),
         target.stride(-1),
         CAST_F32=interpreting() and x.dtype == torch.bfloat16,
+        ROUND_BY_BITS=round_by_bits and split == 1,
         EVEN_K=even_k,
         W_TMA=w_desc is not None,
         NO_SLOT=_NO_SLOT,
@@ -244,7 +255,8 @@ def shrink(
         block = 1024
         sum_pdl = dependent_launch(x.device, "sum")
         _split_k_sum_kernel[(triton.cdiv(out.numel(), block),)](
-            target, out, out.numel(), SPLIT_K=split, BLOCK=block, PDL=sum_pdl,
+            target, out, out.numel(), SPLIT_K=split, ROUND_BY_BITS=round_by_bits, BLOCK=block,
+            PDL=sum_pdl,
             launch_pdl=sum_pdl > 0,
         )  # fmt: skip
     return out

@@ -37,7 +37,7 @@ def triton_backend():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("op", OPS)
 def test_gpu_grid(op, dtype, triton_backend):
-    strategy = cases(op, dtype, PROFILES["dev"].limits, permutation=True)
+    strategy = cases(op, dtype, PROFILES["dev"], permutation=True)
 
     @settings(max_examples=40, deadline=None, derandomize=True, database=None)
     @given(data=st.data())
@@ -76,9 +76,7 @@ def test_gpu_llama_shapes(op, dtype, triton_backend):
 
 @pytest.mark.parametrize("op", OPS)
 def test_gpu_cuda_graph_replay(op, triton_backend):
-    strategy = cases(op, "bfloat16", PROFILES["dev"].limits, permutation=False).filter(
-        lambda c: c.T > 0
-    )
+    strategy = cases(op, "bfloat16", PROFILES["dev"], permutation=False).filter(lambda c: c.T > 0)
 
     @settings(max_examples=15, deadline=None, derandomize=True, database=None)
     @given(data=st.data())

@@ -118,3 +118,113 @@ class VersionRaises(ReferenceLoRABackend):
     @property
     def version(self):
         raise OSError("version file missing")
+
+
+def _report_paths() -> list[str]:
+    """Every ``--lora-report`` path in this process's argv and its ancestors' (as a forger would
+    find them through ``/proc``)."""
+    found, pid = [], os.getpid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            break
+        found += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--lora-report"]
+    return found
+
+
+def _forge(path: str) -> None:
+    import json
+
+    doc = {"schema": 1, "status": "complete", "exit_code": 0, "verdict": "PASS"}
+    doc.update(groups=[], plan=[], backend={"name": "forged"}, settings={}, environment={})
+    with open(path, "w") as f:
+        json.dump(doc, f)
+
+
+class ForgesReportAndKillsItself(_OnShrink):
+    """Writes a "complete, PASS" report wherever ``--lora-report`` points (its own argv, or its
+    parent's under ``--isolate``), then SIGKILLs itself."""
+
+    def act(self, x):
+        for path in _report_paths():
+            _forge(path)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ForgesReportAndExitsZero(_OnShrink):
+    """Writes a "complete, PASS" report wherever ``--lora-report`` points, then ``os._exit(0)``."""
+
+    def act(self, x):
+        for path in _report_paths():
+            _forge(path)
+        os._exit(0)
+
+
+class SegfaultsAtExit(ReferenceLoRABackend):
+    """Correct, but its process dies of SIGSEGV at interpreter exit, after its last group."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        import atexit
+
+        atexit.register(lambda: ctypes.string_at(0))
+
+
+class LeavesAThreadRunning(ReferenceLoRABackend):
+    """Correct, but starts a non-daemon thread that never ends."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        import threading
+
+        threading.Thread(target=time.sleep, args=(10**6,), daemon=False).start()
+
+
+class _Later(ReferenceLoRABackend):
+    """Correct results, then a thread that writes into a tensor ``DELAY`` seconds after the
+    call has returned."""
+
+    DELAY = 0.3
+
+    def _later(self, t: torch.Tensor) -> None:
+        import threading
+
+        def write():
+            time.sleep(self.DELAY)
+            t.zero_()
+
+        threading.Thread(target=write, daemon=True).start()
+
+
+class ZeroesItsResultLater(_Later):
+    """Zeroes its shrink result 0.3 s after returning it."""
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        out = super().run_lora_a_sgemm(x, weights, stack_num)
+        if out.numel() and bool(out.ne(0).any()):
+            self._later(out)
+        return out
+
+
+class WritesItsInputLater(_Later):
+    """Zeroes ``x`` 0.05 s after returning."""
+
+    DELAY = 0.05
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        out = super().run_lora_a_sgemm(x, weights, stack_num)
+        if x.numel() and bool(x.ne(0).any()):
+            self._later(x)
+        return out
+
+
+class FlushesDenormals(ReferenceLoRABackend):
+    """Correct, but its constructor turns on the CPU's flush-to-zero for the whole process."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        torch.set_flush_denormal(True)

@@ -71,7 +71,7 @@ def test_every_bad_input_gets_a_clear_error_and_writes_nothing(name):
     backend_cls = get_backend_from_name(name)
     tally: Counter[str] = Counter()
     problems = []
-    for case, (label, _, mutate) in _probes():
+    for case, (label, _, mutate, _witness) in _probes():
         good = build_inputs(case, CPU)
         info, x, args, base = mutate(good, case)
         bad = Inputs(info, x, args, base)
@@ -209,3 +209,81 @@ def test_triton_expand_clamps_hostile_qkv_offsets(offsets, col_align):
 
 def test_probe_covers_many_inputs():
     assert len(list(itertools.islice(_probes(), 200))) >= 80
+
+
+@pytest.mark.parametrize("op", ["shrink", "expand", "qkv", "gate_up"])
+def test_every_mutation_of_a_drawn_case_is_invalid(op):
+    """Over cases drawn as ``ci`` draws them (small shapes: T = 1, one-column inputs, K = 0
+    and every layout included), each mutation the bad_input check applies builds a call that
+    is really invalid: its witness holds, and the reference rejects it with a clear error."""
+    from hypothesis import HealthCheck, given, settings
+
+    from conformance import profiles
+    from conformance.strategies import cases
+
+    ref = get_backend_from_name("reference")
+    profile = profiles.get("ci")
+
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(cases(op, "float32", profile, permutation=True, split_layouts=True))
+    def each(case):
+        if case.largest_tensor() > 2**18:
+            return
+        good = build_inputs(case, CPU)
+        for label, _, mutate, witness in mutations_for(case):
+            info, x, args, base = mutate(good, case)
+            assert witness is None or witness((info, x, args, base)), label
+            try:
+                backend = ref()
+                backend.set_batch_info(info)
+                call(backend, case, Inputs(info, x, args, base), base)
+            except (ValueError, TypeError) as exc:
+                assert _clear(exc), (label, exc)
+            else:
+                raise AssertionError(f"{label}: the reference accepted it")
+
+    each()
+
+
+def test_the_overlap_witness_tells_overlap_from_adjacency():
+    """T = 1 and a one-column input: x and a base that starts right after it are adjacent, not
+    overlapping (the false positive the bad_input check once raised)."""
+    from conformance.checks.bad_input import _shares_elements
+
+    buf = torch.zeros(1, 4)
+    assert not _shares_elements(buf[:, :1], buf[:, 1:])
+    assert _shares_elements(buf[:, :1], buf[:, 0:])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("kind", ["sparse", "meta", "negative view"])
+def test_tensors_without_plain_storage_get_a_clear_error(name, kind):
+    """Sparse tensors, tensors on the meta device and negative views (``.conj().imag``) are
+    refused naming the argument, in the batch and in the call alike."""
+    backend = get_backend_from_name(name)()
+    backend.set_batch_info(make_batch_info([2, 1], [0, 1], [2, 2], [1.0, 0.5]))
+    x, w = torch.randn(3, 8), torch.randn(2, 2, 8)
+    odd = {"sparse": x.to_sparse(), "meta": x.to("meta"), "negative view": torch._neg_view(x)}
+    with pytest.raises(ValueError, match=r"^x: expected .*got"):
+        backend.run_lora_a_sgemm(odd[kind], w)
+    info = make_batch_info([2, 1], [0, 1], [2, 2], [1.0, 0.5])
+    scal = {"sparse": info.scalings.to_sparse(), "meta": info.scalings.to("meta"),
+            "negative view": torch._neg_view(info.scalings)}[kind]  # fmt: skip
+    info.scalings = scal
+    with pytest.raises(ValueError, match=r"^scalings: expected"):
+        backend.set_batch_info(info)
+        backend.run_lora_a_sgemm(x, w)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("op", ["shrink", "expand"])
+def test_two_billion_rows_of_zero_width_are_an_empty_result_at_once(name, op):
+    """T = 2^31 - 1 rows with no columns hold no memory: the result is empty, and no launch is
+    sized by T (before, Triton's interpreter ran for minutes)."""
+    T = 2**31 - 1
+    backend = get_backend_from_name(name)()
+    backend.set_batch_info(make_batch_info([T], [0], [0], [1.0]))
+    x, w = torch.empty(T, 0), torch.empty(1, 0, 0)
+    out = backend.run_lora_a_sgemm(x, w) if op == "shrink" else backend.run_lora_b_sgemm(x, w)
+    assert tuple(out.shape) == (T, 0)

@@ -17,9 +17,6 @@ class Float32ChunkedAccumulation(ReferenceLoRABackend):
     """Float32 products summed in 64-wide K chunks, chunk sums added in float32; the fused paths
     round their shrink result to the input dtype, as the contract allows."""
 
-    def _finish(self, out, dtype):
-        return out if self._exact else out.to(dtype)
-
     @staticmethod
     def _chunked(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a @ b.T`` in float32, the inner dim in chunks of 64."""

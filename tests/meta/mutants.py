@@ -469,22 +469,22 @@ class NoSegmentsRaises(ReferenceLoRABackend):
     """A batch with no segments (``bs = 0``) raises: a launch grid sized from ``bs``.
     Corner: bs=0 (T=0)."""
 
-    def _segments(self):
-        info, _ = self._batch()
+    def _batch(self):
+        info, summary = super()._batch()
         if info.seg_lens.numel() == 0:
             raise RuntimeError("grid dimension 0")
-        return super()._segments()
+        return info, summary
 
 
 class AllEmptySegmentsRaises(ReferenceLoRABackend):
     """A batch whose segments are all empty raises (``max_len = 0`` divides).  Corner: all
     segments empty."""
 
-    def _segments(self):
-        info, summary = self._batch()
+    def _batch(self):
+        info, summary = super()._batch()
         if info.seg_lens.numel() and summary.num_tokens == 0:
             raise ZeroDivisionError("max_len is 0")
-        return super()._segments()
+        return info, summary
 
 
 class KZeroRaises(ReferenceLoRABackend):
@@ -640,9 +640,9 @@ class SaturatesOnOverflow(ReferenceLoRABackend):
     """Results past the dtype's range saturate at its largest finite value instead of rounding
     to infinity.  Corner: data: overflow."""
 
-    def _finish(self, out, dtype):
+    def _finish(self, out, dtype, base_output=None):
         if self._exact or not dtype.is_floating_point:
-            return super()._finish(out, dtype)
+            return super()._finish(out, dtype, base_output)
         top = torch.finfo(dtype).max
         return out.clamp(-top, top).to(dtype)
 

@@ -22,7 +22,7 @@ from conformance.peers.peft_oracle import peft_fused  # noqa: E402
 def test_reference_agrees_with_peft(op):
     @settings(max_examples=25, derandomize=True, deadline=None, database=None)
     @given(
-        case=cases(op, "float32", PROFILES["ci"].limits, permutation=True).map(
+        case=cases(op, "float32", PROFILES["ci"], permutation=True).map(
             lambda c: c.replace(has_base=False)
         )
     )
