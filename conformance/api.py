@@ -330,8 +330,8 @@ def _supervise(
 
 
 def _disagrees(doc: dict[str, Any], returncode: int) -> bool:
-    """Whether pytest's exit status contradicts a complete report: killed by a signal, or a
-    status other than 0 for a pass (1 for a failure)."""
+    """Whether pytest's exit status contradicts a complete report: killed by a signal, a
+    status other than 0 for a pass, or 0 for anything else."""
     if returncode < 0:
         return True
     return (exit_code(doc) == 0) != (returncode == 0)

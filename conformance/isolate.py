@@ -20,6 +20,7 @@ from typing import Any
 
 from conformance.checks import CHECKS, Example
 from conformance.checks.harness import CaseResult
+from conformance.plan import cannot_run
 from conformance.process import child_setup
 
 _TIMEOUT = object()
@@ -181,11 +182,7 @@ def _worker(read_fd: int, write_fd: int) -> None:
             _, check, example = recv.recv()
         except EOFError:
             return
-        reason = (
-            None
-            if device.type in cls.capabilities.devices
-            else f"the backend does not run on {device.type}"
-        ) or CHECKS[check].needs(cls.capabilities, device.type)
+        reason = cannot_run(check, cls.capabilities, device.type)
         if reason:
             send.send(("cannot", f"the {check} check cannot run here: {reason}"))
             continue

@@ -34,6 +34,13 @@ def declared_dtypes(caps: Capabilities, dtypes: tuple[str, ...]) -> list[str]:
     return [d for d in dtypes if d in names]
 
 
+def cannot_run(check: str, caps: Capabilities, device_type: str) -> str | None:
+    """Why the backend cannot run ``check`` on ``device_type`` (None: it can)."""
+    if device_type not in caps.devices:
+        return f"the backend does not run on {device_type} (it declares {sorted(caps.devices)})"
+    return CHECKS[check].needs(caps, device_type)
+
+
 def build_plan(
     caps: Capabilities,
     device_type: str,
@@ -48,17 +55,12 @@ def build_plan(
     """
     declared = declared_dtypes(caps, dtypes)
     primary = declared[0] if declared else dtypes[0]
-    device_skip = (
-        None
-        if device_type in caps.devices
-        else f"the backend does not run on {device_type} (it declares {sorted(caps.devices)})"
-    )
     groups: list[Group] = []
     for name in NAMES:
         if name not in checks:
             continue
         check = CHECKS[name]
-        reason = device_skip or check.needs(caps, device_type)
+        reason = cannot_run(name, caps, device_type)
         if check.ops == ("mixed",):
             if not declared:
                 reason = reason or "no selected dtype is declared by the backend"

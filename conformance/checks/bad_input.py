@@ -146,6 +146,15 @@ def _strided(t: torch.Tensor) -> torch.Tensor:
     return buf[::2]
 
 
+def _strided_field(name: str, applies: Callable[[Case], bool]) -> Mutation:
+    """The batch tensor ``name`` as every other element of a longer buffer (same values)."""
+    return Mutation(
+        f"{name} is strided",
+        applies,
+        lambda i, c: _with_info(i, **{name: _strided(getattr(i.batch_info, name))}),
+    )
+
+
 def _has_base(c: Case) -> bool:
     return c.op != "shrink" and c.T >= 1 and c.out_dim >= 1
 
@@ -172,36 +181,16 @@ MUTATIONS: list[Mutation] = [
     Mutation("weight index = -1", _segments, _set("weight_indices", 0, -1)),
     Mutation("rank above R", lambda c: c.L >= 1, _set("lora_ranks", 0, lambda c: c.R + 1)),
     Mutation("negative rank", lambda c: c.L >= 1, _set("lora_ranks", 0, -1)),
-    Mutation(
-        "seg_lens is strided",
-        lambda c: c.bs >= 2,
-        lambda i, c: _with_info(i, seg_lens=_strided(i.batch_info.seg_lens)),
-    ),
-    Mutation(
-        "lora_ranks is strided",
-        lambda c: c.L >= 2,
-        lambda i, c: _with_info(i, lora_ranks=_strided(i.batch_info.lora_ranks)),
-    ),
-    Mutation(
-        "seg_indptr is strided",
-        lambda c: True,
-        lambda i, c: _with_info(i, seg_indptr=_strided(i.batch_info.seg_indptr)),
-    ),
-    Mutation(
-        "weight_indices is strided",
-        lambda c: c.bs >= 2,
-        lambda i, c: _with_info(i, weight_indices=_strided(i.batch_info.weight_indices)),
-    ),
+    _strided_field("seg_lens", lambda c: c.bs >= 2),
+    _strided_field("lora_ranks", lambda c: c.L >= 2),
+    _strided_field("seg_indptr", lambda c: True),
+    _strided_field("weight_indices", lambda c: c.bs >= 2),
     Mutation(
         "scalings is an expanded view (stride 0)",
         lambda c: c.L >= 2,
         lambda i, c: _with_info(i, scalings=i.batch_info.scalings[:1].expand(c.L)),
     ),
-    Mutation(
-        "permutation is strided",
-        lambda c: c.permute and c.T >= 2,
-        lambda i, c: _with_info(i, permutation=_strided(i.batch_info.permutation)),
-    ),
+    _strided_field("permutation", lambda c: c.permute and c.T >= 2),
     Mutation("scaling is NaN", lambda c: c.L >= 1, _set("scalings", 0, float("nan"))),
     Mutation(
         "seg_lens is int64",

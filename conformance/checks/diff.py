@@ -84,7 +84,8 @@ def check_diff(
     touched = changed(snap)
     if touched:
         result.fail(f"modified its inputs: {', '.join(touched)}")
-    watch = LateWrites(snap, out, guard)
+    # inputs already reported as modified are not watched again
+    watch = LateWrites([e for e in snap if e[0] not in touched], out, guard)
     if verdict.ok and isinstance(out, torch.Tensor):
         out = out.clone()  # the second call may write into the same buffer
         second = run_call(backend_cls, case, inputs, result, "the second, identical call")
@@ -106,7 +107,7 @@ class LateWrites:
     """What one call's caller holds when it returns (the result, the inputs, the buffer around
     ``base_output``), with copies of the bits, to look at again later."""
 
-    def __init__(self, snap: list, out: object, guard: object) -> None:
+    def __init__(self, snap: list, out: object = None, guard: object = None) -> None:
         self.snap = list(snap)
         if isinstance(out, torch.Tensor):
             self.snap.append(("the result", out, out.clone()))
@@ -120,9 +121,7 @@ class LateWrites:
         """The part kept for the examples that follow: the result, ``x`` and the buffer around
         ``base_output`` (the weight pools, the largest inputs, are looked at only at the end of
         their own example)."""
-        kept = LateWrites([e for e in self.snap if e[0] == "x"], None, None)
-        kept.snap += [e for e in self.snap if e[0].startswith("the ")]
-        return kept
+        return LateWrites([e for e in self.snap if e[0] == "x" or e[0].startswith("the ")])
 
 
 # the watches of the examples of the last LATE_WINDOW seconds (at most LATE_MAX), looked at

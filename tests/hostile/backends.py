@@ -185,41 +185,34 @@ class LeavesAThreadRunning(ReferenceLoRABackend):
 
 
 class _Later(ReferenceLoRABackend):
-    """Correct results, then a thread that writes into a tensor ``DELAY`` seconds after the
-    call has returned."""
+    """Correct shrink results, then a thread that zeroes ``TARGET`` (``"out"``, the result, or
+    ``"x"``) ``DELAY`` seconds after the call has returned."""
 
-    DELAY = 0.3
+    TARGET, DELAY = "out", 0.3
 
-    def _later(self, t: torch.Tensor) -> None:
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
         import threading
 
-        def write():
-            time.sleep(self.DELAY)
-            t.zero_()
+        out = super().run_lora_a_sgemm(x, weights, stack_num)
+        t = {"out": out, "x": x}[self.TARGET]
+        if t.numel() and bool(t.ne(0).any()):
 
-        threading.Thread(target=write, daemon=True).start()
+            def write():
+                time.sleep(self.DELAY)
+                t.zero_()
+
+            threading.Thread(target=write, daemon=True).start()
+        return out
 
 
 class ZeroesItsResultLater(_Later):
     """Zeroes its shrink result 0.3 s after returning it."""
 
-    def run_lora_a_sgemm(self, x, weights, stack_num=1):
-        out = super().run_lora_a_sgemm(x, weights, stack_num)
-        if out.numel() and bool(out.ne(0).any()):
-            self._later(out)
-        return out
-
 
 class WritesItsInputLater(_Later):
     """Zeroes ``x`` 0.05 s after returning."""
 
-    DELAY = 0.05
-
-    def run_lora_a_sgemm(self, x, weights, stack_num=1):
-        out = super().run_lora_a_sgemm(x, weights, stack_num)
-        if x.numel() and bool(x.ne(0).any()):
-            self._later(x)
-        return out
+    TARGET, DELAY = "x", 0.05
 
 
 class FlushesDenormals(ReferenceLoRABackend):
