@@ -1,24 +1,48 @@
 #!/usr/bin/env bash
-# The input-space campaign on one GPU: `check triton --profile ci` on CUDA (every check, CUDA
-# graphs included), then a `thorough` campaign over every check at full model shapes, its
-# examples per group capped (THOROUGH_EXAMPLES, default 30) so that every group runs, stopped by
-# SIGINT after CAMPAIGN_S seconds (default 330; the partial report counts what ran).  Reports,
-# logs and failures land in OUT/space.tar; the summary prints examples per second.
+# The input-space campaign on the device: `check triton --profile ci` on CUDA (every check, CUDA
+# graphs included), then a `thorough` campaign over every check at full model shapes as two
+# shards of one campaign (one seed, CAMPAIGN_SEED, default the clock), on GPU 0 and the last GPU
+# (both on GPU 0 with one), sharing one example database: a Redis server (redis-server on PATH,
+# else one carried in .whl/redis/ with the libraries it needs beside Debian's), else a folder.  Examples
+# per group are capped (THOROUGH_EXAMPLES, default 10) so that every group runs; each shard is
+# stopped by SIGINT after CAMPAIGN_S seconds (default 330; its partial report counts what ran).
+# The shards' reports are merged into one.  Reports, logs and failures land in OUT/space.tar;
+# the summary prints examples per second.
 # Usage (on the device): bash benchmarks/device_space.sh OUT
 set -u
 out=${1:?output folder}
 work=/tmp/space
 source benchmarks/device_common.sh
 device_begin "$work"
-export CUDA_VISIBLE_DEVICES=0  # one GPU (the first)
-check_ci_cuda "$work" 240
-start=$(date +%s)
-timeout -s INT -k 20 "${CAMPAIGN_S:-330}" python3 -m conformance.cli check triton \
-  --profile thorough --device cuda --max-examples "${THOROUGH_EXAMPLES:-30}" \
-  --report-json "$work/thorough.json" --failures-dir "$work/thorough_failures" \
-  > "$work/thorough.log" 2>&1
-echo "rc=$? wall_s=$(( $(date +%s) - start ))" >> "$work/thorough.log"
+export CUDA_VISIBLE_DEVICES=0
+check_ci_cuda "$work" "$(left 240)"
+unset CUDA_VISIBLE_DEVICES
+seed=${CAMPAIGN_SEED:-$(date +%s)}
+db="$work/example_db"
+redis_bin=$(command -v redis-server || echo .whl/redis/redis-server)
+if [ -x "$redis_bin" ] && LD_LIBRARY_PATH=$PWD/.whl/redis "$redis_bin" --port 6390 --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --logfile "$work/redis.log" > /dev/null 2>&1; then
+  sleep 1
+  db=redis://127.0.0.1:6390/0
+fi
+echo "campaign seed $seed, example database $db" | tee "$work/campaign.txt"
+campaign_s=$(left "${CAMPAIGN_S:-330}")
+shard() {
+  local i=$1 start=$SECONDS
+  timeout -s INT -k 20 "$campaign_s" python3 -m conformance.cli check triton \
+    --profile thorough --device cuda --max-examples "${THOROUGH_EXAMPLES:-10}" --seed "$seed" \
+    --shard "$i/2" --example-db "$db" --report-json "$work/thorough$i.json" \
+    --failures-dir "$work/thorough_failures" > "$work/thorough$i.log" 2>&1
+  echo "rc=$? wall_s=$(( SECONDS - start ))" >> "$work/thorough$i.log"
+}
+shard1() { shard 1; }
+shard2() { shard 2; }
+on_two_gpus shard1 shard2
+python3 -m conformance.cli merge "$work/thorough1.json" "$work/thorough2.json" \
+  --report-json "$work/thorough.json" --markdown "$work/thorough.md" > "$work/merge.log" 2>&1
+echo "rc=$?" >> "$work/merge.log"
 tar -C "$work" -cf "$out/space.tar" .
-cat "$work/env.txt"
-for f in ci thorough; do echo "== $f"; tail -n 4 "$work/$f.log"; done
-python3 benchmarks/summarize_space.py "$work/ci.json" "$work/thorough.json"
+cat "$work/env.txt" "$work/campaign.txt"
+for f in ci thorough1 thorough2 merge; do echo "== $f"; tail -n 4 "$work/$f.log"; done
+python3 benchmarks/summarize_space.py "$work/ci.json" "$work/thorough1.json" \
+  "$work/thorough2.json" "$work/thorough.json"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Dry-run a device script on a machine without a GPU: python3, nvidia-smi (two GPUs, or
-# DRY_GPUS), compute-sanitizer and ncu are stubs that log their command line, with the GPU it
+# DRY_GPUS), compute-sanitizer, ncu and redis-server are stubs that log their command line, with the GPU it
 # would run on, and exit 0.  Prints that log; the script's own output goes to OUT/script.log.
 # Usage: bash benchmarks/dry_run.sh benchmarks/device_X.sh OUT [VAR=VALUE ...]
 # (run from the repository root; the work folders the script names under /tmp are replaced)
@@ -14,7 +14,7 @@ stubs=$(mktemp -d)
 mkdir -p "$out"
 export DRY_LOG=$out/commands.log
 : > "$DRY_LOG"
-for cmd in python3 compute-sanitizer ncu; do
+for cmd in python3 compute-sanitizer ncu redis-server; do
   cat > "$stubs/$cmd" <<STUB
 #!/usr/bin/env bash
 echo "GPU \${CUDA_VISIBLE_DEVICES:-none}: $cmd \$*" >> "\$DRY_LOG"

@@ -94,6 +94,9 @@ def check(
     markdown: str | Path | None = None,
     pytest_args: Sequence[str] = (),
     on_progress: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
+    example_db: str | None = None,
+    shard: str | None = None,
+    shard_times: str | Path | None = None,
 ) -> Report:
     """Run the conformance suite on ``backend`` and return its report.
 
@@ -114,6 +117,12 @@ def check(
         pytest_args: extra arguments for the pytest run (``-k``, ``-x``, ...).
         on_progress: called about five times a second with the in-flight example's progress
             (group, phase, counts) and the report so far.
+        example_db: a Hypothesis example database shared by a campaign's runners: a folder,
+            ``redis://host:port/db``, or ``readonly:`` and either (:mod:`conformance.campaign`);
+            checked (and a redis server reached) before the run.
+        shard: ``"i/n"``: run shard ``i`` of ``n`` of the plan (``lora-conformance merge``
+            joins the shards' reports).  Outside ``ci``, every shard needs the same ``seed``.
+        shard_times: an earlier report whose group times balance the shards.
 
     Raises:
         UsageError: for a bad argument or an output path that cannot be written.
@@ -136,6 +145,22 @@ def check(
             import xdist  # noqa: F401
         except ImportError as exc:
             raise UsageError("jobs: needs pytest-xdist (pip install pytest-xdist)") from exc
+    from conformance import campaign
+
+    try:
+        if shard is not None:
+            campaign.parse_shard(shard)
+            if seed is None and profile != "ci":
+                raise campaign.CampaignError(
+                    f"seed: the shards of a campaign draw from one seed; pass the same seed to "
+                    f"every shard (got shard {shard!r} and no seed)"
+                )
+        if shard_times is not None:
+            campaign.load_times(shard_times)
+        if example_db is not None:
+            campaign.open_shared(example_db)
+    except campaign.CampaignError as exc:
+        raise UsageError(_api_name(str(exc))) from exc
     failures = Path(failures_dir)
     check_writable("failures_dir", failures, folder=True)
     # a symbolic link is followed once, here: every write of the run goes to its target (a
@@ -177,6 +202,10 @@ def check(
             cmd += ["--lora-isolate"]
         if jobs is not None:
             cmd += ["-p", "xdist.plugin", "-n", str(jobs)]
+        for option, value in (("--lora-example-db", example_db), ("--lora-shard", shard),
+                              ("--lora-shard-times", shard_times)):  # fmt: skip
+            if value is not None:
+                cmd += [option, str(value)]
         cmd += list(pytest_args)
         env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1"}
         log_path = work / "pytest.log"
@@ -217,6 +246,15 @@ def check(
             except OSError as exc:
                 raise OutputError(arg, Path(path), exc, report) from exc
         return report
+
+
+def _api_name(message: str) -> str:
+    """A campaign message in the API's argument names (``--example-db: ...`` ->
+    ``example_db: ...``)."""
+    for option in ("--example-db", "--shard-times", "--shard"):
+        if message.startswith(option):
+            return option[2:].replace("-", "_") + message[len(option) :]
+    return message
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

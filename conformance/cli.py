@@ -102,6 +102,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                 markdown=args.markdown,
                 pytest_args=args.pytest_args,
                 on_progress=on_progress,
+                example_db=args.example_db,
+                shard=args.shard,
+                shard_times=args.shard_times,
             )
         except api.UsageError as exc:
             raise UsageError(str(exc)) from exc
@@ -219,6 +222,44 @@ def _print_space(doc: dict, console) -> None:
     if any(steps):
         table.add_row("lifecycle steps", *(f"{n} kinds" if n else "-" for n in steps))
     console.print(table)
+
+
+# --- merge ----------------------------------------------------------------------------------
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from conformance.api import UsageError as ApiUsageError
+    from conformance.api import check_writable
+    from conformance.campaign import CampaignError, merge
+    from conformance.failures import write_atomic
+    from conformance.report import Report, write_report
+
+    outputs = (("--report-json", args.report_json), ("--junit-xml", args.junit_xml),
+               ("--markdown", args.markdown))  # fmt: skip
+    try:
+        for arg, path in outputs:
+            if path is not None:
+                check_writable(arg, Path(path))
+        doc = merge(args.reports, args.shards)
+    except (CampaignError, ApiUsageError) as exc:
+        raise UsageError(str(exc)) from exc
+    report = Report(doc)
+    texts = (None, report.junit, report.markdown)
+    for (arg, path), text in zip(outputs, texts, strict=True):
+        if path is None:
+            continue
+        try:
+            write_report(Path(path), doc) if text is None else write_atomic(Path(path), text())
+        except OSError as exc:
+            raise UsageError(f"{arg}: cannot write {path}: {exc.strerror or exc}") from exc
+    console = _console()
+    camp = doc["campaign"]
+    console.print(
+        f"[bold]lora-conformance merge[/]: {len(camp['merged'])} of {camp['count']} shards' "
+        f"reports, campaign seed {camp['seed']}, backend {doc['backend'].get('name')}"
+    )
+    _print_table(doc, console)
+    return report.exit_code
 
 
 # --- replay ---------------------------------------------------------------------------------
@@ -470,7 +511,37 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--markdown", default=None, help="write a Markdown summary here")
     check.add_argument("-v", "--verbose", action="store_true",
                        help="print tracebacks and the pytest log")  # fmt: skip
+    camp = check.add_argument_group("campaigns over many runners (see the README)")
+    camp.add_argument(
+        "--example-db", default=None, metavar="URL",
+        help="a Hypothesis example database the runners share: a folder, redis://host:port/db, "
+        "or readonly:<either> (the local .hypothesis/lora-conformance is kept too)",
+    )  # fmt: skip
+    camp.add_argument(
+        "--shard", default=None, metavar="I/N",
+        help="run shard I of N of the plan (every shard takes the same --seed)",
+    )  # fmt: skip
+    camp.add_argument("--shard-times", default=None, metavar="REPORT",
+                      help="balance shards by this earlier report's group times")  # fmt: skip
     check.set_defaults(func=cmd_check)
+
+    mrg = sub.add_parser(
+        "merge",
+        help="merge the reports of a campaign's shards into one",
+        description="Merge the JSON reports of the shards of one campaign (check --shard i/n) "
+        "into one report. Its verdict is PASS only when every planned group ran on some shard "
+        "and passed; exit codes as for check.",
+        formatter_class=_Formatter,
+    )
+    mrg.add_argument("reports", nargs="+", metavar="REPORT", help="the shards' --report-json files")
+    mrg.add_argument("--report-json", required=True, help="write the merged JSON report here")
+    mrg.add_argument("--junit-xml", default=None, help="write JUnit XML here")
+    mrg.add_argument("--markdown", default=None, help="write a Markdown summary here")
+    mrg.add_argument(
+        "--shards", type=int, default=None,
+        help="how many shards the campaign had (default: as the reports say)",
+    )  # fmt: skip
+    mrg.set_defaults(func=cmd_merge)
 
     rep = sub.add_parser(
         "replay",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from hypothesis.control import current_build_context
 from hypothesis.errors import Flaky, HypothesisException
 
 from conformance import corners, profiles, space
+from conformance.campaign import Part, part_seed
 from conformance.checks import CHECKS, Example, GroupContext
 from conformance.checks.harness import CaseResult, ExampleTimeout, deadline, worse
 from conformance.failures import save_failure
@@ -59,6 +59,8 @@ class GroupRecord:
             modes, and for the lifecycle check the step kinds).
         failure: the minimal failing case: ``kind``, ``messages``, ``case``, ``params``,
             ``file`` (its replay file) and ``flaky``.
+        part: ``"p/k"`` when this run ran part ``p`` of ``k`` of a group split over shards
+            (:func:`conformance.campaign.assign`), else None.
     """
 
     id: str
@@ -75,6 +77,7 @@ class GroupRecord:
     skip_reason: str | None = None
     error: str | None = None
     failure: dict[str, Any] | None = None
+    part: str | None = None
 
     @classmethod
     def of(cls, group: Group) -> GroupRecord:
@@ -101,6 +104,11 @@ class RunOptions:
         runner: runs one example in place of the check's own ``run`` (``--isolate``).
         progress: called with ``(record, phase, example)`` before each execution.
         shrink: shrink failures to a minimal case (meta-tests that only ask "caught?" skip it).
+        database: the Hypothesis example database (None: none, whatever the profile says;
+            :func:`conformance.campaign.open_database`).
+        database_key: the key of a group's examples in it, from the group id.
+        parts: per group id, the part of it this run runs (a shard of a campaign); a group
+            absent here runs whole.
     """
 
     backend_name: str
@@ -113,11 +121,9 @@ class RunOptions:
     runner: Callable[[str, Example], CaseResult] | None = None
     progress: Callable[[GroupRecord, str, Example | None], None] | None = None
     shrink: bool = True
-
-
-def group_seed(run_seed: int, group_id: str) -> int:
-    """The seed of one group: distinct per group, the same for the same run seed."""
-    return zlib.crc32(f"{run_seed}/{group_id}".encode())
+    database: Any = None
+    database_key: Callable[[str], bytes] | None = None
+    parts: dict[str, Part] = field(default_factory=dict)
 
 
 def reached(example: Example) -> dict[str, dict[str, int]]:
@@ -137,23 +143,37 @@ def reached(example: Example) -> dict[str, dict[str, int]]:
     return counts
 
 
+def draws(check: str, profile: str, max_examples: int | None) -> int:
+    """The examples a group of ``check`` draws: its share of ``max_examples`` (default: the
+    profile's)."""
+    n = max_examples if max_examples is not None else profiles.get(profile).examples
+    return max(1, math.ceil(n * CHECKS[check].scale))
+
+
 def group_settings(
-    group: Group, profile: str, max_examples: int | None, shrink: bool = True
+    group: Group,
+    profile: str,
+    max_examples: int | None,
+    shrink: bool = True,
+    database: Any = None,
+    part: Part | None = None,
 ) -> settings:
-    """The Hypothesis settings of one group: the profile's, with the check's share of examples."""
+    """The Hypothesis settings of one group (or of one part of it): the profile's, with the
+    check's share of examples (the part's draws), and ``database``."""
     profiles.register()
     check = CHECKS[group.check]
     base = settings.get_profile(profile)
-    n = max_examples if max_examples is not None else profiles.get(profile).examples
     keep = check.shrink and shrink
     phases = tuple(p for p in base.phases if keep or p != Phase.shrink)
+    n = part.draws if part is not None and part.draws is not None else None
     return settings(
         base,
-        max_examples=max(1, math.ceil(n * check.scale)),
+        max_examples=n or draws(group.check, profile, max_examples),
         phases=phases,
         deadline=None,
         suppress_health_check=list(HealthCheck),
         print_blob=False,
+        database=database,
     )
 
 
@@ -189,6 +209,9 @@ def run_group(
     failing corner case is.
     """
     rec = GroupRecord.of(group)
+    part = options.parts.get(group.id)
+    if part is not None and part.parts > 1:
+        rec.part = f"{part.part}/{part.parts}"
     if group.skip is not None:
         rec.outcome, rec.skip_reason = "skip", group.skip
         return rec
@@ -257,8 +280,13 @@ def run_group(
         test = given(example=check.strategy(ctx))(body)
         for e in reversed(explicit):
             test = explicit_example(example=e)(test)
-        test = seed(group_seed(options.run_seed, group.id))(test)
-        test = group_settings(group, options.profile, options.max_examples, options.shrink)(test)
+        test = seed(part_seed(options.run_seed, group.id, part.part if part else 1))(test)
+        test = group_settings(
+            group, options.profile, options.max_examples, options.shrink, options.database, part
+        )(test)
+        if options.database is not None and options.database_key is not None:
+            # Hypothesis keys a test's examples by its function, the same for every group
+            test._hypothesis_internal_database_key = options.database_key(group.id)
         try:
             test()
             state.passed = True
@@ -272,7 +300,8 @@ def run_group(
 
     started = time.monotonic()
     try:
-        first = attempt(check.explicit(ctx))
+        explicit = check.explicit(ctx)
+        first = attempt(explicit if part is None else part.share(explicit))
         chosen = first.last or first.explicit_failure
         if (
             first.last is None

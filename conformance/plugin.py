@@ -120,6 +120,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "process exits as soon as the report is final",
     )  # fmt: skip
     group.addoption(
+        "--lora-example-db", default=None, metavar="URL",
+        help="an example database shared by a campaign's runners: a folder, "
+        "redis://host:port/db, or readonly:<either>; the local one (.hypothesis/lora-conformance) "
+        "is kept too",
+    )  # fmt: skip
+    group.addoption(
+        "--lora-shard", default=None, metavar="I/N",
+        help="run shard I of N (1 <= I <= N) of the plan, balanced by group times; every shard "
+        "of a campaign takes the same seed (--hypothesis-seed)",
+    )  # fmt: skip
+    group.addoption(
+        "--lora-shard-times", default=None, metavar="REPORT",
+        help="balance the shards by the group times of this earlier report (default: by "
+        "example counts)",
+    )  # fmt: skip
+    group.addoption(
         "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
     )
     group.addoption("--xfails-file", default=None, help="file of test ids (globs) expected to fail")
@@ -178,6 +194,12 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "lora_seed" in workerinput:
         seed = workerinput["lora_seed"]
+    shard = config.getoption("--lora-shard")
+    if seed is None and shard is not None and profile != "ci":
+        raise pytest.UsageError(
+            f"--lora-shard: the shards of a campaign draw from one seed: pass the same "
+            f"--hypothesis-seed to every shard (got --lora-shard {shard} and no seed)"
+        )
     if seed is None:
         seed = 0 if profile == "ci" else secrets.randbelow(2**32)
     try:
@@ -244,6 +266,10 @@ class _Run:
         self.plan_all: list = []
         self.records: dict[str, dict[str, Any]] = {}
         self.runner = None
+        self.database: Any = None
+        self.example_db: str | None = None
+        self.parts: dict[str, Any] = {}  # this shard's part of each group it runs
+        self.campaign: dict[str, Any] | None = None
 
     def load(self) -> None:
         """Resolve the backend and build the plan (once, at collection)."""
@@ -298,6 +324,7 @@ class _Run:
         )
         p = profiles.get(self.profile)
         n = config.getoption("--lora-max-examples") or p.examples
+        self._campaign(caps, version)
         self.doc.update(
             backend=describe_backend(cls, self.name, version),
             environment=environment(self.device),
@@ -311,9 +338,70 @@ class _Run:
                 "ops": list(config.getoption("--lora-ops")),
                 "dtypes": list(config.getoption("--lora-dtypes")),
                 "checks": list(config.getoption("--lora-checks")),
+                "example_db": self.example_db,
+                "shard": self.campaign["shard"] if self.campaign else None,
             },
         )
+        if self.campaign is not None:
+            self.doc["campaign"] = self.campaign
         self.write()
+
+    def _campaign(self, caps, version: str) -> None:
+        """Open the example database; with ``--lora-shard``, this shard's part of the plan."""
+        from conformance import campaign
+        from conformance.checks import CHECKS, GroupContext
+        from conformance.engine import draws
+
+        config = self.config
+        url = config.getoption("--lora-example-db")
+        self.example_db = campaign.describe_url(url) if url is not None else None
+        shard_text = config.getoption("--lora-shard")
+        try:
+            shard = campaign.parse_shard(shard_text) if shard_text is not None else None
+            times_path = config.getoption("--lora-shard-times")
+            times = campaign.load_times(times_path) if times_path else None
+            if url is not None or self.profile != "ci":
+                self.database = campaign.open_database(url)
+        except campaign.CampaignError as exc:
+            self._stop("usage_error", str(exc).replace("--", "--lora-", 1), exc)
+        harness, name = self.doc["harness"], self.name
+        self.database_key = lambda gid: campaign.database_key(
+            harness, name, version, self.profile, gid
+        )
+        if shard is None:
+            return
+        ops = self.op_dtypes()
+        p = profiles.get(self.profile)
+        runnable = []
+        for g in self.plan_all:
+            if g.skip is not None:
+                continue
+            ctx = GroupContext(g.op, g.dtype, ops.get(g.op) or [g.dtype], p, caps)
+            explicit = len(CHECKS[g.check].explicit(ctx))
+            runnable.append(
+                (
+                    g.id,
+                    explicit,
+                    draws(g.check, self.profile, config.getoption("--lora-max-examples")),
+                )
+            )
+        assignment = campaign.assign(runnable, shard.count, times)
+        self.parts = {
+            gid: part for gid, parts in assignment.items() for part in parts
+            if part.shard == shard.index
+        }  # fmt: skip
+        self.campaign = campaign.campaign_record(
+            shard, self.seed, [g.id for g in self.plan_all], assignment, url
+        )
+
+    def mine(self, gid: str) -> bool:
+        """Whether this shard runs group ``gid`` (every group, without ``--lora-shard``; a
+        skipped group is reported by shard 1 only)."""
+        if self.campaign is None:
+            return True
+        if gid in self.parts:
+            return True
+        return gid not in self.campaign["assignment"] and self.campaign["index"] == 1
 
     def _stop(self, status: str, message: str, exc: BaseException) -> None:
         self.doc.update(status=status, error=message, finished=now())
@@ -353,6 +441,15 @@ class _Run:
         return op_dtypes(self.plan_all, self.backend_cls.capabilities, dtypes)
 
     # --- hooks ------------------------------------------------------------------------------
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list) -> None:
+        """Deselect the groups other shards run."""
+        if not self.loaded or self.campaign is None:
+            return
+        drop = [i for i in items if hasattr(i, "callspec") and not self.mine(i.callspec.id)]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = [i for i in items if i not in drop]
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if not self.loaded:
@@ -527,6 +624,9 @@ def lora_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
             op_dtypes=run.op_dtypes(),
             runner=run.runner.run if run.runner is not None else None,
             progress=run.progress,
+            database=run.database,
+            database_key=run.database_key,
+            parts=run.parts,
         )
         try:
             rec = run_group(group, run.backend_cls, run.device, options)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(
     p.name for p in (ROOT / "benchmarks").glob("device_*.sh") if p.name != "device_common.sh"
 )
-GPUS = {"device_peers.sh": 4, "device_space.sh": 1}  # four (the peers bundle), one, else two
+GPUS = {"device_peers.sh": 4}  # four (the peers bundle), else two
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
