@@ -29,7 +29,7 @@ from typing import Any
 
 from conformance import profiles
 from conformance.case import Case, CaseError
-from conformance.failures import save_failure, write_atomic
+from conformance.failures import FAILURES_DIR, save_failure, write_atomic
 from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
 from conformance.process import child_setup, set_dumpable
 from conformance.report import (
@@ -85,10 +85,10 @@ def check(
     device: str | None = None,
     max_examples: int | None = None,
     seed: int | None = None,
-    deadline: float = 300.0,
+    deadline: float = profiles.DEFAULT_DEADLINE,
     isolate: bool = False,
     jobs: int | None = None,
-    failures_dir: str | Path = "conformance-failures",
+    failures_dir: str | Path = FAILURES_DIR,
     report_json: str | Path | None = None,
     junit_xml: str | Path | None = None,
     markdown: str | Path | None = None,

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from conformance import profiles
+from conformance.api import OutputError, UsageError
+from conformance.failures import FAILURES_DIR
 from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
 from conformance.report import (
     EXIT_CODES,
@@ -29,10 +31,7 @@ from conformance.report import (
     EXIT_USAGE,
     fmt_ratio,
 )
-
-
-class UsageError(Exception):
-    """A bad command line: reported with exit code 2."""
+from conformance.versions import harness_version
 
 
 def _console():
@@ -106,9 +105,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 shard=args.shard,
                 shard_times=args.shard_times,
             )
-        except api.UsageError as exc:
-            raise UsageError(str(exc)) from exc
-        except api.OutputError as exc:
+        except OutputError as exc:
             raise UsageError(f"{exc} (the run's verdict: {exc.report.verdict})") from exc
     doc = report.data
     if not shown["header"] and doc.get("backend", {}).get("target"):
@@ -228,7 +225,6 @@ def _print_space(doc: dict, console) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from conformance.api import UsageError as ApiUsageError
     from conformance.api import check_writable
     from conformance.campaign import CampaignError, merge
     from conformance.failures import write_atomic
@@ -241,7 +237,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
             if path is not None:
                 check_writable(arg, Path(path))
         doc = merge(args.reports, args.shards)
-    except (CampaignError, ApiUsageError) as exc:
+    except CampaignError as exc:
         raise UsageError(str(exc)) from exc
     report = Report(doc)
     texts = (None, report.junit, report.markdown)
@@ -312,15 +308,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _emit(args: argparse.Namespace, doc: dict, name: str) -> int:
     from conformance.repro import emit_script
-    from lora_ref.registry import BUILTIN_BACKENDS, _entry_points
+    from lora_ref.registry import backend_target
 
-    if name in BUILTIN_BACKENDS:
-        target = BUILTIN_BACKENDS[name]
-    elif ":" in name:
-        target = name
-    elif name in _entry_points():
-        target = _entry_points()[name].value
-    else:
+    target = backend_target(name)
+    if target is None:
         raise UsageError(f"--emit-script: backend {name!r} is not a known name or module:Class")
     try:
         text = emit_script(doc, target, args.device or doc["case"].to_json().get("device", "cpu"))
@@ -457,20 +448,13 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("lora-conformance")
-    except PackageNotFoundError:
-        return "source tree"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lora-conformance", description=__doc__, formatter_class=_Formatter
     )
-    parser.add_argument("--version", action="version", version=f"lora-conformance {_version()}")
+    parser.add_argument(
+        "--version", action="version", version=f"lora-conformance {harness_version()}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = sub.add_parser(
@@ -498,13 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drawn examples per diff group (default: the profile's)")  # fmt: skip
     check.add_argument("--seed", type=int, default=None,
                        help="run seed (default: 0 for ci, random otherwise; reported)")  # fmt: skip
-    check.add_argument("--deadline", type=float, default=300.0,
+    check.add_argument("--deadline", type=float, default=profiles.DEFAULT_DEADLINE,
                        help="seconds one example may take (0: no limit)")  # fmt: skip
     check.add_argument("--isolate", action="store_true",
                        help="run the backend in a worker process")  # fmt: skip
     check.add_argument("--jobs", "-j", type=int, default=None,
                        help="run groups in this many processes (needs pytest-xdist)")  # fmt: skip
-    check.add_argument("--failures-dir", default="conformance-failures",
+    check.add_argument("--failures-dir", default=FAILURES_DIR,
                        help="where minimal failing cases are saved")  # fmt: skip
     check.add_argument("--report-json", default=None, help="write the JSON report here")
     check.add_argument("--junit-xml", default=None, help="write JUnit XML here")
@@ -556,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--trust", action="store_true",
                      help="import the module:Class the file names")  # fmt: skip
     rep.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    rep.add_argument("--deadline", type=float, default=300.0, help="seconds (0: no limit)")
+    rep.add_argument(
+        "--deadline", type=float, default=profiles.DEFAULT_DEADLINE, help="seconds (0: no limit)"
+    )
     rep.add_argument("--max-elements", type=int, default=1 << 26,
                      help="largest tensor a file may ask for, in elements")  # fmt: skip
     rep.add_argument("--emit-script", default=None, metavar="PATH",

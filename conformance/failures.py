@@ -23,6 +23,7 @@ from typing import Any
 
 from conformance.case import DEFAULT_MAX_ELEMENTS, Case, CaseError
 
+FAILURES_DIR = "conformance-failures"  # where minimal failing cases are saved by default
 FORMAT = "lora-conformance-case/2"
 OLD_FORMATS = ("lora-conformance-case/1",)
 MAX_FILE_BYTES = 1 << 22
@@ -70,12 +71,9 @@ class _quiet:
 
 def failure_document(result: Any, backend: str, group: Any = None) -> dict[str, Any]:
     """The JSON document of a failing :class:`~conformance.checks.harness.CaseResult`."""
-    from importlib.metadata import PackageNotFoundError, version
+    from conformance.versions import harness_version
 
-    try:
-        harness = version("lora-conformance")
-    except PackageNotFoundError:
-        harness = "source tree"
+    harness = harness_version()
     ratio = result.worst_ratio
     return {
         "format": FORMAT,
@@ -206,13 +204,6 @@ def load_failure(path: Path | str, max_elements: int = DEFAULT_MAX_ELEMENTS) -> 
 def file_backend_is_safe(name: str) -> bool:
     """A backend name a replay file may name without ``--trust``: a built-in or an installed
     entry point (never ``module:Class``, which would import whatever the file says)."""
-    from lora_ref.registry import BUILTIN_BACKENDS, _entry_points
+    from lora_ref.registry import backend_target
 
-    return name in BUILTIN_BACKENDS or (":" not in name and name in _entry_points())
-
-
-def replay(doc: dict[str, Any], backend_cls: Any, device: Any):
-    """Run the saved check again on ``backend_cls``; returns its CaseResult."""
-    from conformance.checks import CHECKS, Example
-
-    return CHECKS[doc["check"]].run(backend_cls, Example(doc["case"], doc["params"]), device)
+    return ":" not in name and backend_target(name) is not None

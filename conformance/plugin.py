@@ -31,7 +31,7 @@ import pytest
 
 from conformance import profiles
 from conformance.checks import NAMES as CHECK_NAMES
-from conformance.failures import write_atomic
+from conformance.failures import FAILURES_DIR, write_atomic
 from conformance.ops import DTYPE_NAMES, OPS
 from conformance.process import set_dumpable
 from conformance.report import (
@@ -50,7 +50,7 @@ from lora_ref.runtime import use_interpreter_without_gpu
 use_interpreter_without_gpu()
 
 BACKEND_ENV = "LORA_CONFORMANCE_BACKEND"
-DEFAULT_DEADLINE = 300.0
+DEFAULT_DEADLINE = profiles.DEFAULT_DEADLINE
 
 
 def _csv(choices: tuple[str, ...]):
@@ -107,7 +107,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--lora-failures-dir",
-        default="conformance-failures",
+        default=FAILURES_DIR,
         help="where minimal failing cases are saved for `lora-conformance replay`",
     )
     group.addoption(
@@ -278,12 +278,8 @@ class _Run:
         self.loaded = True
         from conformance.checks import CHECKS
         from conformance.plan import build_plan
-        from conformance.runtime import (
-            describe_backend,
-            environment,
-            harness_version,
-            pick_device,
-        )
+        from conformance.runtime import describe_backend, environment, pick_device
+        from conformance.versions import harness_version
         from lora_ref import get_backend_from_name
         from lora_ref.registry import BackendLoadError, BackendNotFoundError
 

@@ -3,10 +3,12 @@
 The script needs torch, the backend's package and the contract package (``lora_ref``, which
 every backend subclasses and which holds the float64 reference) — not this harness.  It carries
 the case as data and, copied verbatim from the harness, the code that rebuilds its tensors from
-the seed (:mod:`conformance.inputs`) and the tolerance model (:mod:`conformance.tolerance`), so it
-computes exactly what the harness did.  It calls the backend, compares every element with the
-float64 reference within the tolerance (rank-0 rows bit for bit), calls again to check
-determinism, prints what it found and exits 1 when the failure reproduces, 0 when it does not.
+the seed (:mod:`conformance.inputs`), the tolerance model (:mod:`conformance.tolerance`) and the
+oracle's comparison (:mod:`conformance.oracle`), so it computes and judges exactly what the
+harness did: no line of the oracle is typed twice.  It calls the backend, compares the result
+with the oracle (every element within its tolerance, rank-0 rows bit for bit), calls again to
+check determinism, prints what it found and exits 1 when the failure reproduces, 0 when it
+does not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import re
 import textwrap
 from typing import Any
 
-from conformance import inputs, tolerance
+from conformance import inputs, ops, oracle, tolerance
 from conformance.case import Case
 
 EMITTABLE = ("diff", "permutation", "split_layout")
@@ -50,71 +52,33 @@ def _module_body(module: Any) -> str:
 
 _MAIN = '''
 
-def run_backend(case, device):
-    """One call on a fresh backend; returns the result (a copy) and the inputs."""
-    made = build_inputs(case, device)
+def run_backend(case, made, device):
+    """One call on a fresh backend; returns the result (a copy)."""
     base = made.base.clone() if made.base is not None else None
     backend = Backend()
     backend.set_batch_info(made.batch_info)
     out = call(backend, case, made, base)
-    return out.clone() if isinstance(out, torch.Tensor) else out, made
-
-
-def reference(case, made, device):
-    """The float64 result and each element's tolerance (the harness's oracle)."""
-    ref = ReferenceLoRABackend(batch_info=made.batch_info)
-    with ref.exact():
-        exact, magnitude, b_magnitude = magnitudes(case, made, ref)
-    tol = tolerance(
-        case, magnitude, made.base, FLOAT32_MATMUL, device, b_magnitude, SUBNORMALS
-    )
-    return exact, tol
+    return out.clone() if isinstance(out, torch.Tensor) else out
 
 
 def main() -> int:
     device = torch.device(sys.argv[1] if len(sys.argv) > 1 else DEVICE)
     case = Case(**CASE)
     print(f"backend {BACKEND_TARGET}, {case.op} in {case.dtype} on {device}")
-    out, made = run_backend(case, device)
-    T, D = sum(case.seg_lens), case.out_dim
-    dtype = getattr(torch, case.dtype)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (T, D) or out.dtype != dtype:
-        got = getattr(out, "shape", type(out))
-        print(f"REPRODUCED: returned {got}, expected ({T}, {D}) {dtype}")
+    made = build_inputs(case, device)
+    exp = expect(case, made, FLOAT32_MATMUL, SUBNORMALS)
+    out = run_backend(case, made, device)
+    verdict = compare(case, out, exp)
+    if not verdict.ok:
+        print(f"REPRODUCED: {verdict.message}")
         return 1
-    exact, tol = reference(case, made, device)
-    perm = made.batch_info.permutation
-    slots = physical_row_slots(case, perm.tolist() if perm is not None else None)
-    ranks = torch.tensor([case.lora_ranks[w] for w in slots], dtype=torch.int64, device=device)
-    specified = torch.ones(T, D, dtype=torch.bool, device=device)
-    if case.op == "shrink":
-        cols = torch.arange(D, device=device)
-        specified = cols[None, :] < (case.stack * ranks)[:, None]
-    got = out.double()
-    err = (got - exact).abs()
-    beyond = exact.abs() + tol >= overflow_threshold(dtype)
-    inf_ok = torch.isinf(got) & beyond & (torch.sign(got) == torch.sign(exact))
-    bad = specified & ~((err <= tol) | inf_ok)
-    if case.op != "shrink":
-        zero_rows = (ranks == 0).nonzero().flatten()
-        want = made.base[zero_rows] if made.base is not None else torch.zeros_like(out[zero_rows])
-        if not torch.equal(out[zero_rows].view(torch.uint8), want.contiguous().view(torch.uint8)):
-            print("REPRODUCED: a rank-0 row differs from base_output (it must be bit-exact)")
-            return 1
-    if bad.any():
-        t, j = bad.nonzero()[0].tolist()
-        print(
-            f"REPRODUCED: out[{t}, {j}] = {got[t, j].item():.6g}, but the float64 reference is "
-            f"{exact[t, j].item():.6g} ± {tol[t, j].item():.3g} "
-            f"({int(bad.sum())} of {int(specified.sum())} elements off)"
-        )
-        return 1
-    again, _ = run_backend(case, device)
-    same = out.view(torch.uint8) == again.view(torch.uint8)
-    if isinstance(again, torch.Tensor) and not bool(same.all()):
+    again = run_backend(case, made, device)
+    same = isinstance(again, torch.Tensor) and bitwise_equal(out, again)[exp.specified].all()
+    if not same:
         print("REPRODUCED: the same call twice gave different bits (not deterministic)")
         return 1
-    print("not reproduced: every element is within its tolerance and the call is deterministic")
+    print(f"not reproduced: every element is within its tolerance (worst error/tolerance "
+          f"{verdict.worst_ratio:.3g}) and the call is deterministic")
     return 0
 
 
@@ -170,9 +134,15 @@ CASE = {data_text}
 
 
 class Case(SimpleNamespace):
-    """The case's fields, and the output width the harness derives from them."""
+    """The case's fields, and the sizes the harness derives from them."""
 
+{textwrap.indent(_source(Case.T.fget), "    ")}
 {textwrap.indent(_source(Case.out_dim.fget), "    ")}
+
+DTYPE_NAMES = {_literal(list(ops.DTYPE_NAMES))}
+
+
+{_source(ops.torch_dtype)}
 
 # ---- the harness's input builder (conformance/inputs.py), verbatim ----
 '''
@@ -181,6 +151,8 @@ class Case(SimpleNamespace):
         _module_body(inputs),
         "\n\n# ---- the harness's tolerance model (conformance/tolerance.py), verbatim ----\n",
         _module_body(tolerance),
+        "\n\n# ---- the harness's oracle (conformance/oracle.py), verbatim ----\n",
+        _module_body(oracle),
         _MAIN,
     ]
     return "".join(parts)

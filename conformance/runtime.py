@@ -11,11 +11,11 @@ import os
 import platform
 import subprocess
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import torch
 
+from conformance.versions import package_version
 from lora_ref import BaseLoRABackend
 from lora_ref.runtime import interpreting
 
@@ -58,18 +58,6 @@ def describe_backend(cls: type[BaseLoRABackend], name: str, version: str) -> dic
             "float32_matmul": caps.float32_matmul,
         },
     }
-
-
-def package_version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def harness_version() -> str:
-    v = package_version("lora-conformance")
-    return "source tree" if v == "not installed" else v
 
 
 @functools.cache

@@ -47,6 +47,18 @@ def _entry_points() -> dict[str, object]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def backend_target(name: str) -> str | None:
+    """The ``package.module:Class`` a backend name stands for, without importing it: a
+    built-in's, an installed entry point's, or ``name`` itself when it has that form; None for
+    a name that is none of these."""
+    if name in BUILTIN_BACKENDS:
+        return BUILTIN_BACKENDS[name]
+    if ":" in name:
+        return name
+    ep = _entry_points().get(name)
+    return ep.value if ep is not None else None  # type: ignore[attr-defined]
+
+
 def known_backend_names() -> list[str]:
     """Built-in names followed by installed entry-point names."""
     return [*BUILTIN_BACKENDS, *sorted(set(_entry_points()) - set(BUILTIN_BACKENDS))]

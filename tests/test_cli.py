@@ -3,11 +3,13 @@ failures, replay, repro scripts, interrupts, and the CLI running exactly pytest'
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from conformance import oracle, tolerance
 from conformance.cli import main
 from conformance.plan import build_plan
 from conformance.report import SCHEMA_FILE
@@ -111,12 +114,17 @@ def test_failure_is_saved_replayed_and_emitted_as_a_script(tmp_path, capsys):
     # the standalone script: torch and the backend, not the harness
     script = tmp_path / "repro.py"
     assert main(["replay", str(saved[0]), "--trust", "--emit-script", str(script)]) == 0
-    assert "import conformance" not in script.read_text()
-    assert "from conformance" not in script.read_text()
+    text = script.read_text()
+    assert "import conformance" not in text and "from conformance" not in text
+    # the oracle is carried, not retyped: its comparison and tolerance model, as they are
+    for part in (oracle.compare, oracle.expect, tolerance.tolerance, tolerance.magnitudes):
+        assert textwrap.dedent(inspect.getsource(part)) in text, part.__name__
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
                          cwd=tmp_path, check=False)  # fmt: skip
     assert run.returncode == 1 and "REPRODUCED" in run.stdout, run.stdout + run.stderr
+    # the harness's own message: the same comparison made the same verdict
+    assert group["failure"]["messages"][0].removeprefix("wrong result: ") in run.stdout
 
 
 def test_nan_is_reported_as_nan(tmp_path):

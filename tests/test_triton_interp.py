@@ -376,10 +376,12 @@ def test_grouped_layout_of_hostile_metadata(data, num_segments, T, align):
 def test_h200_regression_case_replays_right_in_the_interpreter():
     """The case an H200 campaign caught (a row left unwritten by a multi-program-per-tile
     expand launch, since removed) is computed right by the interpreter."""
-    from conformance.failures import load_failure, replay
+    from conformance.checks import CHECKS, Example
+    from conformance.failures import load_failure
 
     doc = load_failure(Path(__file__).parent / "data" / "h200_expand_fp16_unwritten_row.json")
-    result = replay(doc, TRITON, CPU)
+    example = Example(doc["case"], doc["params"])
+    result = CHECKS[doc["check"]].run(TRITON, example, CPU)
     assert result.ok, result.failures
 
 

@@ -47,7 +47,8 @@ class Machine:
 
 
 def machine_info(device: torch.device) -> Machine:
-    from conformance.runtime import driver_version, package_version
+    from conformance.runtime import driver_version
+    from conformance.versions import package_version
 
     return Machine(
         gpu=torch.cuda.get_device_name(device),

@@ -147,10 +147,12 @@ def test_gpu_64bit_slot_addressing(triton_backend):
 def test_gpu_h200_regression_case_with_the_shipped_launch(triton_backend):
     """The H200 campaign's unwritten-row case (caught on a multi-program-per-tile expand launch,
     since removed) passes with the launch rules that ship."""
-    from conformance.failures import load_failure, replay
+    from conformance.checks import CHECKS, Example
+    from conformance.failures import load_failure
 
     doc = load_failure(Path(__file__).parents[1] / "data" / "h200_expand_fp16_unwritten_row.json")
-    result = replay(doc, triton_backend, CUDA)
+    example = Example(doc["case"], doc["params"])
+    result = CHECKS[doc["check"]].run(triton_backend, example, CUDA)
     assert result.ok, result.failures
 
 
