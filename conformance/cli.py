@@ -132,6 +132,8 @@ def _header(doc: dict) -> str:
         f"[bold]lora-conformance check[/] backend [cyan]{b['name']}[/] = {b['target']} "
         f"({b.get('version')}) on {env.get('device')}{gpu}; profile {s.get('profile')}, "
         f"seed {s.get('seed')}"
+        + (f", shard {s['shard']}" if s.get("shard") else "")
+        + (f", example database {s['example_db']}" if s.get("example_db") else "")
     )
 
 
