@@ -425,7 +425,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 def _describe_backend(name: str) -> dict:
     from conformance.checks.harness import backend_call
-    from conformance.runtime import describe_backend
+    from conformance.machine import describe_backend
     from lora_ref import get_backend_from_name
 
     cls, problem = backend_call(lambda: get_backend_from_name(name))

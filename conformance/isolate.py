@@ -171,7 +171,7 @@ def _worker(read_fd: int, write_fd: int) -> None:
             )
         )
         return
-    from conformance.runtime import pick_device
+    from conformance.machine import pick_device
 
     device = pick_device(cls, None if device_name == "auto" else device_name.split(":")[0])
     if device_name not in ("auto", "cpu", "cuda"):

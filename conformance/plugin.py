@@ -277,8 +277,8 @@ class _Run:
             return
         self.loaded = True
         from conformance.checks import CHECKS
+        from conformance.machine import describe_backend, environment, pick_device
         from conformance.plan import build_plan
-        from conformance.runtime import describe_backend, environment, pick_device
         from conformance.versions import harness_version
         from lora_ref import get_backend_from_name
         from lora_ref.registry import BackendLoadError, BackendNotFoundError
@@ -647,7 +647,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     """Record the GPU (or its absence), driver, CUDA, torch and Triton with every benchmark run."""
     import torch
 
-    from conformance.runtime import environment
+    from conformance.machine import environment
 
     cuda = torch.cuda.is_available()
     env = environment(torch.device("cuda") if cuda else None)

@@ -47,7 +47,7 @@ class Machine:
 
 
 def machine_info(device: torch.device) -> Machine:
-    from conformance.runtime import driver_version
+    from conformance.machine import driver_version
     from conformance.versions import package_version
 
     return Machine(
