@@ -156,6 +156,20 @@ def test_gpu_h200_regression_case_with_the_shipped_launch(triton_backend):
     assert result.ok, result.failures
 
 
+def test_gpu_qkv_rank58_in_the_half_rank_tile_with_transposed_b(triton_backend):
+    """The H100 thorough campaign's qkv case (2026-12-06): float16, R = 65, ``qkv_lora_b``
+    transposed; the rows of its one adapter whose rank (58) is not a multiple of 8 and falls in
+    the half-width rank tile came out wrong.  Fails until that path is fixed."""
+    from conformance.checks import CHECKS, Example
+    from conformance.failures import load_failure
+
+    data = Path(__file__).parents[1] / "data"
+    doc = load_failure(data / "h100_qkv_fp16_rank58_transposed_b.json")
+    example = Example(doc["case"], doc["params"])
+    result = CHECKS[doc["check"]].run(triton_backend, example, CUDA)
+    assert result.ok, result.failures
+
+
 @pytest.mark.parametrize("forced", [False, True])
 @pytest.mark.parametrize("op", ["shrink", "qkv"])
 def test_gpu_shrink_weight_tiles_through_tma(op, forced, triton_backend, monkeypatch):
