@@ -150,17 +150,13 @@ def check(
     try:
         if shard is not None:
             campaign.parse_shard(shard)
-            if seed is None and profile != "ci":
-                raise campaign.CampaignError(
-                    f"seed: the shards of a campaign draw from one seed; pass the same seed to "
-                    f"every shard (got shard {shard!r} and no seed)"
-                )
+        campaign.require_seed(shard, seed, profile, "seed")
         if shard_times is not None:
             campaign.load_times(shard_times)
         if example_db is not None:
             campaign.open_shared(example_db)
     except campaign.CampaignError as exc:
-        raise UsageError(_api_name(str(exc))) from exc
+        raise UsageError(campaign.renamed(str(exc), "api")) from exc
     failures = Path(failures_dir)
     check_writable("failures_dir", failures, folder=True)
     # a symbolic link is followed once, here: every write of the run goes to its target (a
@@ -202,10 +198,10 @@ def check(
             cmd += ["--lora-isolate"]
         if jobs is not None:
             cmd += ["-p", "xdist.plugin", "-n", str(jobs)]
-        for option, value in (("--lora-example-db", example_db), ("--lora-shard", shard),
-                              ("--lora-shard-times", shard_times)):  # fmt: skip
-            if value is not None:
-                cmd += [option, str(value)]
+        given = {"example_db": example_db, "shard": shard, "shard_times": shard_times}
+        for option in campaign.OPTIONS:
+            if given[option.spelled("api")] is not None:
+                cmd += [option.spelled("pytest"), str(given[option.spelled("api")])]
         cmd += list(pytest_args)
         env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1"}
         log_path = work / "pytest.log"
@@ -246,15 +242,6 @@ def check(
             except OSError as exc:
                 raise OutputError(arg, Path(path), exc, report) from exc
         return report
-
-
-def _api_name(message: str) -> str:
-    """A campaign message in the API's argument names (``--example-db: ...`` ->
-    ``example_db: ...``)."""
-    for option in ("--example-db", "--shard-times", "--shard"):
-        if message.startswith(option):
-            return option[2:].replace("-", "_") + message[len(option) :]
-    return message
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -497,18 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--markdown", default=None, help="write a Markdown summary here")
     check.add_argument("-v", "--verbose", action="store_true",
                        help="print tracebacks and the pytest log")  # fmt: skip
+    from conformance.campaign import OPTIONS as CAMPAIGN_OPTIONS
+
     camp = check.add_argument_group("campaigns over many runners (see the README)")
-    camp.add_argument(
-        "--example-db", default=None, metavar="URL",
-        help="a Hypothesis example database the runners share: a folder, redis://host:port/db, "
-        "or readonly:<either> (the local .hypothesis/lora-conformance is kept too)",
-    )  # fmt: skip
-    camp.add_argument(
-        "--shard", default=None, metavar="I/N",
-        help="run shard I of N of the plan (every shard takes the same --seed)",
-    )  # fmt: skip
-    camp.add_argument("--shard-times", default=None, metavar="REPORT",
-                      help="balance shards by this earlier report's group times")  # fmt: skip
+    for option in CAMPAIGN_OPTIONS:
+        camp.add_argument(
+            option.spelled("cli"), default=None, metavar=option.metavar, help=option.help
+        )
     check.set_defaults(func=cmd_check)
 
     mrg = sub.add_parser(

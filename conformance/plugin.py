@@ -119,22 +119,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="(internal) a pipe holding the CLI's secret: the report is sealed with it, and the "
         "process exits as soon as the report is final",
     )  # fmt: skip
-    group.addoption(
-        "--lora-example-db", default=None, metavar="URL",
-        help="an example database shared by a campaign's runners: a folder, "
-        "redis://host:port/db, or readonly:<either>; the local one (.hypothesis/lora-conformance) "
-        "is kept too",
-    )  # fmt: skip
-    group.addoption(
-        "--lora-shard", default=None, metavar="I/N",
-        help="run shard I of N (1 <= I <= N) of the plan, balanced by group times; every shard "
-        "of a campaign takes the same seed (--hypothesis-seed)",
-    )  # fmt: skip
-    group.addoption(
-        "--lora-shard-times", default=None, metavar="REPORT",
-        help="balance the shards by the group times of this earlier report (default: by "
-        "example counts)",
-    )  # fmt: skip
+    from conformance.campaign import OPTIONS as CAMPAIGN_OPTIONS
+
+    for option in CAMPAIGN_OPTIONS:
+        group.addoption(
+            option.spelled("pytest"), default=None, metavar=option.metavar, help=option.help
+        )
     group.addoption(
         "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
     )
@@ -194,12 +184,12 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and "lora_seed" in workerinput:
         seed = workerinput["lora_seed"]
-    shard = config.getoption("--lora-shard")
-    if seed is None and shard is not None and profile != "ci":
-        raise pytest.UsageError(
-            f"--lora-shard: the shards of a campaign draw from one seed: pass the same "
-            f"--hypothesis-seed to every shard (got --lora-shard {shard} and no seed)"
-        )
+    from conformance import campaign
+
+    try:
+        campaign.require_seed(config.getoption("--lora-shard"), seed, profile, "--hypothesis-seed")
+    except campaign.CampaignError as exc:
+        raise pytest.UsageError(campaign.renamed(str(exc), "pytest")) from None
     if seed is None:
         seed = 0 if profile == "ci" else secrets.randbelow(2**32)
     try:
@@ -260,6 +250,7 @@ class _Run:
             "error": None,
         }
         self.loaded = False
+        self.load_error: pytest.UsageError | None = None  # raised again by every later load()
         self.backend_cls: Any = None
         self.device: Any = None
         self.plan: list = []
@@ -267,6 +258,7 @@ class _Run:
         self.records: dict[str, dict[str, Any]] = {}
         self.runner = None
         self.database: Any = None
+        self.database_key: Any = None
         self.example_db: str | None = None
         self.parts: dict[str, Any] = {}  # this shard's part of each group it runs
         self.campaign: dict[str, Any] | None = None
@@ -274,6 +266,8 @@ class _Run:
     def load(self) -> None:
         """Resolve the backend and build the plan (once, at collection)."""
         if self.loaded:
+            if self.load_error is not None:
+                raise self.load_error
             return
         self.loaded = True
         from conformance.checks import CHECKS
@@ -359,7 +353,7 @@ class _Run:
             if url is not None or self.profile != "ci":
                 self.database = campaign.open_database(url)
         except campaign.CampaignError as exc:
-            self._stop("usage_error", str(exc).replace("--", "--lora-", 1), exc)
+            self._stop("usage_error", campaign.renamed(str(exc), "pytest"), exc)
         harness, name = self.doc["harness"], self.name
         self.database_key = lambda gid: campaign.database_key(
             harness, name, version, self.profile, gid
@@ -403,7 +397,8 @@ class _Run:
         self.doc.update(status=status, error=message, finished=now())
         self.doc["traceback"] = "".join(traceback.format_exception(exc))
         self.write()
-        raise pytest.UsageError(message) from None
+        self.load_error = pytest.UsageError(message)
+        raise self.load_error from None
 
     def write(self) -> None:
         if self.report_path and not self.is_worker:
