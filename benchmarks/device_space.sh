@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The input-space campaign on the device: `check triton --profile ci` on CUDA (every check, CUDA
 # graphs included), then a `thorough` campaign over every check at full model shapes as two
-# shards of one campaign (one seed, CAMPAIGN_SEED, default the clock), on GPU 0 and the last GPU
-# (both on GPU 0 with one), sharing one example database: a Redis server (redis-server on PATH,
+# shards of one campaign (one seed, CAMPAIGN_SEED, default the clock), run at once on GPU 0 and
+# the last GPU (side by side on GPU 0 with one), sharing one example database: a Redis server (redis-server on PATH,
 # else one carried in .whl/redis/ with the libraries it needs beside Debian's), else a folder.  Examples
 # per group are capped (THOROUGH_EXAMPLES, default 10) so that every group runs; each shard is
 # stopped by SIGINT after CAMPAIGN_S seconds (default 330; its partial report counts what ran).
@@ -35,9 +35,10 @@ shard() {
     --failures-dir "$work/thorough_failures" > "$work/thorough$i.log" 2>&1
   echo "rc=$? wall_s=$(( SECONDS - start ))" >> "$work/thorough$i.log"
 }
-shard1() { shard 1; }
-shard2() { shard 2; }
-on_two_gpus shard1 shard2
+# both shards at once: on GPU 0 and the last GPU, or side by side on a lone GPU
+( export CUDA_VISIBLE_DEVICES=0; shard 1 ) &
+( export CUDA_VISIBLE_DEVICES=$((n - 1)); shard 2 ) &
+wait
 python3 -m conformance.cli merge "$work/thorough1.json" "$work/thorough2.json" \
   --report-json "$work/thorough.json" --markdown "$work/thorough.md" > "$work/merge.log" 2>&1
 echo "rc=$?" >> "$work/merge.log"

@@ -29,7 +29,7 @@ the tile holds one adapter and the loop ends after it: a loop that carries the t
 kept ~250 registers per thread live in the sm_90 build, ~160 without it.
 
 An adapter's rank picks a rank tile (``BLOCK_R``, ``/2`` or ``/4``: the narrowest that holds
-it).  A rank that is a multiple of 8 loads 16-byte vectors straight into shared memory, columns
+it; ``BLOCK_R`` for a rank that is not a multiple of 8).  A rank that is a multiple of 8 loads 16-byte vectors straight into shared memory, columns
 past the rank masked off, so the weights' garbage columns are never read.  Other ranks load
 the pool's columns and replace the garbage with zeros in registers (slower).
 """
@@ -255,8 +255,10 @@ def _expand_kernel(
             # int64: slot * stride_wl passes 2**31 when L*N*R does
             w_base = w_ptr + slot.to(tl.int64) * stride_wl
             # rank buckets: the narrowest of BLOCK_R, HALF_R and QUARTER_R (0: no bucket) that
-            # holds r (r >= 1 here)
-            if r > HALF_R:
+            # holds r (r >= 1 here).  A rank that is not a multiple of 8 takes the full tile:
+            # in a narrower bucket the general path gave wrong sums on an H100 (Triton 3.6,
+            # float16, weights with N contiguous), where the full tile's are right
+            if r > HALF_R or r % 8 != 0:
                 _sweep_width(
                     x_ptr, w_base, out_ptr, rows64, sel, j, r, scale, n_first, n_lo, n_hi, R_POOL,
                     stride_xm, stride_xk, stride_wn, stride_wk, stride_om, stride_on, HAS_BASE,

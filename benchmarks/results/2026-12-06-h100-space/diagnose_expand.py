@@ -7,6 +7,11 @@ from conformance.oracle import expect_for, compare
 from lora_triton.backend import TritonLoRABackend
 from lora_triton import config as C
 from lora_triton.kernels.expand import expand, ExpandPlan
+from pathlib import Path
+# the kernel as it was when the case failed (EXPAND_VARIANT picks another, see variants.py)
+sys.path.insert(0, str(Path(__file__).parents[1] / "2026-12-07-h100-expand"))
+from variants import use
+expand = use(os.environ.get("EXPAND_VARIANT", "before")).expand
 
 path = sys.argv[1]
 dev = torch.device(sys.argv[2] if len(sys.argv) > 2 else "cuda")
