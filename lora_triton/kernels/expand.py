@@ -28,10 +28,11 @@ layout's group alignment (``ONE_ADAPTER``, every launch rule but the interpreter
 the tile holds one adapter and the loop ends after it: a loop that carries the tile's positions
 kept ~250 registers per thread live in the sm_90 build, ~160 without it.
 
-An adapter's rank picks a rank tile (``BLOCK_R``, ``/2`` or ``/4``: the narrowest that holds
-it; ``BLOCK_R`` for a rank that is not a multiple of 8).  A rank that is a multiple of 8 loads 16-byte vectors straight into shared memory, columns
-past the rank masked off, so the weights' garbage columns are never read.  Other ranks load
-the pool's columns and replace the garbage with zeros in registers (slower).
+An adapter's rank picks a rank tile: ``BLOCK_R``, ``/2`` or ``/4``, the narrowest that holds
+it, when the rank is a multiple of 8; ``BLOCK_R`` otherwise.  A multiple of 8 loads 16-byte
+vectors straight into shared memory, columns past the rank masked off, so the weights' garbage
+columns are never read.  Other ranks load the pool's columns and replace the garbage with zeros
+in registers (slower).
 """
 
 from __future__ import annotations

@@ -53,14 +53,18 @@ def cases(case0):
     yield "b contiguous", case0.replace(layouts={**lay, "b": "contiguous"})
     yield "bfloat16", case0.replace(dtype="bfloat16")
     yield "R=129", case0.replace(R=129, lora_ranks=odd_ranks)
-    yield "R=129 b contiguous", case0.replace(
-        R=129, lora_ranks=odd_ranks, layouts={**lay, "b": "contiguous"}
+    yield (
+        "R=129 b contiguous",
+        case0.replace(R=129, lora_ranks=odd_ranks, layouts={**lay, "b": "contiguous"}),
     )
     yield "R=96", case0.replace(R=96, lora_ranks=tuple(min(r, 96) for r in odd_ranks))
     yield "R=65 no base", case0.replace(has_base=False)
     yield "gate_up", case0.replace(op="gate_up", stack=2, n_kv=0, N=2048)
-    yield "expand", case0.replace(
-        op="expand", stack=1, n_kv=0, N=4096, layouts={"b": "transposed", "x": "contiguous"}
+    yield (
+        "expand",
+        case0.replace(
+            op="expand", stack=1, n_kv=0, N=4096, layouts={"b": "transposed", "x": "contiguous"}
+        ),
     )
 
 
@@ -76,15 +80,18 @@ def main() -> None:
         use(name)
         for label, case in cases(doc["case"]):
             if small:
-                case = case.replace(K=32, N=min(case.N, 64), n_kv=min(case.n_kv, 32),
-                                    seg_lens=(0, 3, 2) + (0,) * 31)
+                case = case.replace(
+                    K=32, N=min(case.N, 64), n_kv=min(case.n_kv, 32), seg_lens=(0, 3, 2) + (0,) * 31
+                )
             try:
                 result = check.run(backend.TritonLoRABackend, Example(case, doc["params"]), device)
                 worst = result.worst_ratio if result.worst_ratio is not None else float("nan")
                 text = "" if result.ok else str(result.failures)[:160]
                 print(f"{name:18s} {label:22s} ok={result.ok} worst={worst:.3g} {text}", flush=True)
             except Exception as e:  # noqa: BLE001 - a variant or an edit that cannot run is reported
-                print(f"{name:18s} {label:22s} raised {type(e).__name__}: {str(e)[:200]}", flush=True)
+                print(
+                    f"{name:18s} {label:22s} raised {type(e).__name__}: {str(e)[:200]}", flush=True
+                )
 
 
 if __name__ == "__main__":
