@@ -26,16 +26,6 @@ device_begin() {
   n=$(nvidia-smi -L | wc -l)
 }
 
-# on_two_gpus FIRST SECOND: the shell function FIRST on GPU 0 in the background and SECOND on the
-# last GPU, then wait for both (with one GPU, FIRST then SECOND on it).
-on_two_gpus() {
-  ( export CUDA_VISIBLE_DEVICES=0; "$1" ) &
-  local first=$!
-  [ "$n" -gt 1 ] || wait $first
-  ( export CUDA_VISIBLE_DEVICES=$((n - 1)); "$2" )
-  wait
-}
-
 # peers_setup: after device_setup with .peers/ carried, an empty module in place of vLLM's compiled
 # CUDA ops (92 MB, built against another torch, not carried; its LoRA ops are Triton and do not
 # use them, but vllm.platforms.cuda imports them), and FlashInfer's JIT target (sm_90a).
@@ -151,17 +141,6 @@ ncu_cases() {
   python3 benchmarks/ncu_cases.py --table "$dir/ncu_$name.csv" > "$dir/ncu_$name.md" 2>> "$dir/ncu_$name.log"
 }
 
-# ncu_stalls DIR SECONDS: Nsight Compute's warp-state (stall reasons), occupancy, memory and
-# scheduler sections on the expand kernels of benchmarks/ncu_cases.py (NCU_CASES), as text:
-# DIR/ncu_stalls.txt, ending with the exit status.
-ncu_stalls() {
-  timeout "$2" "$(ncu_bin)" --profile-from-start off --kernel-name regex:expand \
-    --section SpeedOfLight --section WarpStateStats --section Occupancy \
-    --section MemoryWorkloadAnalysis --section SchedulerStats \
-    python3 benchmarks/ncu_cases.py > "$1/ncu_stalls.txt" 2>&1
-  echo "rc=$?" >> "$1/ncu_stalls.txt"
-}
-
 # bench_decode DIR [NAME]: the first grid's decode cases (decode64: 8 adapters, decode256: 32),
 # whose launch rule depends on the number of row tiles; DIR/NAME/, DIR/bench_NAME.log (NAME
 # defaults to decode).  DECODE_LAYOUTS, DECODE_RANKS and DECODE_OPS replace the cases.
@@ -175,19 +154,9 @@ bench_decode() {
 }
 
 # bench_decode_many DIR: 64-adapter decode at the ranks the off-grid bench leaves out (8, 32,
-# 64), whose expand rule changed in round 9; DIR/decode_many/, DIR/bench_decode_many.log.
+# 64); DIR/decode_many/, DIR/bench_decode_many.log.
 bench_decode_many() {
   DECODE_LAYOUTS=decode128x64 DECODE_RANKS="8 32 64" DECODE_OPS="qkv gate_up expand" \
     bench_decode "$1" decode_many
 }
 
-# thorough_cuda DIR SECONDS: the thorough campaign (diff and cuda_graph checks) on CUDA, stopped
-# by SIGINT after SECONDS (the partial report counts what ran); DIR/thorough.{json,log}.
-# THOROUGH_ARGS adds arguments (e.g. "--ops qkv --dtypes bfloat16": the groups run in order, and
-# a short campaign otherwise never leaves the first).
-thorough_cuda() {
-  timeout -s INT -k 20 "$2" python3 -m conformance.cli check triton --profile thorough \
-    --checks diff cuda_graph --device cuda --report-json "$1/thorough.json" \
-    --failures-dir "$1/thorough_failures" ${THOROUGH_ARGS:-} > "$1/thorough.log" 2>&1
-  echo "rc=$?" >> "$1/thorough.log"
-}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build .peers/ (git-ignored), what benchmarks/device_peers.sh carries to the GPU machine, from PyPI:
+# Build .peers/ (git-ignored), what the peers job of benchmarks/device.sh carries to the GPU machine, from PyPI:
 #   flashinfer_site.tar.xz  flashinfer-python 0.7.2.post1, less the csrc/ subfolders (kernels other
 #                           than segment GEMM): 13 MB;
 #   vllm_site.tar.xz        vLLM 0.33.0's Python package, less its compiled extensions, vendored

@@ -109,12 +109,9 @@ def _has_grid_dependency_control() -> bool:
 
 # programmatic dependent launch, by kernel: 1 for the two small one-wave kernels (the row layout
 # and the K-split sum) that let the next kernel launch at once; 2 for the shrink and the expand,
-# which wait but let the next kernel launch only as they end.  H200, 2026-11-30
-# (results/2026-11-30-h200-pdl/), against no PDL on the same GPU: decode 4.1% faster over 43
-# cases (geometric mean; qkv decode128x64 r=16 22.3 -> 20.3 us, gate_up decode64 r=16 14.1 ->
-# 13.0 us), prefill and mixed 1.4% over 18.  Every kernel in mode 1 lost up to 12 us where a
-# shrink or an expand let its dependents in early (gate_up decode128x64 r=8 44.9 -> 57.7 us,
-# shrink_qkv mixed r=128 37.0 -> 42.5 us)
+# which wait but let the next kernel launch only as they end: a dependent scheduled early beside
+# a long shrink or expand competes with it for SMs and slowed both
+# (benchmarks/results/2026-11-30-h200-pdl/)
 PDL_MODES = {"layout": 1, "shrink": 2, "sum": 1, "expand": 2}
 
 
@@ -237,36 +234,30 @@ def shrink_config(
         )
     block_n = shrink_column_tile(cR)
     if T > DECODE_ROWS:
-        # prefill and mixed batches: 64-row tiles (2026-11-28 and 2026-11-29 H200 sweeps,
-        # benchmarks/results/); K steps of 128, 64 in fp32 (shared memory)
+        # prefill and mixed batches: 64-row tiles; K steps of 128, 64 in fp32 (shared memory)
         deep_k = 64 if dtype == torch.float32 else 128
         if cR >= 384 and full_rank:
-            # 128-wide column tiles read x 3 times instead of 6 (shrink_qkv r=128 prefill
-            # 52 -> 42 us, mixed 65 -> 43 us).  Slower where Nsight Compute or the bench timed
-            # them: c*R = 256 (gate_up r=128 45 -> 54 us) and ranks 8..128 in one batch
-            # (shrink_qkv prefill 22 -> 40 us), so those keep 64.  Weight tiles through TMA:
-            # shrink_qkv r=128 prefill 42.1 -> 37.7 us, mixed 42.0 -> 37.4 us.  The other rules
-            # gained nothing from it, and lost up to 0.9 us at c*R <= 64 and 4 us on float16
-            # with K = 4000 (results/2026-11-29-h200-tma/), so K off a multiple of 64 keeps
-            # pointer loads
+            # 128-wide column tiles read x 3 times instead of 6.  At c*R = 256 and with mixed
+            # ranks they were slower, so those keep 64.  Weight tiles through TMA only here,
+            # and only with K a multiple of 64: the other rules gained nothing from TMA and
+            # lost with K off a multiple of 64 (benchmarks/results/2026-11-29-h200-tma/)
             tma = K % 64 == 0
             return ShrinkConfig(64, 128, 64, split_k=1, num_warps=4, num_stages=4, tma=tma)
         if cR <= block_n:
             # one column tile: 64-row tiles read the weights half as often as 32-row ones, and
-            # K split in two keeps two programs per row tile.  shrink_qkv r=16: prefill
-            # 17.0 -> 16.1 us, mixed 26.1 -> 17.4 us (results/2026-11-29-h200-split/)
+            # K split in two keeps two programs per row tile
+            # (benchmarks/results/2026-11-29-h200-split/)
             return ShrinkConfig(64, block_n, deep_k, split_k=2, num_warps=4, num_stages=3)
         if full_rank and _tiles(T, 64) * _tiles(cR, block_n) > sm_count(device):
             # more programs than SMs: 64-deep K steps (64 KB of shared memory, three programs
-            # per SM instead of one).  float16 K=4000 r=96: shrink_qkv prefill 50.2 -> 40.4 us.
-            # Not with mixed ranks, whose programs mostly end at once
+            # per SM instead of one).  Not with mixed ranks, whose programs mostly end at once
             return ShrinkConfig(64, block_n, 64, split_k=1, num_warps=4, num_stages=4)
         return ShrinkConfig(64, block_n, deep_k, split_k=1, num_warps=4, num_stages=4)
     # decode: 16-row tiles, K split until the grid (busy tiles x splits) fills the chip; busy
     # row tiles: at least one per adapter, at least T / 16
     tiles = max(_tiles(T, 16), min(num_adapters, T)) * _tiles(cR, block_n)
     split_k = 1
-    # the 2026-11-28 sweep: split up to one wave of programs, at most 8 ways
+    # split up to one wave of programs, at most 8 ways, each split at least 512 deep
     while split_k < 8 and 2 * tiles * split_k <= sm_count(device) and K // split_k >= 512:
         split_k *= 2
     block_k = 64 if dtype == torch.float32 else (128 if split_k > 1 else 256)
@@ -301,7 +292,7 @@ def expand_config(T: int, R: int, slice_width: int, positions: int | None = None
     ``positions``: the length ``P`` of the batch's grouped layout (``T`` when not given); on
     decode batches it bounds the number of 16-row tiles, about one per adapter.  The rule's
     tiles are narrowed (then unstaged) until float32 tiles fit :data:`SHARED_MEMORY_BUDGET`:
-    at rank 256 a 256-wide float32 tile needs 272 KiB (H100, 2026-12-06: ``OutOfResources``).
+    at rank 256 a 256-wide float32 tile needs 272 KiB, past what a block may stage.
     """
     if _override.expand is not None:
         return _override.expand
@@ -339,39 +330,31 @@ def _expand_rule(T: int, R: int, slice_width: int, positions: int | None) -> Exp
             # two column tiles per program when the slice has them: the prefetching sweep runs
             n_per_prog=2 if slice_width > block_n else 1,
         )
-    # from the 2026-11-28 H200 sweeps: 16-row tiles for decode, wider for larger ranks
+    # 16-row tiles for decode (about one per adapter), wider column tiles for larger ranks
     if T <= DECODE_ROWS:
         tiles = triton.cdiv(positions or T, 16)
         if tiles >= DECODE_MANY_TILES and R <= 16:
-            # many narrow adapters: 128-wide column tiles, 4 per program.  64 adapters,
-            # 2026-11-29 (results/2026-11-29-h200-decode/): r=16 qkv 23.4 -> 22.3 us, gate_up
-            # 38.7 -> 37.5 us; r=8 qkv 23.5 -> 22.4 us, gate_up 46.1 -> 45.3 us.  It lost at
-            # r=32 (qkv 30.9 -> 31.8 us, gate_up 54.8 -> 56.6 us) and at pool rank 128 (gate_up
-            # ranks 8..128 94.9 -> 105.0 us in the round 9 sweep)
+            # many narrow adapters: 128-wide column tiles, 4 per program.  Faster at r <= 16
+            # only; it lost at r = 32 and at pool rank 128
+            # (benchmarks/results/2026-11-29-h200-decode/)
             return ExpandConfig(16, 128, num_warps=4, num_stages=3, n_per_prog=4)
         if tiles >= DECODE_MANY_TILES:
             # weight-read bound (many adapters, or wide ones): 8 column tiles per program with
-            # pipelined weight loads.  2026-11-29 bench: 64-adapter gate_up decode r=128
-            # 301 -> 170 us, r=16 49 -> 41 us
+            # pipelined weight loads
             return ExpandConfig(16, 64, num_warps=4, num_stages=3, n_per_prog=8)
         if tiles >= DECODE_SWEEP_TILES and R >= 64:
             # 20..63 row tiles at rank >= 64: 4 column tiles per program, twice the programs
-            # of 8.  Same run: 32 adapters at r=64, qkv 33.0 -> 30.8 us, gate_up 60.2 -> 56.5
-            # us, expand 9.9 -> 8.8 us; rank-0-heavy qkv r=128 24.0 -> 23.2 us, ranks 8..128
-            # 22.6 -> 20.9 us; rank-0-heavy gate_up ranks 8..128 lost 28.0 -> 29.0 us.  Before,
-            # r=128 swept 8 (8 adapters at r=128 56 -> 36 us against one tile per program) and
-            # r=64 took one 256-wide tile
+            # of 8 (the grid stays full while each program still pipelines its weight loads)
             return ExpandConfig(16, 64, num_warps=4, num_stages=3, n_per_prog=4)
         # few row tiles: one column tile per program keeps the grid full.  One rank bucket:
-        # at 8 adapters and r=64 the extra buckets cost (gate_up decode64 26 -> 34 us)
+        # with few adapters the extra buckets cost more than the narrower tiles save
         if R > 32:
             return ExpandConfig(16, 256, num_warps=8, rank_buckets=1)
         return ExpandConfig(16, 128, rank_buckets=1)
     block_m = 32 if R <= 32 else 64
     block_n = 128 if R <= 64 else 64
-    # benchmarks/results/2026-11-28-h200-trust/sweep.md: a program sweeping 8 column tiles
-    # (input tile loaded once, base and weight loads pipelined) took gate_up prefill r=128 from
-    # 586 to 300 us and r=16 from 170 to 158 us
+    # a program sweeps 8 column tiles: its input tile is loaded once, and the base and weight
+    # loads pipeline (benchmarks/results/2026-11-28-h200-trust/)
     return ExpandConfig(block_m, block_n, num_warps=4, num_stages=3, n_per_prog=8)
 
 

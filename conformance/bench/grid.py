@@ -39,7 +39,7 @@ HETERO_RANKS = (8, 16, 32, 64, 96, 128)
 # op -> what it runs: the shrink and expand stages alone, or the fused layers end to end
 BENCH_OPS = ("shrink", "shrink_qkv", "expand", "qkv", "gate_up", "shrink_down")
 
-# the cases off the first grid (issue 14): rank 128 and mixed ranks in prefill, many-adapter and
+# the cases off the first grid: rank 128 and mixed ranks in prefill, many-adapter and
 # rank-0-heavy decode, float16 with K and N not multiples of 64
 OFF_GRID: list[tuple[str, str, str, int]] = (
     [("llama3-8b", op, lay, r) for op in ("qkv", "gate_up", "shrink_qkv")
@@ -49,3 +49,26 @@ OFF_GRID: list[tuple[str, str, str, int]] = (
     + [("odd-fp16", op, lay, r) for op in ("qkv", "gate_up", "shrink_qkv")
        for lay in ("prefill", "mixed", "decode64") for r in (16, 96)]
 )  # fmt: skip
+
+
+# the targets, by workload: prefill and mixed batches move at least this share of the copy
+# bandwidth (the shrink alone: SHRINK_BW_TARGET); decode, where many adapters' weights must be
+# read, takes at most DECODE_TARGET times the larger of the bytes floor and one adapter's cuBLAS
+BW_TARGET = 60.0
+SHRINK_BW_TARGET = 75.0
+DECODE_TARGET = 1.5
+
+
+def target(layout: str, op: str, floor_us: float, torch_us: float | None) -> tuple[str, float]:
+    """A workload's target, as text, and its bound: a time in us (decode layouts) or a share of
+    the copy bandwidth in % (the others)."""
+    if layout.startswith("decode"):
+        bound = DECODE_TARGET * max(floor_us, torch_us or 0.0)
+        return f"<= {bound:.1f} us", bound
+    need = SHRINK_BW_TARGET if op.startswith("shrink") else BW_TARGET
+    return f">= {need:.0f}% BW", need
+
+
+def meets(layout: str, op: str, us: float, pct_of_copy_bw: float, bound: float) -> bool:
+    """Whether a time (us, or % of copy bandwidth) meets the bound :func:`target` gave."""
+    return us <= bound if layout.startswith("decode") else pct_of_copy_bw >= bound

@@ -17,7 +17,7 @@ around the kernel, and this adapter does the same:
 * the expand's product is scaled per row in float32 and added to ``base_output`` only on rows
   whose slot has a rank, so rank-0 rows stay ``base`` bit for bit;
 * ``d_in`` and ``d_out`` are padded with zeros to multiples of 8: the SM90 CUTLASS kernel loads
-  16-byte rows (``benchmarks/flashinfer_probe.py`` shows what it does with other sizes).
+  16-byte rows (``benchmarks/probes/flashinfer_probe.py`` shows what it does with other sizes).
 
 FlashInfer writes its product in the input dtype, so the expand's product is rounded once before
 it is scaled and added.  float32 is not offered: FlashInfer instantiates float16 and bfloat16 only.

@@ -47,7 +47,7 @@ def _forget_weight_tables() -> None:
 
     vLLM keys them by the weights' ``data_ptr()`` alone and keeps each entry's strides, slice
     offsets and sizes for good: it allocates its weight buffers once.  New weights at a reused
-    address would inherit another shape's entry (``benchmarks/vllm_lut_repro.py``), so the
+    address would inherit another shape's entry (``benchmarks/repros/vllm_lut_repro.py``), so the
     adapter forgets the tables whenever it lays out new weights, as a fresh vLLM process would.
     """
     for name in ("_LORA_A_PTR_DICT", "_LORA_B_PTR_DICT"):

@@ -5,7 +5,7 @@ SGLang's ``cached_triton_kernel`` (on by default on CUDA) keys the compiled
 specialises on ``N`` (its row strides), the dtype and its block sizes.  Two calls that agree on
 the key but not on ``N`` run the first call's binary on the second call's tensors.
 
-Usage (on the device, SGLang importable):  python benchmarks/sglang_csgmv_cache_repro.py
+Usage (on the device, SGLang importable):  python benchmarks/repros/sglang_csgmv_cache_repro.py
 Run it once as is and once with ``SGLANG_USE_CUSTOM_TRITON_KERNEL_CACHE=0`` (Triton's own cache).
 """
 

@@ -7,7 +7,7 @@ rest.  One JSON line per case: the largest error against a float32 ``torch`` pro
 rounded inputs, relative to the largest output, or the exception, or the exit status of a
 process that died.  The first case also reports how long FlashInfer's JIT build took.
 
-Usage (on the GPU machine, FlashInfer importable):  python3 benchmarks/flashinfer_probe.py
+Usage (on the GPU machine, FlashInfer importable):  python3 benchmarks/probes/flashinfer_probe.py
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ it at about half of cuBLAS's rate.  This probe times, in one run and on the same
   contiguous, as they are in this workload).
 
 The probe's results are compared with the shipped shrink's before they are timed.
-Usage (on the device): python3 benchmarks/gemm_ceiling.py OUT_DIR
+Usage (on the device): python3 benchmarks/probes/gemm_ceiling.py OUT_DIR
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
 3. CUDA-graph capture of the ``vllm`` adapter's ``run_lora_b_sgemm`` (the benchmark fell back to
    eager timing): the exception, if any.
 
-Usage (on the GPU machine, vLLM importable):  python3 benchmarks/vllm_lut_repro.py
+Usage (on the GPU machine, vLLM importable):  python3 benchmarks/repros/vllm_lut_repro.py
 """
 
 from __future__ import annotations
