@@ -67,7 +67,7 @@ def grid(run: str, before: str | None) -> None:
         torch_us = (rows.get((workload, "torch")) or {}).get("us")
         gmm_us = (rows.get((workload, "grouped_mm")) or {}).get("us")
         text, bound = target(row["layout"], row["op"], row["floor_us"], torch_us)
-        ok = meets(row["layout"], row["op"], row["us"], row["pct_of_copy_bw"], bound)
+        ok = meets(row["layout"], row["us"], row["pct_of_copy_bw"], bound)
         met += ok
         pct.append(row["pct_of_copy_bw"])
         if torch_us:

@@ -69,6 +69,6 @@ def target(layout: str, op: str, floor_us: float, torch_us: float | None) -> tup
     return f">= {need:.0f}% BW", need
 
 
-def meets(layout: str, op: str, us: float, pct_of_copy_bw: float, bound: float) -> bool:
+def meets(layout: str, us: float, pct_of_copy_bw: float, bound: float) -> bool:
     """Whether a time (us, or % of copy bandwidth) meets the bound :func:`target` gave."""
     return us <= bound if layout.startswith("decode") else pct_of_copy_bw >= bound

@@ -1,5 +1,6 @@
 """The Triton backend compiled on a GPU: a larger grid, CUDA-graph replay, no host sync,
-and 64-bit addressing.  Skipped without CUDA; run on the device machine (see README)."""
+and 64-bit addressing.  Skipped without CUDA; run on the device machine (see
+benchmarks/README.md)."""
 
 from __future__ import annotations
 

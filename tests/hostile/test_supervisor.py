@@ -1,6 +1,7 @@
 """What no backend can fake about a run of ``lora-conformance check``: a backend that forges a
 report, dies after forging it, dies at exit, leaves a thread running, and a supervisor that is
-sent SIGTERM or SIGKILL, or runs where SIGINT is ignored (README, "What a backend cannot fake")."""
+sent SIGTERM or SIGKILL, or runs where SIGINT is ignored (docs/running.md, "What a backend
+cannot fake")."""
 
 from __future__ import annotations
 
