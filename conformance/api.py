@@ -27,10 +27,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from conformance import profiles
 from conformance.case import Case, CaseError
-from conformance.failures import FAILURES_DIR, save_failure, write_atomic
-from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
+from conformance.failures import save_failure, write_atomic
 from conformance.process import child_setup, set_dumpable
 from conformance.report import (
     SCHEMA,
@@ -43,22 +41,9 @@ from conformance.report import (
     verdict,
     write_report,
 )
+from conformance.settings import API_NAMES, DEFAULTS, UsageError, pytest_argv, renamed, validate
 
 WATCHDOG_GRACE = 60.0
-
-
-class UsageError(ValueError):
-    """A bad argument to :func:`check` (the command line reports it with exit code 2)."""
-
-
-def _subset(name: str, values: Sequence[str] | None, choices: Sequence[str]) -> tuple[str, ...]:
-    if values is None:
-        return tuple(choices)
-    values = tuple(values)
-    bad = [v for v in values if v not in choices]
-    if bad or not values:
-        raise UsageError(f"{name}: expected a non-empty subset of {', '.join(choices)}, got {bad}")
-    return values
 
 
 def check_writable(arg: str, path: Path, folder: bool = False) -> None:
@@ -78,17 +63,17 @@ def check_writable(arg: str, path: Path, folder: bool = False) -> None:
 def check(
     backend: str,
     *,
-    profile: str = "ci",
+    profile: str = DEFAULTS["profile"],
     ops: Sequence[str] | None = None,
     dtypes: Sequence[str] | None = None,
     checks: Sequence[str] | None = None,
     device: str | None = None,
     max_examples: int | None = None,
     seed: int | None = None,
-    deadline: float = profiles.DEFAULT_DEADLINE,
+    deadline: float = DEFAULTS["deadline"],
     isolate: bool = False,
     jobs: int | None = None,
-    failures_dir: str | Path = FAILURES_DIR,
+    failures_dir: str | Path = DEFAULTS["failures_dir"],
     report_json: str | Path | None = None,
     junit_xml: str | Path | None = None,
     markdown: str | Path | None = None,
@@ -127,20 +112,9 @@ def check(
     Raises:
         UsageError: for a bad argument or an output path that cannot be written.
     """
-    if profile not in profiles.PROFILES:
-        raise UsageError(f"profile: expected one of {', '.join(profiles.NAMES)}, got {profile!r}")
-    ops = _subset("ops", ops, OPS)
-    dtypes = _subset("dtypes", dtypes, DTYPE_NAMES)
-    checks = _subset("checks", checks, CHECK_NAMES)
-    if max_examples is not None and max_examples < 1:
-        raise UsageError(f"max_examples: expected >= 1, got {max_examples}")
-    if deadline < 0:
-        raise UsageError(f"deadline: expected >= 0 seconds, got {deadline}")
-    if device not in (None, "cpu", "cuda"):
-        raise UsageError(f"device: expected cpu or cuda, got {device!r}")
+    given = {k: v for k, v in locals().items() if k in API_NAMES}
+    values = validate(given)
     if jobs is not None:
-        if jobs < 1:
-            raise UsageError(f"jobs: expected >= 1, got {jobs}")
         try:
             import xdist  # noqa: F401
         except ImportError as exc:
@@ -156,7 +130,7 @@ def check(
         if example_db is not None:
             campaign.open_shared(example_db)
     except campaign.CampaignError as exc:
-        raise UsageError(campaign.renamed(str(exc), "api")) from exc
+        raise UsageError(renamed(str(exc), "api")) from exc
     failures = Path(failures_dir)
     check_writable("failures_dir", failures, folder=True)
     # a symbolic link is followed once, here: every write of the run goes to its target (a
@@ -182,26 +156,10 @@ def check(
             "-p", "conformance.plugin", "-p", "no:cacheprovider", "--noconftest",
             "-c", str(work / "pytest.ini"), "--rootdir", str(work), "-q", "-rN",
             "--pyargs", "conformance.suite",
-            "--lora-backend", backend, "--hypothesis-profile", profile,
-            "--lora-ops", ",".join(ops), "--lora-dtypes", ",".join(dtypes),
-            "--lora-checks", ",".join(checks), "--lora-deadline", str(deadline),
-            "--lora-failures-dir", str(failures.resolve()),
+            "--lora-backend", backend,
             "--lora-report", str(report_path.resolve()), "--lora-progress", str(progress_path),
+            *pytest_argv({**values, "failures_dir": str(failures.resolve())}),
         ]  # fmt: skip
-        if device:
-            cmd += ["--lora-device", device]
-        if max_examples is not None:
-            cmd += ["--lora-max-examples", str(max_examples)]
-        if seed is not None:
-            cmd += ["--hypothesis-seed", str(seed)]
-        if isolate:
-            cmd += ["--lora-isolate"]
-        if jobs is not None:
-            cmd += ["-p", "xdist.plugin", "-n", str(jobs)]
-        given = {"example_db": example_db, "shard": shard, "shard_times": shard_times}
-        for option in campaign.OPTIONS:
-            if given[option.spelled("api")] is not None:
-                cmd += [option.spelled("pytest"), str(given[option.spelled("api")])]
         cmd += list(pytest_args)
         env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1"}
         log_path = work / "pytest.log"

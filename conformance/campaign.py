@@ -38,51 +38,9 @@ CAMPAIGN_SCHEMA = "lora-conformance-campaign/1"
 
 class CampaignError(ValueError):
     """A bad ``--example-db``, ``--shard`` or ``--shard-times``, or reports that do not merge;
-    the message names the argument (as the command line spells it: :func:`renamed` gives the
-    plugin's and the API's spelling), what was expected and what came."""
-
-
-@dataclass(frozen=True)
-class RunOption:
-    """One campaign option of ``check``, declared once for the command line (``--name``), the
-    pytest plugin (``--lora-name``) and the API (``name`` with underscores)."""
-
-    name: str
-    metavar: str
-    help: str
-
-    def spelled(self, style: str) -> str:
-        """The option as ``style`` (``cli``, ``pytest`` or ``api``) spells it."""
-        return {"cli": f"--{self.name}", "pytest": f"--lora-{self.name}",
-                "api": self.name.replace("-", "_")}[style]  # fmt: skip
-
-
-OPTIONS = (
-    RunOption(
-        "example-db", "URL",
-        "a Hypothesis example database the runners share: a folder, redis://host:port/db, or "
-        "readonly:<either> (the local .hypothesis/lora-conformance is kept too)",
-    ),
-    RunOption(
-        "shard", "I/N",
-        "run shard I of N (1 <= I <= N) of the plan, balanced by group times; every shard of "
-        "a campaign takes the same seed",
-    ),
-    RunOption(
-        "shard-times", "REPORT",
-        "balance the shards by the group times of this earlier report (default: by example "
-        "counts)",
-    ),
-)  # fmt: skip
-
-
-def renamed(message: str, style: str) -> str:
-    """A :class:`CampaignError` message with its option spelled as ``style`` spells it."""
-    for option in sorted(OPTIONS, key=lambda o: -len(o.name)):
-        cli = option.spelled("cli")
-        if message.startswith(cli + ":"):
-            return option.spelled(style) + message[len(cli) :]
-    return message
+    the message names the argument as the command line spells it
+    (:func:`conformance.settings.renamed` gives the plugin's and the API's spelling), what was
+    expected and what came."""
 
 
 def require_seed(shard: object, seed: object, profile: str, seed_option: str) -> None:

@@ -18,10 +18,8 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from conformance import profiles
+from conformance import profiles, settings
 from conformance.api import OutputError, UsageError
-from conformance.failures import FAILURES_DIR
-from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
 from conformance.report import (
     EXIT_CODES,
     EXIT_CRASH,
@@ -85,25 +83,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             report = api.check(
                 args.backend,
-                profile=args.profile,
-                ops=args.ops,
-                dtypes=args.dtypes,
-                checks=args.checks,
-                device=args.device,
-                max_examples=args.max_examples,
-                seed=args.seed,
-                deadline=args.deadline,
-                isolate=args.isolate,
-                jobs=args.jobs,
-                failures_dir=args.failures_dir,
+                **{api_name: getattr(args, api_name) for api_name in settings.API_NAMES},
                 report_json=args.report_json,
                 junit_xml=args.junit_xml,
                 markdown=args.markdown,
                 pytest_args=args.pytest_args,
                 on_progress=on_progress,
-                example_db=args.example_db,
-                shard=args.shard,
-                shard_times=args.shard_times,
             )
         except OutputError as exc:
             raise UsageError(f"{exc} (the run's verdict: {exc.report.verdict})") from exc
@@ -467,43 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     check.add_argument("backend", help="built-in name, package.module:Class, or entry-point name")
-    check.add_argument(
-        "--profile", choices=profiles.NAMES, default=profiles.default_name(),
-        help=f"example counts and size caps (env {profiles.PROFILE_ENV})",
-    )  # fmt: skip
-    check.add_argument("--ops", nargs="+", choices=OPS, default=None, help="ops (default: all)")
-    check.add_argument(
-        "--dtypes", nargs="+", choices=DTYPE_NAMES, default=None, help="dtypes (default: all)"
-    )
-    check.add_argument(
-        "--checks", nargs="+", choices=CHECK_NAMES, default=None, help="checks (default: all)"
-    )
-    check.add_argument("--device", choices=("cpu", "cuda"), default=None,
-                       help="default: cuda when present and declared, else cpu")  # fmt: skip
-    check.add_argument("--max-examples", type=int, default=None,
-                       help="drawn examples per diff group (default: the profile's)")  # fmt: skip
-    check.add_argument("--seed", type=int, default=None,
-                       help="run seed (default: 0 for ci, random otherwise; reported)")  # fmt: skip
-    check.add_argument("--deadline", type=float, default=profiles.DEFAULT_DEADLINE,
-                       help="seconds one example may take (0: no limit)")  # fmt: skip
-    check.add_argument("--isolate", action="store_true",
-                       help="run the backend in a worker process")  # fmt: skip
-    check.add_argument("--jobs", "-j", type=int, default=None,
-                       help="run groups in this many processes (needs pytest-xdist)")  # fmt: skip
-    check.add_argument("--failures-dir", default=FAILURES_DIR,
-                       help="where minimal failing cases are saved")  # fmt: skip
+    settings.add_arguments(check, profile={"default": profiles.default_name()})
     check.add_argument("--report-json", default=None, help="write the JSON report here")
     check.add_argument("--junit-xml", default=None, help="write JUnit XML here")
     check.add_argument("--markdown", default=None, help="write a Markdown summary here")
     check.add_argument("-v", "--verbose", action="store_true",
                        help="print tracebacks and the pytest log")  # fmt: skip
-    from conformance.campaign import OPTIONS as CAMPAIGN_OPTIONS
-
-    camp = check.add_argument_group("campaigns over many runners (see the README)")
-    for option in CAMPAIGN_OPTIONS:
-        camp.add_argument(
-            option.spelled("cli"), default=None, metavar=option.metavar, help=option.help
-        )
     check.set_defaults(func=cmd_check)
 
     mrg = sub.add_parser(
@@ -536,10 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the backend to replay on (default: the one the file names)")  # fmt: skip
     rep.add_argument("--trust", action="store_true",
                      help="import the module:Class the file names")  # fmt: skip
-    rep.add_argument("--device", choices=("cpu", "cuda"), default=None)
-    rep.add_argument(
-        "--deadline", type=float, default=profiles.DEFAULT_DEADLINE, help="seconds (0: no limit)"
-    )
+    settings.add_arguments(rep, ("device", "deadline"))
     rep.add_argument("--max-elements", type=int, default=1 << 26,
                      help="largest tensor a file may ask for, in elements")  # fmt: skip
     rep.add_argument("--emit-script", default=None, metavar="PATH",

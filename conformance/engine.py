@@ -35,8 +35,9 @@ from conformance import corners, profiles, space
 from conformance.campaign import Part, part_seed
 from conformance.checks import CHECKS, Example, GroupContext
 from conformance.checks.harness import CaseResult, ExampleTimeout, deadline, worse
-from conformance.failures import FAILURES_DIR, save_failure
+from conformance.failures import save_failure
 from conformance.plan import Group
+from conformance.settings import DEFAULTS
 from lora_ref import BaseLoRABackend
 
 OUTCOMES = ("pass", "fail", "crash", "timeout", "skip", "error", "interrupted", "not run")
@@ -116,7 +117,7 @@ class RunOptions:
     run_seed: int = 0
     max_examples: int | None = None
     deadline: float | None = None
-    failures_dir: Path = Path(FAILURES_DIR)
+    failures_dir: Path = Path(DEFAULTS["failures_dir"])
     op_dtypes: dict[str, list[str]] = field(default_factory=dict)
     runner: Callable[[str, Example], CaseResult] | None = None
     progress: Callable[[GroupRecord, str, Example | None], None] | None = None
@@ -350,7 +351,7 @@ def run_plan(
     dtypes: tuple[str, ...] | None = None,
     checks: tuple[str, ...] | None = None,
     stop_on_failure: bool = False,
-    failures_dir: Path = Path(FAILURES_DIR),
+    failures_dir: Path = Path(DEFAULTS["failures_dir"]),
     runner: Callable[[str, Example], CaseResult] | None = None,
     run_seed: int = 0,
     shrink: bool = True,

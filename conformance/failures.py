@@ -23,7 +23,6 @@ from typing import Any
 
 from conformance.case import DEFAULT_MAX_ELEMENTS, Case, CaseError
 
-FAILURES_DIR = "conformance-failures"  # where minimal failing cases are saved by default
 FORMAT = "lora-conformance-case/2"
 OLD_FORMATS = ("lora-conformance-case/1",)
 MAX_FILE_BYTES = 1 << 22

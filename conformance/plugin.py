@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import math
 import os
 import secrets
 import sys
@@ -29,10 +28,8 @@ from typing import Any
 
 import pytest
 
-from conformance import profiles
-from conformance.checks import NAMES as CHECK_NAMES
-from conformance.failures import FAILURES_DIR, write_atomic
-from conformance.ops import DTYPE_NAMES, OPS
+from conformance import profiles, settings
+from conformance.failures import write_atomic
 from conformance.process import set_dumpable
 from conformance.report import (
     SCHEMA,
@@ -50,18 +47,6 @@ from lora_ref.runtime import use_interpreter_without_gpu
 use_interpreter_without_gpu()
 
 BACKEND_ENV = "LORA_CONFORMANCE_BACKEND"
-DEFAULT_DEADLINE = profiles.DEFAULT_DEADLINE
-
-
-def _csv(choices: tuple[str, ...]):
-    def parse(text: str) -> tuple[str, ...]:
-        items = tuple(t.strip() for t in text.split(",") if t.strip())
-        bad = [t for t in items if t not in choices]
-        if bad or not items:
-            raise ValueError(f"expected a comma-separated subset of {', '.join(choices)}")
-        return items
-
-    return parse
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,44 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"backend under test: a built-in, package.module:Class or an entry point "
         f"(env {BACKEND_ENV})",
     )
-    group.addoption(
-        "--lora-device",
-        default=None,
-        choices=("cpu", "cuda"),
-        help="device to test on (default: cuda when available and declared, else cpu)",
-    )
-    group.addoption("--lora-ops", type=_csv(OPS), default=OPS, help="ops, comma-separated")
-    group.addoption(
-        "--lora-dtypes", type=_csv(DTYPE_NAMES), default=DTYPE_NAMES, help="dtypes, comma-separated"
-    )
-    group.addoption(
-        "--lora-checks", type=_csv(CHECK_NAMES), default=CHECK_NAMES, help="checks, comma-separated"
-    )
-    group.addoption(
-        "--lora-max-examples",
-        type=int,
-        default=None,
-        help="drawn examples per diff group, the other checks taking their share (Hypothesis "
-        "has no command-line option for it; default: the profile's)",
-    )
-    group.addoption(
-        "--lora-deadline",
-        type=float,
-        default=DEFAULT_DEADLINE,
-        help=f"seconds one example may take before it is reported as a hang; 0: no limit "
-        f"(default {DEFAULT_DEADLINE:g})",
-    )
-    group.addoption(
-        "--lora-isolate",
-        action="store_true",
-        default=False,
-        help="run the backend in a subprocess: a crash or an exit is reported with its case",
-    )
-    group.addoption(
-        "--lora-failures-dir",
-        default=FAILURES_DIR,
-        help="where minimal failing cases are saved for `lora-conformance replay`",
-    )
+    settings.add_options(group)
     group.addoption(
         "--lora-report", default=None, help="write the JSON report here, updated after each group"
     )
@@ -119,12 +67,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="(internal) a pipe holding the CLI's secret: the report is sealed with it, and the "
         "process exits as soon as the report is final",
     )  # fmt: skip
-    from conformance.campaign import OPTIONS as CAMPAIGN_OPTIONS
-
-    for option in CAMPAIGN_OPTIONS:
-        group.addoption(
-            option.spelled("pytest"), default=None, metavar=option.metavar, help=option.help
-        )
     group.addoption(
         "--skips-file", default=None, help="file of test ids (globs) to skip, one per line"
     )
@@ -172,13 +114,19 @@ def pytest_configure(config: pytest.Config) -> None:
     profiles.register()
     if not _backend_name(config):
         return
-    from hypothesis import settings
+    import hypothesis
 
     from lora_ref.runtime import use_interpreter_without_gpu
 
     profile = _profile(config)
+    for option in settings.SETTINGS:
+        if option.pytest is None:
+            try:
+                option.check(config.getoption(option.spelled("pytest")), "pytest")
+            except settings.UsageError as exc:
+                raise pytest.UsageError(str(exc)) from None
     if not config.getoption("hypothesis_profile", None):
-        settings.load_profile(profile)
+        hypothesis.settings.load_profile(profile)
     use_interpreter_without_gpu(config.getoption("--lora-device"))
     seed = config.getoption("hypothesis_seed", None)
     workerinput = getattr(config, "workerinput", None)
@@ -189,7 +137,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         campaign.require_seed(config.getoption("--lora-shard"), seed, profile, "--hypothesis-seed")
     except campaign.CampaignError as exc:
-        raise pytest.UsageError(campaign.renamed(str(exc), "pytest")) from None
+        raise pytest.UsageError(settings.renamed(str(exc), "pytest")) from None
     if seed is None:
         seed = 0 if profile == "ci" else secrets.randbelow(2**32)
     try:
@@ -271,6 +219,7 @@ class _Run:
             return
         self.loaded = True
         from conformance.checks import CHECKS
+        from conformance.engine import draws
         from conformance.machine import describe_backend, environment, pick_device
         from conformance.plan import build_plan
         from conformance.versions import harness_version
@@ -313,7 +262,7 @@ class _Run:
             config.getoption("--lora-checks"),
         )
         p = profiles.get(self.profile)
-        n = config.getoption("--lora-max-examples") or p.examples
+        n = config.getoption("--lora-max-examples")
         self._campaign(caps, version)
         self.doc.update(
             backend=describe_backend(cls, self.name, version),
@@ -321,7 +270,7 @@ class _Run:
             settings={
                 "profile": self.profile,
                 "seed": self.seed,
-                "max_examples": {k: max(1, math.ceil(n * c.scale)) for k, c in CHECKS.items()},
+                "max_examples": {k: draws(k, self.profile, n) for k in CHECKS},
                 "limits": vars(p.limits),
                 "deadline": config.getoption("--lora-deadline") or None,
                 "isolate": config.getoption("--lora-isolate"),
@@ -353,7 +302,7 @@ class _Run:
             if url is not None or self.profile != "ci":
                 self.database = campaign.open_database(url)
         except campaign.CampaignError as exc:
-            self._stop("usage_error", campaign.renamed(str(exc), "pytest"), exc)
+            self._stop("usage_error", settings.renamed(str(exc), "pytest"), exc)
         harness, name = self.doc["harness"], self.name
         self.database_key = lambda gid: campaign.database_key(
             harness, name, version, self.profile, gid

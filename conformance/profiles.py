@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROFILE_ENV = "LORA_CONFORMANCE_PROFILE"
-DEFAULT_DEADLINE = 300.0  # seconds one example may take, in every profile (0: no limit)
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,51 @@ def test_cli_runs_exactly_pytests_collection(backend, tmp_path):
     cli = json.loads(report.read_text())["plan"]
     planned = [g.id for g in build_plan(backend.capabilities, "cpu")]
     assert ids == cli == planned
+
+
+def test_one_option_table_feeds_every_front_end():
+    """Each run option of ``conformance/settings.py`` is a ``check`` argument with the table's
+    default, a keyword of the API with the same default, and a pytest option (or one of
+    Hypothesis' or xdist's); docs/running.md shows the table as the code renders it."""
+    from conformance import api, plugin, settings
+    from conformance.cli import build_parser
+
+    args = build_parser().parse_args(["check", "x"])
+    signature = inspect.signature(api.check).parameters
+    owned: list[str] = []
+
+    class Group:  # what pytest_addoption is handed, recording the names
+        def getgroup(self, *_):
+            return self
+
+        def addoption(self, *names, **_):
+            owned.extend(names)
+
+    plugin.pytest_addoption(Group())
+    for s in settings.SETTINGS:
+        name = s.spelled("api")
+        if s.name != "profile":  # the CLI's profile default is LORA_CONFORMANCE_PROFILE's
+            assert getattr(args, name) == s.default, s.name
+        assert signature[name].default == s.default, s.name
+        assert (s.spelled("pytest") in owned) == (s.pytest is None), s.name
+    assert settings.markdown_table() in (ROOT / "docs" / "running.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"ops": ["nope"]}, "ops: expected a non-empty subset of shrink, expand, qkv, gate_up"),
+        ({"checks": []}, "checks: expected a non-empty subset"),
+        ({"max_examples": 0}, "max_examples: expected >= 1, got 0"),
+        ({"deadline": -1.0}, "deadline: expected >= 0, got -1.0"),
+        ({"device": "tpu"}, "device: expected one of cpu, cuda, got 'tpu'"),
+        ({"profile": "fast"}, "profile: expected one of ci, dev, thorough, got 'fast'"),
+    ],
+)
+def test_api_names_the_bad_option(given, message, tmp_path):
+    from conformance import api
+
+    with pytest.raises(api.UsageError, match=message.replace("(", r"\(")):
+        api.check("reference", failures_dir=tmp_path, **given)
+    assert not any(tmp_path.iterdir())  # nothing written before the error
+

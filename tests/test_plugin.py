@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,3 +91,11 @@ def test_hypothesis_seed_is_the_run_seed(pytester):
         "--hypothesis-seed", "1234", f"--lora-report={report}",
     )  # fmt: skip
     assert json.loads(report.read_text())["settings"]["seed"] == 1234
+
+
+def test_plugin_names_the_bad_option(pytester):
+    result = pytester.runpytest_subprocess(
+        *SUITE, "--lora-backend", "reference", "--lora-max-examples", "0"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--lora-max-examples: expected >= 1, got 0" in result.stderr.str()
