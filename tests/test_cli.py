@@ -241,4 +241,3 @@ def test_api_names_the_bad_option(given, message, tmp_path):
     with pytest.raises(api.UsageError, match=message.replace("(", r"\(")):
         api.check("reference", failures_dir=tmp_path, **given)
     assert not any(tmp_path.iterdir())  # nothing written before the error
-

@@ -15,8 +15,10 @@ from typing import Any, NamedTuple
 import torch
 
 from conformance.case import Case
+from conformance.checks.base import Check, drawn, plain, primary_corners
 from conformance.checks.harness import CaseResult, backend_call
 from conformance.inputs import Inputs, build_inputs, call
+from conformance.ops import OPS
 from conformance.oracle import bitwise_equal
 from lora_ref import BaseLoRABackend, LoRABatchInfo
 
@@ -432,3 +434,18 @@ def check_bad_inputs(
         if not all(bool(bitwise_equal(t, b).all()) for t, b in zip(watched, before, strict=True)):
             result.fail(f"{label}: raised, but wrote its output (or an input) first")
     return result
+
+
+CHECK = Check(
+    name="bad_input",
+    doc="every invalid input of the table in its file (batch, operands, overlapping outputs, "
+    "offsets), each a `ValueError`/`TypeError` before anything is written",
+    rules=("6-bad-input",),
+    ops=OPS,
+    dtypes="primary",
+    scale=1.0,
+    shrink=False,
+    strategy=lambda ctx: plain(drawn(ctx)),
+    explicit=lambda ctx: primary_corners(ctx, 1),
+    run=lambda b, e, d: check_bad_inputs(b, e.case, d),
+)

@@ -12,10 +12,12 @@ import random
 import torch
 
 from conformance.case import Case
+from conformance.checks.base import Check, drawn, plain
 from conformance.checks.harness import CaseResult, backend_call, record_problem
 from conformance.inputs import Inputs, build_inputs, call
+from conformance.ops import OPS
 from conformance.oracle import compare, expect_for
-from lora_ref import BaseLoRABackend, make_batch_info, refill_batch_info
+from lora_ref import BaseLoRABackend, Capabilities, make_batch_info, refill_batch_info
 
 
 def graph_layouts(case: Case, capacity: int) -> list[Case]:
@@ -102,3 +104,24 @@ def check_cuda_graph(
                 f"{list(c0.seg_lens)}): {verdict.message}"
             )
     return result
+
+
+def _needs(caps: Capabilities, device: str) -> str | None:
+    if not caps.cuda_graph:
+        return "CUDA graphs not declared by backend (cuda_graph=False)"
+    return None if device == "cuda" else "CUDA graphs need a CUDA device"
+
+
+CHECK = Check(
+    name="cuda_graph",
+    doc="capture, refill the batch info in place with more and fewer segments, replay (GPU)",
+    rules=("8-cuda-graphs", "4-results"),
+    ops=OPS,
+    dtypes="primary",
+    scale=0.25,
+    shrink=True,
+    needs=_needs,
+    strategy=lambda ctx: plain(drawn(ctx, permute=False).filter(lambda c: c.T > 0)),
+    explicit=lambda ctx: [],
+    run=lambda b, e, d: check_cuda_graph(b, e.case, e.params.get("capacity", 12)),
+)

@@ -14,7 +14,9 @@ import time
 
 import torch
 
+from conformance import corners
 from conformance.case import Case
+from conformance.checks.base import Check, Example, GroupContext, drawn, plain
 from conformance.checks.harness import (
     CaseResult,
     backend_call,
@@ -26,7 +28,7 @@ from conformance.checks.harness import (
     snapshot,
 )
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.ops import torch_dtype
+from conformance.ops import OPS, torch_dtype
 from conformance.oracle import Expectation, compare, expect_for
 from lora_ref import BaseLoRABackend
 
@@ -136,3 +138,27 @@ def _recent_watches() -> list[LateWrites]:
     out = [w for _, w in _LATE]
     _LATE[:] = [(t, w) for t, w in _LATE[-LATE_MAX:] if now - t < LATE_WINDOW]
     return out
+
+
+def _corners(ctx: GroupContext) -> list[Example]:
+    cases = corners.explicit_cases(
+        ctx.op, ctx.dtype, ctx.op_dtypes, ctx.profile.name, ctx.caps.permutation, False
+    )
+    return [Example(c, {}) for c in cases]
+
+
+CHECK = Check(
+    name="diff",
+    doc="against the float64 oracle, per element; garbage regions (beyond each rank, unused "
+    "slots, strided buffers) hold NaN or huge values; fresh allocations poisoned; "
+    "`base_output` between sentinels; inputs snapshotted; rank-0 rows bit-exact; the same call "
+    "twice bit-identical",
+    rules=("3-the-operations-baselorabackend", "4-results", "5-numerics", "7-empty-dimensions"),
+    ops=OPS,
+    dtypes="all",
+    scale=1.0,
+    shrink=True,
+    strategy=lambda ctx: plain(drawn(ctx)),
+    explicit=_corners,
+    run=lambda b, e, d: check_diff(b, e.case, d),
+)

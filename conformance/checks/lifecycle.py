@@ -32,16 +32,21 @@ the next ``set_batch_info``, and tensors are read at each call (docs/contract.md
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
 import torch
+from hypothesis import strategies as st
 
+from conformance import corners
 from conformance.case import LAYOUT_KINDS, Case
+from conformance.checks.base import Check, Example, GroupContext
 from conformance.checks.harness import CaseResult, backend_call, record_problem
 from conformance.inputs import Inputs, build_inputs, call
 from conformance.ops import OPS, STACKS
 from conformance.oracle import compare, expect_for
+from conformance.strategies import cases
 from lora_ref import BaseLoRABackend, LoRABatchInfo
 
 STEP_KINDS = (
@@ -229,3 +234,70 @@ def steps_from_params(params: dict[str, Any]) -> list[tuple[str, Case]]:
         else:
             out.append((step["kind"], Case.from_json(step["case"])))
     return out
+
+
+def _example(steps: list[tuple[str, Case]]) -> Example:
+    return Example(steps[0][1], {"steps": [{"kind": k, "case": c.to_json()} for k, c in steps]})
+
+
+def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
+    dtypes = ctx.op_dtypes
+    # every call of an example runs on one instance: a smaller budget per call
+    small = dataclasses.replace(ctx.profile, budget=max(ctx.profile.budget // 8, 1))
+
+    def first_case(draw: st.DrawFn) -> Case:
+        op = draw(st.sampled_from(OPS), label="op")
+        return draw(cases(op, draw(st.sampled_from(dtypes)), small, permutation=False))
+
+    @st.composite
+    def steps(draw: st.DrawFn) -> Example:
+        prev = first_case(draw)
+        out = [("fresh", prev)]
+        for _ in range(draw(st.integers(1, 6), label="steps")):
+            kinds = [k for k in STEP_KINDS if applicable(prev, k, dtypes)]
+            kind = draw(st.sampled_from(kinds), label="step")
+            if kind == "fresh":
+                prev = first_case(draw)
+            else:
+                rng = random.Random(draw(st.integers(0, 2**32 - 1), label="change"))
+                prev = derive(prev, kind, rng, dtypes)
+            out.append((kind, prev))
+        return _example(out)
+
+    return steps()
+
+
+def _explicit(ctx: GroupContext) -> list[Example]:
+    """Every step kind once, from a qkv batch with an empty segment, several slots and GQA;
+    then a decode batch of another size, an op and dtype change on it, and the same again."""
+    dtypes = ctx.op_dtypes
+    shared = {c.name: c for c in corners.corner_cases("qkv", ctx.profile.name)[0]}
+    start = shared["rows 15,32,65,16 (T=128)"].replace(dtype=dtypes[0], permute=False)
+    decode = shared["decode: 17 segments"].replace(dtype=dtypes[-1], permute=False)
+    plan = ["same_call", "rewrite_weights", "relayout", "refill_batch", "change_rank",
+            "change_offsets", "change_N", "change_dtype", "other_op", "fresh", "refill_batch",
+            "other_op", "change_rank", "same_call"]  # fmt: skip
+    steps = [("fresh", start)]
+    for k, kind in enumerate(plan):
+        prev = steps[-1][1]
+        if kind == "fresh":
+            steps.append((kind, decode))
+        elif applicable(prev, kind, dtypes):
+            steps.append((kind, derive(prev, kind, random.Random(k), dtypes)))
+    return [_example(steps)]
+
+
+CHECK = Check(
+    name="lifecycle",
+    doc="one instance over a sequence of calls whose state is reused: the same call again, "
+    "batch tensors refilled in place and set again, weights rewritten in place, new layouts "
+    "of the same data, one rank, `N`, the qkv offsets, the dtype or the op changed",
+    rules=("3-the-operations-baselorabackend",),
+    ops=("mixed",),
+    dtypes="mixed",
+    scale=0.5,
+    shrink=True,
+    strategy=_strategy,
+    explicit=_explicit,
+    run=lambda b, e, d: check_lifecycle(b, steps_from_params(e.params), d),
+)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import random
 
 import torch
+from hypothesis import strategies as st
 
 from conformance.case import Case
+from conformance.checks.base import Check, Example, GroupContext, drawn, primary_corners
 from conformance.checks.diff import run_call
 from conformance.checks.harness import CaseResult
 from conformance.inputs import Inputs, build_inputs
+from conformance.ops import OPS
 from conformance.oracle import bitwise_equal, expect_for
 from lora_ref import BaseLoRABackend, make_batch_info
 
@@ -115,3 +118,34 @@ def check_metamorphic(
             f"{2 * exp.tol[rows[i], j].item():.3g}"
         )
     return result
+
+
+def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
+    return st.builds(
+        lambda c, relation, choice: Example(c, {"relation": relation, "choice": choice}),
+        drawn(ctx, permute=False),
+        st.sampled_from(RELATIONS),
+        st.integers(0, 10**6),
+    )
+
+
+def _explicit(ctx: GroupContext) -> list[Example]:
+    picked = primary_corners(ctx, 2, permute=False, layouts={})
+    return [
+        Example(e.case, {"relation": relation, "choice": 7})
+        for e, relation in zip(picked, ("permute_segments", "split_segment"), strict=False)
+    ]
+
+
+CHECK = Check(
+    name="metamorphic",
+    doc="permuting, splitting, padding or dropping segments changes no row",
+    rules=("1-the-batch-lorabatchinfo",),
+    ops=OPS,
+    dtypes="primary",
+    scale=1.0,
+    shrink=True,
+    strategy=_strategy,
+    explicit=_explicit,
+    run=lambda b, e, d: check_metamorphic(b, e.case, e.params["relation"], e.params["choice"], d),
+)
