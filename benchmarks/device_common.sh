@@ -59,7 +59,7 @@ install_wheels() {
 # each ending with the exit status.
 bench_gate() {
   local dir=$1 providers=$2
-  local suite="python3 -m pytest --pyargs conformance.benchsuite -q -p no:cacheprovider"
+  local suite="python3 -m pytest --pyargs conformance.bench.gates -q -p no:cacheprovider"
   # first-grid qkv and gate_up prefill at rank 16, and the off-grid rank 128
   local subset="${GATE_SUBSET:-llama3-8b and (qkv or gate_up) and prefill and (16 or 128) and not shrink}"
   local compare=(--benchmark-storage="$dir/pb" --benchmark-compare --benchmark-compare-fail=median:10%)

@@ -326,7 +326,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not torch.cuda.is_available():
         raise UsageError(
             "bench times device work and needs a CUDA device; on a CPU the benchmark suite runs in "
-            "smoke mode (pytest --pyargs conformance.benchsuite), whose timings mean nothing"
+            "smoke mode (pytest --pyargs conformance.bench.gates), whose timings mean nothing"
         )
     from rich.table import Table
 

@@ -11,7 +11,7 @@ pytest_plugins = ["pytester"]
 
 ARGS = [
     "--pyargs",
-    "conformance.benchsuite",
+    "conformance.bench.gates",
     "-p",
     "no:cacheprovider",
     "-k",

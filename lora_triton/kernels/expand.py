@@ -45,14 +45,14 @@ import triton.language as tl
 
 from lora_ref.runtime import interpreting
 from lora_triton.config import ExpandConfig, dependent_launch, rank_block
-from lora_triton.kernels.layout import (
-    RowLayout,
+from lora_triton.kernels.common import (
     await_previous_kernel,
     clamp_rank,
     tile_positions,
     to_dtype,
     to_f32,
 )
+from lora_triton.kernels.layout import RowLayout
 
 _NO_SLOT = 2**30
 

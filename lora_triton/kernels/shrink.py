@@ -8,7 +8,7 @@ Tensors (``p`` is a position in the batch's logical row order):
     pos_row    int32 (P,)      physical row of position ``p``
     lora_ranks int32 (L,)      rank of each slot
 
-Every rank read from device memory is clamped to ``[0, R]`` (``layout.clamp_rank``), and the
+Every rank read from device memory is clamped to ``[0, R]`` (``common.clamp_rank``), and the
 positions come from ``layout.py``, which bounds slots and rows: no metadata can make this kernel
 read or write outside its tensors.
 
@@ -36,14 +36,14 @@ import triton.language as tl
 
 from lora_ref.runtime import interpreting
 from lora_triton.config import ShrinkConfig, dependent_launch, hopper_or_later
-from lora_triton.kernels.layout import (
-    RowLayout,
+from lora_triton.kernels.common import (
     await_previous_kernel,
     clamp_rank,
     tile_positions,
     to_dtype,
     to_f32,
 )
+from lora_triton.kernels.layout import RowLayout
 
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor

@@ -2,8 +2,9 @@
 
 Regression gate::
 
-    pytest --pyargs conformance.benchsuite --benchmark-autosave --benchmark-storage=.benchmarks/h200
-    pytest --pyargs conformance.benchsuite --benchmark-storage=.benchmarks/h200 \\
+    pytest --pyargs conformance.bench.gates --benchmark-autosave \\
+        --benchmark-storage=.benchmarks/h200
+    pytest --pyargs conformance.bench.gates --benchmark-storage=.benchmarks/h200 \\
         --benchmark-compare --benchmark-compare-fail=median:10%
 
 Select providers with ``LORA_BENCH_PROVIDERS`` (comma-separated; default ``triton,torch``; any
@@ -22,11 +23,11 @@ import time
 import pytest
 import torch
 
+from conformance.bench.gates.conftest import SMOKE
 from conformance.bench.grid import OFF_GRID
 from conformance.bench.providers import get_provider
 from conformance.bench.timing import rotation_count
 from conformance.bench.workloads import Workload, make_inputs
-from conformance.benchsuite.conftest import SMOKE
 from lora_ref import BackendNotFoundError
 
 PROVIDERS = os.environ.get("LORA_BENCH_PROVIDERS", "triton,torch").split(",")

@@ -1,5 +1,6 @@
-"""Benchmark-suite fixtures.  The pytest-benchmark hooks (GPU machine info, refusing to compare
-across GPUs) live in ``conformance.plugin``, which pytest loads before the baseline is read.
+"""Benchmark-gate fixtures.  The pytest-benchmark hooks (GPU machine info, refusing to compare
+across GPUs) live in ``conformance.bench.pytest_hooks``, a plugin of its own, which pytest loads
+before the baseline is read.
 
 On a GPU, each round is a fixed number of CUDA-graph replays followed by one synchronisation, so
 pytest-benchmark's host clock measures device time (the one sync costs well under 2% of a

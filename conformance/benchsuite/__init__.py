@@ -1,1 +1,0 @@
-"""The pytest-benchmark suite: ``pytest --pyargs conformance.benchsuite [--benchmark-...]``."""
