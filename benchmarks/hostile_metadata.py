@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from conformance.checks.harness import changed, guarded_output, snapshot
+from conformance.checks.guards import changed, guarded_output, snapshot
 from conformance.inputs import build_inputs, call
 from lora_ref import get_backend_from_name
 from lora_triton import config

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.ops import DTYPE_NAMES, METHODS, OPS, STACKS, stack_count
+from conformance.names import DTYPE_NAMES, METHODS, OPS, STACKS, stack_count
 
 POISONS = ("nan", "huge")
 DATA_MODES = ("gaussian", "same_sign", "dynamic", "overflow", "subnormal")

@@ -409,7 +409,7 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _describe_backend(name: str) -> dict:
-    from conformance.checks.harness import backend_call
+    from conformance.checks.guards import backend_call
     from conformance.machine import describe_backend
     from lora_ref import get_backend_from_name
 

@@ -34,7 +34,7 @@ from hypothesis.errors import Flaky, HypothesisException
 from conformance import corners, profiles, space
 from conformance.campaign import Part, part_seed
 from conformance.checks import CHECKS, Example, GroupContext
-from conformance.checks.harness import CaseResult, ExampleTimeout, deadline, worse
+from conformance.checks.guards import CaseResult, ExampleTimeout, deadline, worse
 from conformance.failures import save_failure
 from conformance.plan import Group
 from conformance.settings import DEFAULTS
@@ -360,7 +360,7 @@ def run_plan(
     """The whole plan in this process, group after group (the meta-tests use it; the CLI and
     pytest run the same groups through the plugin).  Stops at the first failing group when
     ``stop_on_failure``."""
-    from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
+    from conformance.names import CHECK_NAMES, DTYPE_NAMES, OPS
     from conformance.plan import build_plan, op_dtypes
 
     device = device or torch.device("cpu")

@@ -69,7 +69,7 @@ class _quiet:
 
 
 def failure_document(result: Any, backend: str, group: Any = None) -> dict[str, Any]:
-    """The JSON document of a failing :class:`~conformance.checks.harness.CaseResult`."""
+    """The JSON document of a failing :class:`~conformance.checks.guards.CaseResult`."""
     from conformance.versions import harness_version
 
     harness = harness_version()

@@ -1,7 +1,7 @@
 """``--isolate``: the backend runs in a worker process, so no crash can take the harness down.
 
 The parent sends ``(check, example)`` over a pipe; the worker runs the check and sends back the
-:class:`~conformance.checks.harness.CaseResult`.  If the worker dies (a segfault, ``exit()`` from
+:class:`~conformance.checks.guards.CaseResult`.  If the worker dies (a segfault, ``exit()`` from
 C code, ``os._exit``), the example is a *crash*, reported with its case, and the next example
 starts a new worker.  If it outlives the deadline it is killed: a *timeout*.  The worker's
 standard output is pointed at its standard error, so nothing the backend prints can corrupt the
@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from conformance.checks import CHECKS, Example
-from conformance.checks.harness import CaseResult
+from conformance.checks.guards import CaseResult
 from conformance.plan import cannot_run
 from conformance.process import child_setup
 
@@ -149,7 +149,7 @@ def _worker(read_fd: int, write_fd: int) -> None:
     use_interpreter_without_gpu(None if device_name == "auto" else device_name.split(":")[0])
     import torch
 
-    from conformance.checks.harness import backend_call
+    from conformance.checks.guards import backend_call
     from lora_ref import get_backend_from_name
     from lora_ref.registry import BackendLoadError, BackendNotFoundError
 

@@ -10,7 +10,7 @@ import torch
 
 from conformance.case import Case
 from conformance.inputs import Inputs, overflow_threshold, physical_row_slots
-from conformance.ops import torch_dtype
+from conformance.names import torch_dtype
 from conformance.tolerance import magnitudes, tolerance
 from lora_ref import ReferenceLoRABackend
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conformance.checks import CHECKS, NAMES
-from conformance.ops import DTYPE_NAMES, OPS, dtype_name
+from conformance.names import DTYPE_NAMES, OPS, dtype_name
 from lora_ref import Capabilities
 
 

@@ -19,7 +19,7 @@ import re
 import textwrap
 from typing import Any
 
-from conformance import inputs, ops, oracle, tolerance
+from conformance import inputs, names, oracle, tolerance
 from conformance.case import Case
 
 EMITTABLE = ("diff", "permutation", "split_layout")
@@ -139,10 +139,10 @@ class Case(SimpleNamespace):
 {textwrap.indent(_source(Case.T.fget), "    ")}
 {textwrap.indent(_source(Case.out_dim.fget), "    ")}
 
-DTYPE_NAMES = {_literal(list(ops.DTYPE_NAMES))}
+DTYPE_NAMES = {_literal(list(names.DTYPE_NAMES))}
 
 
-{_source(ops.torch_dtype)}
+{_source(names.torch_dtype)}
 
 # ---- the harness's input builder (conformance/inputs.py), verbatim ----
 '''

@@ -145,7 +145,7 @@ class Run:
                 f"{type(exc).__name__}: {str(exc).strip()[:300]}",
                 exc,
             )
-        from conformance.checks.harness import restore_subnormals
+        from conformance.checks.guards import restore_subnormals
 
         flushed = restore_subnormals()
         if flushed is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance import profiles
-from conformance.ops import CHECK_NAMES, DTYPE_NAMES, OPS
+from conformance.names import CHECK_NAMES, DTYPE_NAMES, OPS
 
 DEVICES = ("cpu", "cuda")
 

@@ -20,7 +20,7 @@ import struct
 from hypothesis import strategies as st
 
 from conformance.case import LAYOUT_KINDS, Case, layout_args
-from conformance.ops import STACKS
+from conformance.names import STACKS
 from conformance.profiles import Limits, Profile
 from conformance.space import BIG_DIMS, DIMENSIONS, cost, largest_fitting, log_int
 

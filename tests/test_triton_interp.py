@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conformance.case import Case
 from conformance.checks.diff import check_diff
-from conformance.ops import stack_count
+from conformance.names import stack_count
 from lora_ref import get_backend_from_name, make_batch_info
 from lora_ref.runtime import interpreting
 

@@ -19,7 +19,7 @@ from conformance.checks import (
     split_layout,
 )
 from conformance.checks.base import Check, Example, GroupContext
-from conformance.ops import CHECK_NAMES, OPS
+from conformance.names import CHECK_NAMES, OPS
 
 __all__ = ["CHECKS", "NAMES", "Check", "Example", "GroupContext", "markdown_table"]
 
@@ -27,7 +27,7 @@ _MODULES = (diff, permutation, split_layout, metamorphic, bad_input, lifecycle, 
 CHECKS: dict[str, Check] = {m.CHECK.name: m.CHECK for m in _MODULES}
 NAMES = CHECK_NAMES
 if tuple(CHECKS) != NAMES:
-    raise RuntimeError(f"conformance.ops.CHECK_NAMES {NAMES} disagrees with {tuple(CHECKS)}")
+    raise RuntimeError(f"conformance.names.CHECK_NAMES {NAMES} disagrees with {tuple(CHECKS)}")
 
 
 def _groups(check: Check) -> str:

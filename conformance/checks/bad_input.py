@@ -16,9 +16,9 @@ import torch
 
 from conformance.case import Case
 from conformance.checks.base import Check, drawn, plain, primary_corners
-from conformance.checks.harness import CaseResult, backend_call
+from conformance.checks.guards import CaseResult, backend_call
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.ops import OPS
+from conformance.names import OPS
 from conformance.oracle import bitwise_equal
 from lora_ref import BaseLoRABackend, LoRABatchInfo
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from conformance import corners
 from conformance.case import Case
-from conformance.checks.harness import CaseResult
+from conformance.checks.guards import CaseResult
 from conformance.profiles import Profile
 from conformance.strategies import cases
 from lora_ref import BaseLoRABackend, Capabilities

@@ -13,9 +13,9 @@ import torch
 
 from conformance.case import Case
 from conformance.checks.base import Check, drawn, plain
-from conformance.checks.harness import CaseResult, backend_call, record_problem
+from conformance.checks.guards import CaseResult, backend_call, record_problem
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.ops import OPS
+from conformance.names import OPS
 from conformance.oracle import compare, expect_for
 from lora_ref import BaseLoRABackend, Capabilities, make_batch_info, refill_batch_info
 

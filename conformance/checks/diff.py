@@ -17,7 +17,7 @@ import torch
 from conformance import corners
 from conformance.case import Case
 from conformance.checks.base import Check, Example, GroupContext, drawn, plain
-from conformance.checks.harness import (
+from conformance.checks.guards import (
     CaseResult,
     backend_call,
     bits_equal_where,
@@ -28,7 +28,7 @@ from conformance.checks.harness import (
     snapshot,
 )
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.ops import OPS, torch_dtype
+from conformance.names import OPS, torch_dtype
 from conformance.oracle import Expectation, compare, expect_for
 from lora_ref import BaseLoRABackend
 

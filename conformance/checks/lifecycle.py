@@ -42,9 +42,9 @@ from hypothesis import strategies as st
 from conformance import corners
 from conformance.case import LAYOUT_KINDS, Case
 from conformance.checks.base import Check, Example, GroupContext
-from conformance.checks.harness import CaseResult, backend_call, record_problem
+from conformance.checks.guards import CaseResult, backend_call, record_problem
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.ops import OPS, STACKS
+from conformance.names import OPS, STACKS
 from conformance.oracle import compare, expect_for
 from conformance.strategies import cases
 from lora_ref import BaseLoRABackend, LoRABatchInfo

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from conformance.case import Case
 from conformance.checks.base import Check, Example, GroupContext, drawn, primary_corners
 from conformance.checks.diff import run_call
-from conformance.checks.harness import CaseResult
+from conformance.checks.guards import CaseResult
 from conformance.inputs import Inputs, build_inputs
-from conformance.ops import OPS
+from conformance.names import OPS
 from conformance.oracle import bitwise_equal, expect_for
 from lora_ref import BaseLoRABackend, make_batch_info
 

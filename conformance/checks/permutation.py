@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conformance.checks.base import Check, drawn, plain, primary_corners, requires
 from conformance.checks.diff import check_diff
-from conformance.ops import OPS
+from conformance.names import OPS
 
 CHECK = Check(
     name="permutation",

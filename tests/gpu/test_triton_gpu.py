@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conformance.case import Case
 from conformance.checks.cuda_graph import check_cuda_graph
 from conformance.checks.diff import check_diff
-from conformance.ops import stack_count
+from conformance.names import stack_count
 from conformance.profiles import PROFILES
 from conformance.strategies import cases
 from lora_ref import get_backend_from_name, make_batch_info

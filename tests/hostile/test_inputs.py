@@ -19,9 +19,9 @@ import torch
 
 from conformance.case import Case
 from conformance.checks.bad_input import mutations_for
-from conformance.checks.harness import GuardedOutput, changed, guarded_output, snapshot
+from conformance.checks.guards import GuardedOutput, changed, guarded_output, snapshot
 from conformance.inputs import Inputs, build_inputs, call
-from conformance.ops import stack_count
+from conformance.names import stack_count
 from conformance.oracle import expect
 from lora_ref import get_backend_from_name, make_batch_info
 

@@ -132,7 +132,7 @@ def test_a_sigint_during_a_backend_call_interrupts_a_plain_pytest_run(pytester):
     pytester.makepyfile(
         test_calls="""
         import os, signal, time
-        from conformance.checks.harness import backend_call
+        from conformance.checks.guards import backend_call
 
         def raises():
             raise KeyboardInterrupt
@@ -155,7 +155,7 @@ def test_a_sigint_during_a_backend_call_interrupts_a_plain_pytest_run(pytester):
 
 _SIGINT_IN_A_BACKEND_CALL = """
 import os, signal, time
-from conformance.checks.harness import backend_call
+from conformance.checks.guards import backend_call
 
 def backend():
     os.kill(os.getpid(), signal.SIGINT)

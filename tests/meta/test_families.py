@@ -16,7 +16,7 @@ import pytest
 from conformance import corners
 from conformance.checks import CHECKS, GroupContext
 from conformance.engine import run_plan
-from conformance.ops import DTYPE_NAMES, OPS
+from conformance.names import DTYPE_NAMES, OPS
 from conformance.profiles import get
 from lora_ref import ReferenceLoRABackend
 from tests.meta.families import FAMILIES, SEED_ENV, describe, draw_zoo, sample_zoo, zoo_seed

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conformance.checks.harness import CaseResult
+from conformance.checks.guards import CaseResult
 from conformance.corners import CLASSES, promised
 from conformance.engine import run_plan
-from conformance.ops import OPS
+from conformance.names import OPS
 from lora_ref import ReferenceLoRABackend
 from tests.meta.different import CORRECT
 from tests.meta.mutants import MUTANTS, NARROW_MUTANTS

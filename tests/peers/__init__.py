@@ -9,7 +9,7 @@ import types
 from pathlib import Path
 
 from conformance.engine import GroupRecord, run_plan
-from conformance.ops import OPS
+from conformance.names import OPS
 from lora_ref import BaseLoRABackend, Capabilities
 
 

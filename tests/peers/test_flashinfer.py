@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conformance.checks.diff import check_diff
-from conformance.ops import OPS
+from conformance.names import OPS
 from lora_ref import BackendNotFoundError, get_backend_from_name
 from tests.peers import adapter_on_cpu, first_failure
 from tests.peers.test_sglang import _case

@@ -14,7 +14,7 @@ import torch
 
 from conformance.case import Case
 from conformance.checks.diff import check_diff
-from conformance.ops import stack_count
+from conformance.names import stack_count
 from lora_ref import BackendNotFoundError, get_backend_from_name
 
 try:
