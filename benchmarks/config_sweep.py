@@ -2,7 +2,11 @@
 like ``lora-conformance bench`` (CUDA-graph replays, rotated inputs), every candidate in the same
 run.  Each candidate's output is compared with the shipped rule's before it is timed.
 
-Usage (on the device): python3 benchmarks/config_sweep.py OUT_DIR [shrink|expand|decode ...]
+Each sweep of :data:`SWEEPS` asks one question about a launch rule: its candidates (``None``:
+the shipped rule, timed beside them), and the cases that decide it.  The answers are in the
+results folder each comment names.
+
+Usage (on the device): python3 benchmarks/config_sweep.py OUT_DIR [SWEEP ...]
 """
 
 from __future__ import annotations
@@ -28,10 +32,9 @@ from lora_triton.kernels import expand as expand_kernel
 from lora_triton.kernels import shrink as shrink_kernel
 
 M = "llama3-8b"
-# round 4 (2026-11-29, session 6): a row tile no taller than the layout's group alignment holds
-# one adapter, so the kernels end their adapter loop after one pass (fewer registers); taller
-# tiles come with that alignment: (config, align).  None: the shipped rule.  Rounds 1 to 3 are in
-# benchmarks/results/2026-11-29-h200-speed*/ and in this file's git history
+# expand tile shapes: a row tile no taller than the layout's group alignment holds one adapter,
+# so the kernels end their adapter loop after one pass (fewer registers); taller tiles come with
+# that alignment: (config, align).  Results: benchmarks/results/2026-11-29-h200-speed/
 PREFILL_EXPAND = [
     None,
     E(64, 64, 4, 3, 8, rank_buckets=1),
@@ -51,8 +54,8 @@ DECODE_EXPAND = [
     E(16, 128, 4, 3, 4),
     E(16, 128, 4, 3, 8),
 ]
-# round 5 (2026-11-29, session 7): K split in prefill, so that taller or wider tiles (fewer
-# rereads of x and of the weights) still leave programs for every SM
+# shrink K split in prefill: taller or wider tiles (fewer rereads of x and of the weights) that
+# still leave programs for every SM.  Results: benchmarks/results/2026-11-29-h200-split/
 PREFILL_SHRINK = [
     None,
     S(64, 64, 128, 1, 4, 3),
@@ -74,13 +77,14 @@ def _bn(w: Workload) -> int:
 
 
 def _old_rule(w: Workload) -> S:
-    """The prefill rule before round 6: 32-row tiles below ``c*R = 64``, K never split."""
+    """The prefill rule the shipped one replaced: 32-row tiles below ``c*R = 64``, K never
+    split."""
     return S(64 if w.dims["c"] * w.pool_rank >= 64 else 32, _bn(w), 128, 1, 4, 4)
 
 
-# rounds 6 and 7: the shipped rule against the one before it and its neighbours on the first
-# grid's prefill shrinks, the float16 ones and those of rank 128 (a callable candidate is given
-# the workload)
+# the shrink's prefill rule against the one it replaced and its neighbours, on the first grid's
+# prefill shrinks, the float16 ones and those of rank 128 (a callable candidate is given the
+# workload).  Results: benchmarks/results/2026-11-29-h200-split/
 RULE_SHRINK = [
     None,
     _old_rule,
@@ -103,8 +107,8 @@ def _shipped(w: Workload) -> S:
     )  # fmt: skip
 
 
-# round 8 (2026-11-29, session 8): shrink weight tiles through a TMA descriptor (the shipped rule)
-# against the same rule with pointer loads, and wider tiles with TMA
+# shrink weight tiles through a TMA descriptor (the shipped rule) against the same rule with
+# pointer loads, and wider tiles with TMA.  Results: benchmarks/results/2026-11-29-h200-tma/
 TMA_SHRINK = [
     None,
     lambda w: replace(_shipped(w), tma=False),
@@ -120,11 +124,10 @@ _TMA_CASES = [
 ] + [(M, op, "prefill", r) for op in ("shrink", "shrink_down") for r in (16, 64)]
 
 
-# round 9 (2026-11-29, session 9): decode.  The shrink's split rule came from the first grid's
-# decode (8 and 32 adapters), where one wave of programs sufficed; with 64 adapters it leaves one
-# program per SM.  Candidates: more K splits (more weight bytes in flight), TMA weight tiles, and
-# deeper pipelines.  The expand: 128-wide column tiles swept 4 at a time (the 2026-11-29 regs
-# sweep had them faster on some decode cases, slower on others)
+# decode with many adapters: a split rule that gives one wave of programs at 8 and 32 adapters
+# leaves one program per SM at 64.  Candidates: more K splits (more weight bytes in flight), TMA
+# weight tiles, deeper pipelines; for the expand, 128-wide column tiles swept 4 at a time.
+# Results: benchmarks/results/2026-11-29-h200-decode/
 def _split(w: Workload, times: int, block_k: int = 128, **kw) -> S:
     shipped = _shipped(w)
     return replace(shipped, split_k=min(16, shipped.split_k * times), block_k=block_k, **kw)
@@ -140,7 +143,7 @@ DECODE_SHRINK = [
     lambda w: _split(w, 4, tma=True),
     lambda w: _split(w, 2, num_warps=2),
 ]
-DECODE_EXPAND9 = [
+DECODE_EXPAND_WIDE = [
     None,
     E(16, 128, 4, 3, 4),
     E(16, 128, 4, 3, 2),
@@ -157,9 +160,9 @@ _DECODE_CASES = (
 )  # fmt: skip
 
 
-# round 10 (2026-11-30, session 11): the expand's base tiles loaded two column tiles ahead
-# instead of one (ExpandConfig.prefetch), on the shipped rule and with 8 warps, and none ahead.
-# A dict candidate: these fields replaced in whatever the shipped expand rule picks
+# the expand's base tiles loaded two column tiles ahead instead of one (ExpandConfig.prefetch),
+# on the shipped rule and with 8 warps, and none ahead.  A dict candidate: these fields replaced
+# in whatever the shipped expand rule picks.  Not yet run on a GPU
 PREFETCH_EXPAND = [
     None,
     {"prefetch": 0},
@@ -184,7 +187,9 @@ SWEEPS = {
     "prefetch_prefill": ("expand", PREFETCH_EXPAND, _PREFETCH_PREFILL),
     "prefetch_decode": ("expand", PREFETCH_EXPAND, _PREFETCH_DECODE),
     "decode_shrink": ("shrink", DECODE_SHRINK, [c for c in _DECODE_CASES if c[1] != "expand"]),
-    "decode_expand": ("expand", DECODE_EXPAND9, [c for c in _DECODE_CASES if "shrink" not in c[1]]),
+    "decode_expand": (
+        "expand", DECODE_EXPAND_WIDE, [c for c in _DECODE_CASES if "shrink" not in c[1]]
+    ),
     "tma_a": ("shrink", TMA_SHRINK, _TMA_CASES[::2]),
     "tma_b": ("shrink", TMA_SHRINK, _TMA_CASES[1::2]),
     "expand": (

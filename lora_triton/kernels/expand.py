@@ -106,7 +106,7 @@ def _sweep_columns(
     if PREFETCH > 0:
         # base tiles are prefetched PREFETCH column tiles ahead, by hand: the compiler
         # pipelines only the loads that feed the dot, and a base load waited on in place leaves
-        # the kernel bound by DRAM latency (2026-11-29: qkv prefill r=128 102 -> 91 us).  VEC8
+        # the kernel bound by DRAM latency (benchmarks/results/2026-11-29-h200-speed/).  VEC8
         # tiles only: the general path stages its weights through registers and got slower
         # with it.  Tiles past n_hi or past the program's last are masked off
         offs_n = n_first + tl.arange(0, BLOCK_N)
@@ -282,8 +282,8 @@ def _expand_kernel(
                     )  # fmt: skip
             if ONE_ADAPTER:
                 # the tile holds one adapter group (layout.py): nothing is left.  Ending here
-                # keeps the loop from carrying the tile's positions (2026-11-29, H200: 255 -> 156
-                # registers per thread, gate_up prefill r=128 257 -> 213 us)
+                # keeps the loop from carrying the tile's positions, which costs registers
+                # (benchmarks/results/2026-11-29-h200-regs/)
                 slot = NO_SLOT
             else:
                 remaining = tl.where(sel, NO_SLOT, remaining)

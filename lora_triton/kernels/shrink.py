@@ -15,8 +15,8 @@ read or write outside its tensors.
 Weight tiles come through pointer loads, or (``ShrinkConfig.tma``, where the device and the
 weights' layout allow it: ``weight_descriptor``) through a TMA tensor descriptor over ``w``: the
 copy engine fetches each ``(BLOCK_N, BLOCK_K)`` tile and zero-fills what lies past ``c*R`` or
-``K``, and the threads spend no instructions on addresses (``shrink_qkv`` rank-128 prefill on an
-H200: 42.1 -> 37.7 us).  A descriptor tile also holds an adapter's rows
+``K``, and the threads spend no instructions on addresses (benchmarks/results/2026-11-29-h200-tma/).
+A descriptor tile also holds an adapter's rows
 past its ``c*r``: they only reach output columns past ``c*r``, which are never stored.
 
 Grid: (position tiles x column tiles, K splits).  A program owns ``BLOCK_M`` positions,
