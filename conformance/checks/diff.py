@@ -16,7 +16,15 @@ import torch
 
 from conformance import corners
 from conformance.case import Case
-from conformance.checks.base import Check, Example, GroupContext, drawn, plain
+from conformance.checks.base import (
+    Check,
+    Example,
+    GroupContext,
+    drawn,
+    plain,
+    primary_corners,
+    requires,
+)
 from conformance.checks.guards import (
     CaseResult,
     backend_call,
@@ -162,3 +170,24 @@ CHECK = Check(
     explicit=_corners,
     run=lambda b, e, d: check_diff(b, e.case, d),
 )
+
+
+def diff_variant(
+    name: str, doc: str, rules: tuple[str, ...], ops: tuple[str, ...], flag: str, declared: str,
+    corner_count: int, **forced: object,
+) -> Check:  # fmt: skip
+    """The diff check on the cases of one layout family (``forced`` set on every case), run
+    where the backend declares ``flag``, in its first declared dtype, with half the examples."""
+    return Check(
+        name=name,
+        doc=doc,
+        rules=rules,
+        ops=ops,
+        dtypes="primary",
+        scale=0.5,
+        shrink=True,
+        needs=requires(flag, declared),
+        strategy=lambda ctx: plain(drawn(ctx, **forced)),
+        explicit=lambda ctx: primary_corners(ctx, corner_count, **forced),
+        run=lambda b, e, d: check_diff(b, e.case, d, check=name),
+    )
