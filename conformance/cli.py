@@ -27,7 +27,10 @@ from conformance.report import (
     EXIT_INTERRUPTED,
     EXIT_PASS,
     EXIT_USAGE,
+    GROUP_COLUMNS,
+    corner_line,
     fmt_ratio,
+    group_cells,
 )
 from conformance.versions import harness_version
 
@@ -128,23 +131,13 @@ def _print_table(doc: dict, console) -> None:
     b, env = doc.get("backend", {}), doc.get("environment", {})
     table = Table(title=f"{b.get('name')} on {env.get('device')} (profile "
                   f"{doc.get('settings', {}).get('profile')})")  # fmt: skip
-    right = ("examples", "shrink steps", "worst err/tol", "seconds")
-    for col in ("check", "op", "dtype", *right, "verdict"):
-        table.add_column(col, justify="right" if col in right else "left")
+    for col in GROUP_COLUMNS:
+        table.add_column(col, justify="left" if col in ("group", "outcome") else "right")
     colors = {"pass": "green", "skip": "yellow"}
     for g in doc.get("groups", []):
-        outcome = g["outcome"]
-        text = outcome if outcome != "fail" else "FAIL"
-        if g.get("skip_reason"):
-            text += f": {g['skip_reason']}"
-        elif (g.get("failure") or {}).get("flaky"):
-            text += " (flaky)"
-        color = colors.get(outcome, "red")
-        table.add_row(
-            g.get("check", ""), g.get("op", ""), g.get("dtype", ""), str(g.get("examples", 0)),
-            str(g.get("shrink_steps", 0)), fmt_ratio(g.get("worst_ratio")),
-            f"{g.get('seconds', 0):.1f}", f"[{color}]{text}[/]",
-        )  # fmt: skip
+        cells = list(group_cells(g))
+        cells[1] = f"[{colors.get(g['outcome'], 'red')}]{cells[1]}[/]"
+        table.add_row(*cells)
     console.print(table)
     for g in doc.get("groups", []):
         f = g.get("failure")
@@ -161,13 +154,8 @@ def _print_table(doc: dict, console) -> None:
         if f.get("file"):
             console.print(f"    replay: lora-conformance replay {f['file']}", markup=False)
     for op, entry in doc.get("coverage", {}).items():
-        promised, missed = entry.get("promised", []), entry.get("missed", [])
-        reached = sum(entry["counts"].get(c, 0) for c in promised)
-        line = (
-            f"corners, {op}: {len(promised) - len(missed)} of {len(promised)} promised classes "
-            f"reached ({reached} example-class hits; counts in the JSON report)"
-        )
-        console.print(line if not missed else f"[yellow]{line}; missed: {', '.join(missed)}[/]")
+        line = corner_line(op, entry)
+        console.print(f"[yellow]{line}[/]" if entry.get("missed") else line, markup=True)
     _print_space(doc, console)
     totals = doc.get("totals", {})
     code = doc.get("exit_code")

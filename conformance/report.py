@@ -212,6 +212,30 @@ class Report:
         return to_junit(self.data)
 
 
+GROUP_COLUMNS = ("group", "outcome", "examples", "shrink steps", "worst err/tol", "seconds")
+
+
+def group_cells(g: dict[str, Any]) -> tuple[str, ...]:
+    """One group's row of :data:`GROUP_COLUMNS`, as every table of a run shows it (the command
+    line's, pytest's terminal summary and the Markdown summary)."""
+    outcome = "FAIL" if g["outcome"] == "fail" else g["outcome"]
+    if g.get("skip_reason"):
+        outcome += f": {g['skip_reason']}"
+    elif (g.get("failure") or {}).get("flaky"):
+        outcome += " (flaky)"
+    return (g["id"], outcome, str(g.get("examples", 0)), str(g.get("shrink_steps", 0)),
+            fmt_ratio(g.get("worst_ratio")), f"{g.get('seconds', 0):.1f}")  # fmt: skip
+
+
+def corner_line(op: str, entry: dict[str, Any]) -> str:
+    """How many of the corner classes promised for ``op`` a run reached, and which it missed."""
+    promised, missed = entry.get("promised", []), entry.get("missed", [])
+    line = (
+        f"corners, {op}: {len(promised) - len(missed)} of {len(promised)} promised classes reached"
+    )
+    return line + (f"; missed: {', '.join(missed)}" if missed else "")
+
+
 def _failure_line(g: dict[str, Any]) -> str:
     f = g.get("failure") or {}
     text = "; ".join(f.get("messages", []))[:400] or g.get("error") or ""
@@ -234,15 +258,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
         f"{doc['totals']['examples']} examples, {doc['totals']['shrink_steps']} shrink steps, "
         f"worst error/tolerance {fmt_ratio(doc.get('worst_ratio'))}",
         "",
-        "| group | outcome | examples | shrink steps | worst err/tol | seconds |",
+        "| " + " | ".join(GROUP_COLUMNS) + " |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for g in doc.get("groups", []):
-        outcome = g["outcome"] + (f": {g['skip_reason']}" if g.get("skip_reason") else "")
-        lines.append(
-            f"| {g['id']} | {outcome} | {g.get('examples', 0)} | {g.get('shrink_steps', 0)} | "
-            f"{fmt_ratio(g.get('worst_ratio'))} | {g.get('seconds', 0):.1f} |"
-        )
+    lines += ["| " + " | ".join(group_cells(g)) + " |" for g in doc.get("groups", [])]
     bad = [
         g for g in doc.get("groups", []) if g["outcome"] in ("fail", "crash", "timeout", "error")
     ]
@@ -253,10 +272,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"- **{g['id']}** ({g['outcome']}): {_failure_line(g)}")
             if f.get("file"):
                 lines.append(f"  replay: `lora-conformance replay {f['file']}`")
-    missed = {op: e["missed"] for op, e in doc.get("coverage", {}).items() if e["missed"]}
+    missed = [op for op, e in doc.get("coverage", {}).items() if e["missed"]]
     if missed:
         lines += ["", "### Corner classes not reached", ""]
-        lines += [f"- {op}: {', '.join(m)}" for op, m in missed.items()]
+        lines += [f"- {corner_line(op, doc['coverage'][op])}" for op in missed]
     if doc.get("error"):
         lines += ["", f"**{doc['error']}**"]
     return "\n".join(lines) + "\n"

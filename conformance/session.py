@@ -24,7 +24,8 @@ from conformance.failures import write_atomic
 from conformance.process import set_dumpable
 from conformance.report import (
     SCHEMA,
-    fmt_ratio,
+    corner_line,
+    group_cells,
     group_record,
     now,
     ratio_to_json,
@@ -355,22 +356,14 @@ class Run:
         tr.section("lora-conformance")
         for g in self.plan:
             r = self.records.get(g.id)
-            if r is None:
-                continue
-            outcome = r["outcome"] + (f": {r['skip_reason']}" if r.get("skip_reason") else "")
-            tr.write_line(
-                f"{g.id:<32} {outcome:<36.36} {r['examples']:>6} examples "
-                f"{r['shrink_steps']:>5} shrink steps  worst err/tol {fmt_ratio(r['worst_ratio'])}"
-            )
+            if r is not None:
+                gid, outcome, examples, steps, worst, _ = group_cells(r)
+                tr.write_line(f"{gid:<32} {outcome:<36.36} {examples:>6} examples "
+                              f"{steps:>5} shrink steps  worst err/tol {worst}")  # fmt: skip
         doc = {**self.doc, "groups": list(self.records.values())}
         summarize(doc)
         for op, entry in doc["coverage"].items():
-            missed = entry["missed"]
-            tr.write_line(
-                f"corners, {op}: {len(entry['promised']) - len(missed)} of "
-                f"{len(entry['promised'])} promised classes reached"
-                + (f"; missed: {', '.join(missed)}" if missed else "")
-            )
+            tr.write_line(corner_line(op, entry))
         total = sum(r["examples"] for r in self.records.values())
         tr.write_line(
             f"profile {self.profile}, seed {self.seed} (--hypothesis-seed {self.seed} repeats "
