@@ -24,6 +24,7 @@ grid|one|540|lora-conformance bench on the grids of BENCHMARKS.md (triton, torch
 peers|one|520|the grid's bf16 cases with every peer in one run (needs .peers/)
 gate|one|300|the pytest-benchmark gate: save, compare (must pass), compare slowed (must fail)
 ncu|one|150|Nsight Compute (speed of light, DRAM bytes) on benchmarks/ncu_cases.py
+sweep|one|300|benchmarks/config_sweep.py: launch-rule candidates beside the shipped rule (SWEEPS)
 thorough|all|330|a thorough campaign over every check: a shard per GPU (two on one), one example database, merged"
 
 if [ "${1:-}" = --list ]; then
@@ -40,6 +41,14 @@ job_gpu_tests() { gpu_tests "$1" "$2"; }
 job_memcheck() { memcheck_hostile "$1" "$2"; }
 job_gate() { bench_gate "$1" triton,torch; }
 job_ncu() { NCU_S=$2 ncu_cases "$1" shipped "$PWD"; }
+
+# sweep: the sweeps of config_sweep.py named in SWEEPS (default: the expand's base prefetch)
+job_sweep() {
+  # shellcheck disable=SC2086
+  timeout -s INT -k 20 "$2" python3 benchmarks/config_sweep.py "$1" \
+    ${SWEEPS:-prefetch_prefill prefetch_decode} > "$1/sweep.log" 2>&1
+  echo "rc=$?" >> "$1/sweep.log"
+}
 
 # grid: the off-grid bf16 and float16 cases, the first grid's decode, and 64-adapter decode at
 # ranks 8, 32 and 64, with 50%, 15%, 20% and 15% of the job's seconds

@@ -2,7 +2,7 @@
 # Build .peers/ (git-ignored), what the peers job of benchmarks/device.sh carries to the GPU machine, from PyPI:
 #   flashinfer_site.tar.xz  flashinfer-python 0.7.2.post1, less the csrc/ subfolders (kernels other
 #                           than segment GEMM): 13 MB;
-#   vllm_site.tar.xz        vLLM 0.33.0's Python package, less its compiled extensions, vendored
+#   vllm_site.tar.xz        vLLM $VLLM's Python package (default 0.34.0), less its compiled extensions, vendored
 #                           kernels and web assets (all but vllm/third_party/pynvml.py): 6.5 MB;
 #   sglang_site.tar.xz      SGLang 0.5.23's Python package, less its compiled Rust extensions and
 #                           its multimodal, test and benchmark folders: 8 MB;
@@ -13,7 +13,7 @@
 #   vllm_C_undefined.txt    the torch symbols vllm/_C_stable_libtorch.abi3.so imports.
 # Usage (repository root, network access):  bash benchmarks/make_peers_bundle.sh
 set -eu
-out=$PWD/.peers tmp=$(mktemp -d)
+out=$PWD/.peers tmp=$(mktemp -d) VLLM=${VLLM:-0.34.0}  # VLLM=0.33.0: the version before
 mkdir -p "$out"
 [ ! -d .git ] || grep -qx "/.peers/" .git/info/exclude || echo "/.peers/" >> .git/info/exclude
 get() {  # get DIR SPEC...: Python 3.12 manylinux wheels, no dependencies
@@ -22,7 +22,7 @@ get() {  # get DIR SPEC...: Python 3.12 manylinux wheels, no dependencies
     --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$dir" "$@"
 }
-get "$tmp" flashinfer-python==0.7.2.post1 vllm==0.33.0
+get "$tmp" flashinfer-python==0.7.2.post1 vllm=="$VLLM"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_34_x86_64 -d "$tmp" sglang==0.5.23
 mkdir -p "$out/sglang"
@@ -37,11 +37,11 @@ mkdir "$tmp/fi" "$tmp/vl"
 (cd "$tmp/fi" && unzip -q "$tmp"/flashinfer_python-*.whl && find flashinfer/data/csrc -mindepth 1 -maxdepth 1 -type d -exec rm -r {} +)
 tar -C "$tmp/fi" -cJf "$out/flashinfer_site.tar.xz" --exclude=__pycache__ flashinfer flashinfer_python-0.7.2.post1.dist-info
 
-(cd "$tmp/vl" && unzip -q "$tmp"/vllm-0.33.0-*.whl -x 'vllm/vllm_flash_attn/*' 'vllm/vllm-rs' \
+(cd "$tmp/vl" && unzip -q "$tmp"/vllm-"$VLLM"-*.whl -x 'vllm/vllm_flash_attn/*' 'vllm/vllm-rs' \
    'vllm/entrypoints/serve/instrumentator/static/*' && \
  nm -D --undefined-only vllm/_C_stable_libtorch.abi3.so | awk '{print $2}' | grep -E '^(aoti_torch|torch_)' | sort -u > "$out/vllm_C_undefined.txt" && \
  find vllm -name '*.so' -delete && find vllm/third_party -mindepth 1 ! -name pynvml.py ! -name __init__.py -prune -exec rm -r {} + )
-tar -C "$tmp/vl" -cJf "$out/vllm_site.tar.xz" --exclude=__pycache__ vllm vllm-0.33.0.dist-info
+tar -C "$tmp/vl" -cJf "$out/vllm_site.tar.xz" --exclude=__pycache__ vllm vllm-"$VLLM".dist-info
 mkdir "$tmp/sg"
 (cd "$tmp/sg" && unzip -q "$tmp"/sglang-0.5.23-*.whl -x 'sglang/multimodal_gen/*' 'sglang/test/*' \
    'sglang/benchmark/*' && find sglang -name '*.so' -delete)
