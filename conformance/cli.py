@@ -31,6 +31,7 @@ from conformance.report import (
     corner_line,
     fmt_ratio,
     group_cells,
+    verdict_line,
 )
 from conformance.versions import harness_version
 
@@ -161,7 +162,7 @@ def _print_table(doc: dict, console) -> None:
     code = doc.get("exit_code")
     color = "green" if code == EXIT_PASS else "red"
     console.print(
-        f"[{color}]{doc.get('verdict')}[/]: {totals.get('examples', 0)} examples, "
+        f"[{color}]{verdict_line(doc)}[/]: {totals.get('examples', 0)} examples, "
         f"{totals.get('shrink_steps', 0)} shrink steps, worst error/tolerance "
         f"{fmt_ratio(doc.get('worst_ratio'))} (exit {code}: {EXIT_CODES.get(code, '')})"
     )

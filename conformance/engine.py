@@ -35,6 +35,7 @@ from conformance import corners, profiles, space
 from conformance.campaign import Part, part_seed
 from conformance.checks import CHECKS, Example, GroupContext
 from conformance.checks.guards import CaseResult, ExampleTimeout, deadline, worse
+from conformance.domain import inside
 from conformance.failures import save_failure
 from conformance.plan import Group
 from conformance.settings import DEFAULTS
@@ -62,6 +63,8 @@ class GroupRecord:
             ``file`` (its replay file) and ``flaky``.
         part: ``"p/k"`` when this run ran part ``p`` of ``k`` of a group split over shards
             (:func:`conformance.campaign.assign`), else None.
+        outside_domain: hand-built examples left out because they lie outside the backend's
+            declared domain (``Capabilities.domain``; drawn ones are moved into it).
     """
 
     id: str
@@ -79,6 +82,7 @@ class GroupRecord:
     error: str | None = None
     failure: dict[str, Any] | None = None
     part: str | None = None
+    outside_domain: int = 0
 
     @classmethod
     def of(cls, group: Group) -> GroupRecord:
@@ -301,7 +305,7 @@ def run_group(
 
     started = time.monotonic()
     try:
-        explicit = check.explicit(ctx)
+        explicit, rec.outside_domain = inside(check.explicit(ctx), ctx.caps.shapes)
         first = attempt(explicit if part is None else part.share(explicit))
         chosen = first.last or first.explicit_failure
         if (

@@ -118,10 +118,11 @@ def summarize(doc: dict[str, Any]) -> None:
     from conformance.corners import promised
 
     groups = doc.get("groups", [])
-    totals: dict[str, int] = {"examples": 0, "shrink_steps": 0}
+    totals: dict[str, int] = {"examples": 0, "shrink_steps": 0, "outside_domain": 0}
     for g in groups:
         totals["examples"] += g.get("examples", 0)
         totals["shrink_steps"] += g.get("shrink_steps", 0)
+        totals["outside_domain"] += g.get("outside_domain", 0)
         totals[g["outcome"]] = totals.get(g["outcome"], 0) + 1
     doc["totals"] = totals
     worst: float | None = None
@@ -227,6 +228,16 @@ def group_cells(g: dict[str, Any]) -> tuple[str, ...]:
             fmt_ratio(g.get("worst_ratio")), f"{g.get('seconds', 0):.1f}")  # fmt: skip
 
 
+def verdict_line(doc: dict[str, Any]) -> str:
+    """The verdict with the domain it holds in: ``PASS within K >= 16, rank % 8 == 0 (3
+    hand-built cases outside it not run)``; the bare verdict for the whole space."""
+    domain = (doc.get("settings") or {}).get("domain")
+    if not domain:
+        return str(doc.get("verdict"))
+    left = (doc.get("totals") or {}).get("outside_domain", 0)
+    return f"{doc.get('verdict')} within {domain} ({left} hand-built cases outside it not run)"
+
+
 def corner_line(op: str, entry: dict[str, Any]) -> str:
     """How many of the corner classes promised for ``op`` a run reached, and which it missed."""
     promised, missed = entry.get("promised", []), entry.get("missed", [])
@@ -249,7 +260,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
     env = doc.get("environment", {})
     s = doc.get("settings", {})
     lines = [
-        f"## lora-conformance: {doc['verdict']} ({b.get('name')})",
+        f"## lora-conformance: {verdict_line(doc)} ({b.get('name')})",
         "",
         f"- backend `{b.get('name')}` = `{b.get('target')}`, version {b.get('version')}",
         f"- device {env.get('device')}{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, "

@@ -179,6 +179,7 @@ class Run:
                 "checks": list(config.getoption("--lora-checks")),
                 "example_db": self.example_db,
                 "shard": self.campaign["shard"] if self.campaign else None,
+                "domain": caps.shapes.describe() or None,
             },
         )
         if self.campaign is not None:
@@ -189,6 +190,7 @@ class Run:
         """Open the example database; with ``--lora-shard``, this shard's part of the plan."""
         from conformance import campaign
         from conformance.checks import CHECKS, GroupContext
+        from conformance.domain import inside
         from conformance.engine import draws
 
         config = self.config
@@ -216,7 +218,7 @@ class Run:
             if g.skip is not None:
                 continue
             ctx = GroupContext(g.op, g.dtype, ops.get(g.op) or [g.dtype], p, caps)
-            explicit = len(CHECKS[g.check].explicit(ctx))
+            explicit = len(inside(CHECKS[g.check].explicit(ctx), caps.shapes)[0])
             runnable.append(
                 (
                     g.id,

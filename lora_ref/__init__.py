@@ -1,6 +1,6 @@
 """The multi-LoRA backend contract (docs/contract.md) and its float64 reference backend."""
 
-from lora_ref.backend import BaseLoRABackend, Capabilities
+from lora_ref.backend import BaseLoRABackend, Capabilities, Domain
 from lora_ref.batch_info import BatchSummary, LoRABatchInfo, make_batch_info, refill_batch_info
 from lora_ref.reference import ReferenceLoRABackend
 from lora_ref.registry import (
@@ -18,6 +18,7 @@ __all__ = [
     "BaseLoRABackend",
     "BatchSummary",
     "Capabilities",
+    "Domain",
     "LoRABatchInfo",
     "ReferenceLoRABackend",
     "get_backend_from_name",

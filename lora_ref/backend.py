@@ -6,6 +6,7 @@ adapter's rank, ``c`` stack count (1 plain, 2 gate_up, 3 qkv), ``N`` output dim.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +14,66 @@ import torch
 from lora_ref.batch_info import BatchSummary, LoRABatchInfo
 from lora_ref.errors import fail
 from lora_ref.validation import FLOAT_DTYPES, GateUpB, QkvB
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The shapes a backend supports, as its author or its adapter states them.  The
+    conformance suite draws only inside them, reports them with its verdict ("PASS within K >=
+    16, rank % 8 == 0"), and counts nothing outside them as a pass.
+
+    Attributes:
+        K_min, K_multiple: the shrink's input width ``K`` (shrink, qkv, gate_up).
+        N_min, N_multiple: the width of each output slice (expand ``N``, qkv ``Nq`` and
+            ``Nkv``, gate_up's half).
+        rank_multiple: every non-zero slot rank and the pool rank ``R``.
+        rank_max: the largest pool rank ``R`` (None: any).
+        slots_max: the most adapter slots ``L`` (None: any).
+        segments_max: the most segments ``bs`` (None: any).
+    """
+
+    K_min: int = 0
+    K_multiple: int = 1
+    N_min: int = 0
+    N_multiple: int = 1
+    rank_multiple: int = 1
+    rank_max: int | None = None
+    slots_max: int | None = None
+    segments_max: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("K_multiple", "N_multiple", "rank_multiple"):
+            if getattr(self, name) < 1:
+                fail(f"Domain.{name}", ">= 1", str(getattr(self, name)))
+        for name in ("K_min", "N_min"):
+            if getattr(self, name) < 0:
+                fail(f"Domain.{name}", ">= 0", str(getattr(self, name)))
+        for name in ("rank_max", "slots_max", "segments_max"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                fail(f"Domain.{name}", "None or >= 1", str(value))
+
+    @property
+    def restricted(self) -> bool:
+        """Whether the domain is smaller than the contract's whole space."""
+        return self != Domain()
+
+    def describe(self) -> str:
+        """The restrictions in words (``K >= 16, rank % 8 == 0``); "" for the whole space."""
+        parts = []
+        for dim, lo, step in (("K", self.K_min, self.K_multiple), ("N", self.N_min,
+                                                                   self.N_multiple)):  # fmt: skip
+            if lo:
+                parts.append(f"{dim} >= {lo}")
+            if step > 1:
+                parts.append(f"{dim} % {step} == 0")
+        if self.rank_multiple > 1:
+            parts.append(f"rank % {self.rank_multiple} == 0")
+        for what, value in (("R", self.rank_max), ("slots", self.slots_max),
+                            ("segments", self.segments_max)):  # fmt: skip
+            if value is not None:
+                parts.append(f"{what} <= {value}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -30,7 +91,9 @@ class Capabilities:
         subnormals: ``"preserve"`` if results and intermediates keep subnormal values (IEEE
             gradual underflow), ``"flush"`` if any of them may be flushed to zero (the
             flush-to-zero modes of GPU arithmetic).
-        max_rank: the largest pool rank ``R`` supported, or None for any.
+        max_rank: the largest pool rank ``R`` supported, or None for any (the same as
+            ``domain.rank_max``; the smaller of the two holds).
+        domain: the shapes supported (:class:`Domain`; default: the contract's whole space).
     """
 
     dtypes: frozenset[torch.dtype] = field(default_factory=lambda: frozenset(FLOAT_DTYPES))
@@ -41,12 +104,23 @@ class Capabilities:
     float32_matmul: str = "tf32"
     subnormals: str = "preserve"
     max_rank: int | None = None
+    domain: Domain = field(default_factory=Domain)
 
     def __post_init__(self) -> None:
         if self.float32_matmul not in ("tf32", "ieee"):
             fail("Capabilities.float32_matmul", "'tf32' or 'ieee'", repr(self.float32_matmul))
         if self.subnormals not in ("preserve", "flush"):
             fail("Capabilities.subnormals", "'preserve' or 'flush'", repr(self.subnormals))
+        if not isinstance(self.domain, Domain):
+            fail("Capabilities.domain", "a lora_ref.Domain", type(self.domain).__name__)
+
+    @property
+    def shapes(self) -> Domain:
+        """The domain, with ``max_rank`` folded into ``rank_max``."""
+        caps = [v for v in (self.max_rank, self.domain.rank_max) if v is not None]
+        if not caps or min(caps) == self.domain.rank_max:
+            return self.domain
+        return dataclasses.replace(self.domain, rank_max=min(caps))
 
 
 class BaseLoRABackend:

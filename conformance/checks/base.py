@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from conformance import corners
 from conformance.case import Case
 from conformance.checks.guards import CaseResult
+from conformance.domain import project
 from conformance.profiles import Profile
 from conformance.strategies import cases
 from lora_ref import BaseLoRABackend, Capabilities
@@ -92,6 +93,9 @@ def drawn(ctx: GroupContext, **forced: Any) -> st.SearchStrategy[Case]:
         permutation=caps.permutation and forced.get("permute", True),
         split_layouts=caps.split_layouts,
     )
+    shapes = caps.shapes
+    if shapes.restricted:  # drawn over the whole space, then moved into the declared domain
+        strategy = strategy.map(lambda c: project(c, shapes)).filter(lambda c: c is not None)
     return strategy.map(lambda c: c.replace(**forced)) if forced else strategy
 
 

@@ -43,6 +43,7 @@ from conformance import corners
 from conformance.case import LAYOUT_KINDS, Case
 from conformance.checks.base import Check, Example, GroupContext
 from conformance.checks.guards import CaseResult, backend_call, record_problem
+from conformance.domain import project
 from conformance.inputs import Inputs, build_inputs, call
 from conformance.names import OPS, STACKS
 from conformance.oracle import compare, expect_for
@@ -245,9 +246,14 @@ def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
     # every call of an example runs on one instance: a smaller budget per call
     small = dataclasses.replace(ctx.profile, budget=max(ctx.profile.budget // 8, 1))
 
+    shapes = ctx.caps.shapes
+
     def first_case(draw: st.DrawFn) -> Case:
         op = draw(st.sampled_from(OPS), label="op")
-        return draw(cases(op, draw(st.sampled_from(dtypes)), small, permutation=False))
+        drawn = cases(op, draw(st.sampled_from(dtypes)), small, permutation=False)
+        if shapes.restricted:
+            drawn = drawn.map(lambda c: project(c, shapes)).filter(lambda c: c is not None)
+        return draw(drawn)
 
     @st.composite
     def steps(draw: st.DrawFn) -> Example:
@@ -260,7 +266,10 @@ def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
                 prev = first_case(draw)
             else:
                 rng = random.Random(draw(st.integers(0, 2**32 - 1), label="change"))
-                prev = derive(prev, kind, rng, dtypes)
+                moved = project(derive(prev, kind, rng, dtypes), shapes)
+                if moved is None:  # this change leaves the declared domain: no step
+                    continue
+                prev = moved
             out.append((kind, prev))
         return _example(out)
 
