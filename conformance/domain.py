@@ -13,6 +13,8 @@ from __future__ import annotations
 from conformance.case import Case
 from lora_ref import Domain
 
+STRIDED = ("col_slice", "row_stride", "transposed", "pool_view")  # not Tensor.is_contiguous()
+
 
 def _up(v: int, step: int) -> int:
     return -(-v // step) * step
@@ -40,6 +42,10 @@ def outside(case: Case, d: Domain) -> str | None:
         return f"{slots} slots"
     if d.segments_max is not None and segments > d.segments_max:
         return f"{segments} segments"
+    if d.dense_only:
+        for arg, kind in case.layouts.items():
+            if kind in STRIDED:
+                return f"{arg} {kind}"
     return None
 
 
@@ -71,6 +77,10 @@ def project(case: Case, d: Domain) -> Case | None:
     R = max(_up(case.R, d.rank_multiple), *ranks, 0)
     if cap is not None:
         R = min(R, cap)
+    if d.dense_only:
+        changes["layouts"] = {
+            arg: "contiguous" if kind in STRIDED else kind for arg, kind in case.layouts.items()
+        }
     moved = case.replace(**changes, lora_ranks=tuple(ranks), R=R, seg_lens=tuple(seg_lens),
                          weight_indices=tuple(weights), scalings=tuple(scalings))  # fmt: skip
     return moved if outside(moved, d) is None else None

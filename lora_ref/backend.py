@@ -30,6 +30,8 @@ class Domain:
         rank_max: the largest pool rank ``R`` (None: any).
         slots_max: the most adapter slots ``L`` (None: any).
         segments_max: the most segments ``bs`` (None: any).
+        dense_only: every tensor argument must be dense (``Tensor.is_contiguous()``): no
+            column slices, row strides, transposes or views into a larger weight pool.
     """
 
     K_min: int = 0
@@ -40,6 +42,7 @@ class Domain:
     rank_max: int | None = None
     slots_max: int | None = None
     segments_max: int | None = None
+    dense_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("K_multiple", "N_multiple", "rank_multiple"):
@@ -73,6 +76,8 @@ class Domain:
                             ("segments", self.segments_max)):  # fmt: skip
             if value is not None:
                 parts.append(f"{what} <= {value}")
+        if self.dense_only:
+            parts.append("dense tensors only")
         return ", ".join(parts)
 
 

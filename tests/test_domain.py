@@ -21,7 +21,7 @@ from conformance.strategies import cases
 from lora_ref import Capabilities, Domain, ReferenceLoRABackend
 
 DOMAIN = Domain(K_min=16, K_multiple=16, N_multiple=8, rank_multiple=8, rank_max=64,
-                slots_max=6, segments_max=12)  # fmt: skip
+                slots_max=6, segments_max=12, dense_only=True)  # fmt: skip
 CHECKS = ("diff", "metamorphic", "bad_input", "lifecycle")
 
 
@@ -31,35 +31,34 @@ class _Shapes(ReferenceLoRABackend):
     capabilities = Capabilities(float32_matmul="ieee", domain=DOMAIN)
     seen: ClassVar[list[tuple[int | None, tuple[int, ...], int, int, tuple[int, ...]]]] = []
 
-    def _note(self, K: int | None, widths: tuple[int, ...], R: int) -> None:
+    def _note(self, K: int | None, widths: tuple[int, ...], R: int, *tensors) -> None:
+        assert all(t is None or t.is_contiguous() for t in tensors)
         info, summary = self._batch()
         ranks = tuple(info.lora_ranks.tolist())
         type(self).seen.append((K, widths, R, summary.num_segments, ranks))
 
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
         out = super().run_lora_a_sgemm(x, weights, stack_num)
-        self._note(x.shape[1], (), weights.shape[1] // stack_num)
+        self._note(x.shape[1], (), weights.shape[1] // stack_num, x, weights)
         return out
 
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         out = super().run_lora_b_sgemm(x, weights, base_output)
-        self._note(None, (weights.shape[1],), weights.shape[2])
+        self._note(None, (weights.shape[1],), weights.shape[2], x, weights, base_output)
         return out
 
     def run_qkv_lora(self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim,
                      base_output=None):  # fmt: skip
         out = super().run_qkv_lora(x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim,
                                    base_output)  # fmt: skip
-        o = output_offset.tolist()
-        self._note(
-            x.shape[1], tuple(b - a for a, b in itertools.pairwise(o)), qkv_lora_a.shape[1] // 3
-        )
+        widths = tuple(b - a for a, b in itertools.pairwise(output_offset.tolist()))
+        self._note(x.shape[1], widths, qkv_lora_a.shape[1] // 3, x, qkv_lora_a, base_output)
         return out
 
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
         out = super().run_gate_up_lora(x, gate_up_lora_a, gate_up_lora_b, base_output)
         n = out.shape[1] // 2
-        self._note(x.shape[1], (n, n), gate_up_lora_a.shape[1] // 2)
+        self._note(x.shape[1], (n, n), gate_up_lora_a.shape[1] // 2, x, gate_up_lora_a)
         return out
 
 
@@ -120,7 +119,7 @@ def test_the_verdict_names_the_domain():
            "totals": {"outside_domain": 7}}  # fmt: skip
     assert verdict_line(doc) == (
         "PASS within K >= 16, K % 16 == 0, N % 8 == 0, rank % 8 == 0, R <= 64, slots <= 6, "
-        "segments <= 12 (7 hand-built cases outside it not run)"
+        "segments <= 12, dense tensors only (7 hand-built cases outside it not run)"
     )
     assert verdict_line({"verdict": "FAIL", "settings": {"domain": None}}) == "FAIL"
 
