@@ -59,7 +59,8 @@ job_grid() {
   BENCH_DECODE_S=$(( s * 15 / 100 )) bench_decode_many "$1"
 }
 
-# peers: the grid's bf16 cases with every provider in one run; the adapters are named by class
+# peers: the grid's bf16 cases (PEER_LAYOUTS: fewer layouts) with every provider in one run (rows
+# are written as they come, so a run cut short keeps them); the adapters are named by class
 # path, so that the bundle's packages (.peers/, from benchmarks/make_peers_bundle.sh) need no
 # entry points
 job_peers() {
@@ -71,8 +72,8 @@ job_peers() {
   # shellcheck disable=SC2086
   timeout -s INT -k 20 "$2" python3 -m conformance.cli bench triton torch grouped_mm \
     ${PEERS:-$peers} --models llama3-8b --ops qkv gate_up shrink_qkv \
-    --layouts prefill mixed decode128x64 decode256-rank0 --ranks 16 128 0 --out "$1" \
-    > "$1/bench.log" 2>&1
+    --layouts ${PEER_LAYOUTS:-prefill mixed decode128x64 decode256-rank0} --ranks 16 128 0 \
+    --out "$1" > "$1/bench.log" 2>&1
   echo "rc=$?" >> "$1/bench.log"
 }
 

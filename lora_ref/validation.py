@@ -335,3 +335,34 @@ def check_output_offset_values(
         fail("max_qkv_out_dim", f">= the widest slice {widest}", f"{max_qkv_out_dim}")
     check_qkv_width(max_qkv_out_dim, N)
     return offsets
+
+
+def check_call(
+    summary: BatchSummary, device: torch.device, op: str, args: Mapping[str, object]
+) -> None:
+    """Every check of section 6 of the contract on one call of ``op`` (``shrink``, ``expand``,
+    ``qkv``, ``gate_up``), its arguments by the names of ``BaseLoRABackend``'s methods; a
+    backend or adapter that wants the contract's errors without writing them calls this first.
+    The ``output_offset`` values are read (a sync) except during CUDA-graph capture."""
+    x, base = args["x"], args.get("base_output")
+    if op == "shrink":
+        check_shrink(summary, device, x, args["weights"], args.get("stack_num", 1))
+    elif op == "expand":
+        check_expand(summary, device, x, args["weights"], base)
+    elif op == "qkv":
+        offsets, width = args["output_offset"], args["max_qkv_out_dim"]
+        check_output_offset(offsets, width, device)
+        operands = {"qkv_lora_b": args["qkv_lora_b"], "output_offset": offsets}
+        _, N = check_fused(summary, device, x, args["qkv_lora_a"],
+                           stack_qkv_b(args["qkv_lora_b"]), base, 3,
+                           ("qkv_lora_a", "qkv_lora_b"), operands)  # fmt: skip
+        check_qkv_width(width, N)
+        if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
+            check_output_offset_values(offsets, width, N)
+    elif op == "gate_up":
+        operands = {"gate_up_lora_b": args["gate_up_lora_b"]}
+        check_fused(summary, device, x, args["gate_up_lora_a"],
+                    stack_gate_up_b(args["gate_up_lora_b"]), base, 2,
+                    ("gate_up_lora_a", "gate_up_lora_b"), operands)  # fmt: skip
+    else:
+        fail("op", "shrink, expand, qkv or gate_up", repr(op))

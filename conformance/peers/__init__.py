@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -10,8 +12,31 @@ from typing import Any, TypeVar
 import torch
 
 from lora_ref import BaseLoRABackend, LoRABatchInfo
+from lora_ref.validation import check_call
 
 P = TypeVar("P")
+
+
+_OPS = {"run_lora_a_sgemm": "shrink", "run_lora_b_sgemm": "expand", "run_qkv_lora": "qkv",
+        "run_gate_up_lora": "gate_up"}  # fmt: skip
+
+
+def validated(run: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """A peer's ``run_*`` method that first checks its call as the contract says (section 6,
+    :func:`lora_ref.validation.check_call`): the peer's kernel then sees only valid input, and
+    a bad one gets the contract's error instead of the peer's assertion or crash."""
+    op = _OPS[run.__name__]
+    signature = inspect.signature(getattr(BaseLoRABackend, run.__name__))
+
+    @functools.wraps(run)
+    def checked(self: BaseLoRABackend, *args: Any, **kwargs: Any) -> torch.Tensor:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        info, summary = self._batch()
+        check_call(summary, info.device, op, bound.arguments)
+        return run(self, *args, **kwargs)
+
+    return checked
 
 
 class PeerNotInstalledError(ImportError):

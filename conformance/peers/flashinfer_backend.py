@@ -31,7 +31,7 @@ import itertools
 
 import torch
 
-from conformance.peers import PeerBackend, PeerNotInstalledError
+from conformance.peers import PeerBackend, PeerNotInstalledError, validated
 from lora_ref import Capabilities, LoRABatchInfo
 
 try:
@@ -184,6 +184,7 @@ class FlashInferBackend(PeerBackend):
 
     # -- the contract --------------------------------------------------------------------------
 
+    @validated
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
         h = self._shrink(x, weights, stack_num)[:, : weights.shape[1]]
         if self._perm is None:
@@ -192,11 +193,13 @@ class FlashInferBackend(PeerBackend):
         out[self._perm] = h
         return out
 
+    @validated
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         h = self._in_segment_order(x)
         parts = [(weights, weights)]
         return self._expand_slices(h, parts, [0, weights.shape[1]], base_output)
 
+    @validated
     def run_qkv_lora(
         self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
     ):
@@ -208,6 +211,7 @@ class FlashInferBackend(PeerBackend):
             parts = [(qkv_lora_b, qkv_lora_b[:, lo:hi]) for lo, hi in itertools.pairwise(bounds)]
         return self._expand_slices(self._shrink(x, qkv_lora_a, 3), parts, bounds, base_output)
 
+    @validated
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
         if isinstance(gate_up_lora_b, tuple):
             gate, up = gate_up_lora_b

@@ -4,17 +4,19 @@ Registered as ``sglang-triton`` and ``sglang-csgmv`` (entry points).  Importing 
 imports SGLang; without it the import fails with :class:`PeerNotInstalledError`, which names the
 pip extra, so ``get_backend_from_name`` reports it.
 
-The adapters map inputs only: arguments reach SGLang's kernels unvalidated, so the suite sees
-what SGLang itself does with bad input.  The batch info is validated by ``set_batch_info`` like
-every backend's.
+The adapters check every call as the contract says (:func:`conformance.peers.validated`), so
+SGLang's kernels see only valid input and the verdict shows what they compute; the batch info
+is validated by ``set_batch_info`` like every backend's.  The kernels take dense tensors only
+(they assert ``is_contiguous()``): the domain says so, and the suite draws no strided,
+transposed or pool-view argument for them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from conformance.peers import sglang
-from lora_ref import BaseLoRABackend, Capabilities, LoRABatchInfo
+from conformance.peers import sglang, validated
+from lora_ref import BaseLoRABackend, Capabilities, Domain, LoRABatchInfo
 from lora_ref.runtime import use_interpreter_without_gpu
 
 sglang.load("sgemm_lora_a")  # fail at import, with the pip extra named, when SGLang is missing
@@ -28,6 +30,11 @@ _DTYPES = (
     if _INTERPRET
     else frozenset({torch.float16, torch.bfloat16, torch.float32})
 )
+
+
+# sgemm_lora_a/b, qkv_lora_b, gate_up_lora_b and the chunked SGMV kernels of 0.5.23 assert
+# x.is_contiguous() and weights.is_contiguous()
+_DOMAIN = Domain(dense_only=True)
 
 
 class _SGLangBackend(BaseLoRABackend):
@@ -45,12 +52,15 @@ class _SGLangBackend(BaseLoRABackend):
         super().set_batch_info(batch_info)
         self._kernels = self.kernels_cls(batch_info)
 
+    @validated
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
         return self._kernels.shrink(x, weights, stack_num)
 
+    @validated
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         return self._kernels.expand(x, weights, base_output)
 
+    @validated
     def run_qkv_lora(
         self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
     ):
@@ -58,6 +68,7 @@ class _SGLangBackend(BaseLoRABackend):
             x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output
         )
 
+    @validated
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
         return self._kernels.gate_up(x, gate_up_lora_a, gate_up_lora_b, base_output)
 
@@ -73,6 +84,7 @@ class SGLangTritonBackend(_SGLangBackend):
         permutation=True,
         cuda_graph=not _INTERPRET,
         float32_matmul="tf32",
+        domain=_DOMAIN,
     )
 
 
@@ -92,4 +104,5 @@ class SGLangCsgmvBackend(_SGLangBackend):
         permutation=True,
         cuda_graph=False,
         float32_matmul="tf32",
+        domain=_DOMAIN,
     )

@@ -29,7 +29,7 @@ import itertools
 
 import torch
 
-from conformance.peers import PeerBackend, PeerNotInstalledError
+from conformance.peers import PeerBackend, PeerNotInstalledError, validated
 from lora_ref import Capabilities, LoRABatchInfo
 
 try:
@@ -162,11 +162,13 @@ class VLLMBackend(PeerBackend):
 
     # -- the contract --------------------------------------------------------------------------
 
+    @validated
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
         buffer = self._shrink(x, weights, stack_num)
         j, t, i, valid = self._packing(weights.shape[1], stack_num)
         return torch.where(valid, buffer[j, t, i].to(x.dtype), 0)
 
+    @validated
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         T, R = x.shape[0], weights.shape[2]
         cols = min(R, x.shape[1])
@@ -176,12 +178,14 @@ class VLLMBackend(PeerBackend):
         buffer[0, :, :cols] = torch.where(keep, x[:, :cols].float(), 0.0)
         return self._expand(buffer, weights, [0, weights.shape[1]], base_output)
 
+    @validated
     def run_qkv_lora(
         self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
     ):
         bounds = self._weights.get(output_offset, "offsets", output_offset.tolist)  # no sync
         return self._expand(self._shrink(x, qkv_lora_a, 3), qkv_lora_b, bounds, base_output)
 
+    @validated
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
         n = gate_up_lora_b.shape[1] // 2
         buffer = self._shrink(x, gate_up_lora_a, 2)
