@@ -42,6 +42,8 @@ def outside(case: Case, d: Domain) -> str | None:
         return f"{slots} slots"
     if d.segments_max is not None and segments > d.segments_max:
         return f"{segments} segments"
+    if not d.wide_expand_input and case.op == "expand" and case.extra_cols:
+        return f"expand x {case.extra_cols} columns wider than R"
     if d.dense_only:
         for arg, kind in case.layouts.items():
             if kind in STRIDED:
@@ -77,6 +79,8 @@ def project(case: Case, d: Domain) -> Case | None:
     R = max(_up(case.R, d.rank_multiple), *ranks, 0)
     if cap is not None:
         R = min(R, cap)
+    if not d.wide_expand_input:
+        changes["extra_cols"] = 0
     if d.dense_only:
         changes["layouts"] = {
             arg: "contiguous" if kind in STRIDED else kind for arg, kind in case.layouts.items()

@@ -32,6 +32,8 @@ class Domain:
         segments_max: the most segments ``bs`` (None: any).
         dense_only: every tensor argument must be dense (``Tensor.is_contiguous()``): no
             column slices, row strides, transposes or views into a larger weight pool.
+        wide_expand_input: the expand takes an ``x`` wider than ``R`` (the contract's
+            default); False: exactly ``R`` columns.
     """
 
     K_min: int = 0
@@ -43,6 +45,7 @@ class Domain:
     slots_max: int | None = None
     segments_max: int | None = None
     dense_only: bool = False
+    wide_expand_input: bool = True
 
     def __post_init__(self) -> None:
         for name in ("K_multiple", "N_multiple", "rank_multiple"):
@@ -78,6 +81,8 @@ class Domain:
                 parts.append(f"{what} <= {value}")
         if self.dense_only:
             parts.append("dense tensors only")
+        if not self.wide_expand_input:
+            parts.append("expand x exactly R wide")
         return ", ".join(parts)
 
 

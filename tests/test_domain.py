@@ -21,7 +21,8 @@ from conformance.strategies import cases
 from lora_ref import Capabilities, Domain, ReferenceLoRABackend
 
 DOMAIN = Domain(K_min=16, K_multiple=16, N_multiple=8, rank_multiple=8, rank_max=64,
-                slots_max=6, segments_max=12, dense_only=True)  # fmt: skip
+                slots_max=6, segments_max=12, dense_only=True,
+                wide_expand_input=False)  # fmt: skip
 CHECKS = ("diff", "metamorphic", "bad_input", "lifecycle")
 
 
@@ -44,6 +45,7 @@ class _Shapes(ReferenceLoRABackend):
 
     def run_lora_b_sgemm(self, x, weights, base_output=None):
         out = super().run_lora_b_sgemm(x, weights, base_output)
+        assert x.shape[1] == weights.shape[2]  # wide_expand_input=False
         self._note(None, (weights.shape[1],), weights.shape[2], x, weights, base_output)
         return out
 
@@ -119,7 +121,8 @@ def test_the_verdict_names_the_domain():
            "totals": {"outside_domain": 7}}  # fmt: skip
     assert verdict_line(doc) == (
         "PASS within K >= 16, K % 16 == 0, N % 8 == 0, rank % 8 == 0, R <= 64, slots <= 6, "
-        "segments <= 12, dense tensors only (7 hand-built cases outside it not run)"
+        "segments <= 12, dense tensors only, expand x exactly R wide (7 hand-built cases "
+        "outside it not run)"
     )
     assert verdict_line({"verdict": "FAIL", "settings": {"domain": None}}) == "FAIL"
 

@@ -33,8 +33,11 @@ _DTYPES = (
 
 
 # sgemm_lora_a/b, qkv_lora_b, gate_up_lora_b and the chunked SGMV kernels of 0.5.23 assert
-# x.is_contiguous() and weights.is_contiguous()
-_DOMAIN = Domain(dense_only=True)
+# x.is_contiguous() and weights.is_contiguous(), and sgemm_lora_b asserts x.shape[-1] == R
+_DOMAIN = Domain(dense_only=True, wide_expand_input=False)
+# compiled Triton flushes subnormals to zero (float32 shrink on an H100, 2026-12-07: 0 where
+# 2.4e-44 is right; benchmarks/results/2026-12-07-h100-peers/); the interpreter keeps them
+_SUBNORMALS = "preserve" if _INTERPRET else "flush"
 
 
 class _SGLangBackend(BaseLoRABackend):
@@ -84,6 +87,7 @@ class SGLangTritonBackend(_SGLangBackend):
         permutation=True,
         cuda_graph=not _INTERPRET,
         float32_matmul="tf32",
+        subnormals=_SUBNORMALS,
         domain=_DOMAIN,
     )
 
@@ -104,5 +108,6 @@ class SGLangCsgmvBackend(_SGLangBackend):
         permutation=True,
         cuda_graph=False,
         float32_matmul="tf32",
+        subnormals=_SUBNORMALS,
         domain=_DOMAIN,
     )
