@@ -43,6 +43,24 @@ class PeerNotInstalledError(ImportError):
     """The peer's package is missing; the message names the pip extra that installs it."""
 
 
+class PeerInterfaceError(ImportError):
+    """The peer is installed, but a name the adapter reaches into is gone (a rename upstream)."""
+
+
+def peer_attribute(module: Any, name: str, kind: type, peer: str) -> Any:
+    """``module.name``, checked to be a ``kind``: a private hook of a peer (a cache to clear)
+    that a new release may rename fails here, by name, instead of deep inside a run."""
+    value = getattr(module, name, None)
+    if not isinstance(value, kind):
+        found = "missing" if value is None else type(value).__name__
+        where = getattr(module, "__name__", "its module")
+        raise PeerInterfaceError(
+            f"{peer}: {where}.{name} is {found}, expected a {kind.__name__} (the adapter "
+            f"clears it); this adapter knows the versions named in COMPATIBILITY.md"
+        )
+    return value
+
+
 class PreparedWeights:
     """Weights re-laid out for a peer's kernel, rebuilt only when their source changes.
 

@@ -29,7 +29,7 @@ import itertools
 
 import torch
 
-from conformance.peers import PeerBackend, PeerNotInstalledError, validated
+from conformance.peers import PeerBackend, PeerNotInstalledError, peer_attribute, validated
 from lora_ref import Capabilities, LoRABatchInfo
 
 try:
@@ -41,6 +41,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "`pip install 'lora-conformance[vllm]'`"
     ) from exc
 
+# the per-weight pointer tables _forget_weight_tables clears (vLLM 0.33 and 0.34), looked up
+# now, so that a rename fails at import, and again at each clear
+_WEIGHT_TABLES = ("_LORA_A_PTR_DICT", "_LORA_B_PTR_DICT")
+for _name in _WEIGHT_TABLES:
+    peer_attribute(_vllm_lora_utils, _name, dict, "vllm")
+
 
 def _forget_weight_tables() -> None:
     """Drop vLLM's per-weight pointer tables (``_LORA_A_PTR_DICT``, ``_LORA_B_PTR_DICT``).
@@ -50,8 +56,8 @@ def _forget_weight_tables() -> None:
     address would inherit another shape's entry (``benchmarks/repros/vllm_lut_repro.py``), so the
     adapter forgets the tables whenever it lays out new weights, as a fresh vLLM process would.
     """
-    for name in ("_LORA_A_PTR_DICT", "_LORA_B_PTR_DICT"):
-        getattr(_vllm_lora_utils, name).clear()
+    for name in _WEIGHT_TABLES:
+        peer_attribute(_vllm_lora_utils, name, dict, "vllm").clear()
 
 
 class VLLMBackend(PeerBackend):

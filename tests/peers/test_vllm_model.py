@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import types
 
+import pytest
 import torch
 
 from tests.peers import adapter_on_cpu, first_failure
@@ -107,3 +108,18 @@ def test_folding_small_scalings_into_fp16_weights_is_caught(monkeypatch):
     case = found.failure["case"]
     used = {w for n, w in zip(case["seg_lens"], case["weight_indices"], strict=True) if n}
     assert any(0 < abs(case["scalings"][w]) < 2.0**-8 for w in used if case["lora_ranks"][w])
+
+
+def test_a_renamed_vllm_cache_fails_at_import_by_name(monkeypatch):
+    """The adapter clears vLLM's private pointer tables; a release that renames one makes the
+    import fail with the table's name, not a run fail later with an AttributeError."""
+    from conformance.peers import PeerInterfaceError
+
+    ops = types.ModuleType("vllm.lora.ops.triton_ops")
+    ops.LoRAKernelMeta = KernelMetaModel
+    ops.lora_shrink = ops.lora_expand = lambda *a: None
+    ops.utils = types.SimpleNamespace(_LORA_A_PTR_DICT={})  # _LORA_B_PTR_DICT renamed away
+    fakes = {name: types.ModuleType(name) for name in ("vllm", "vllm.lora", "vllm.lora.ops")}
+    fakes["vllm.lora.ops.triton_ops"] = ops
+    with pytest.raises(PeerInterfaceError, match=r"_LORA_B_PTR_DICT is missing, expected a dict"):
+        adapter_on_cpu(monkeypatch, MODULE, "VLLMBackend", fakes)
