@@ -10,6 +10,8 @@ a declared domain is ever run, so nothing outside it counts as a pass.
 
 from __future__ import annotations
 
+from hypothesis import strategies as st
+
 from conformance.case import Case
 from lora_ref import Domain
 
@@ -88,6 +90,14 @@ def project(case: Case, d: Domain) -> Case | None:
     moved = case.replace(**changes, lora_ranks=tuple(ranks), R=R, seg_lens=tuple(seg_lens),
                          weight_indices=tuple(weights), scalings=tuple(scalings))  # fmt: skip
     return moved if outside(moved, d) is None else None
+
+
+def within(strategy: st.SearchStrategy[Case], d: Domain) -> st.SearchStrategy[Case]:
+    """``strategy``'s cases projected into ``d`` (:func:`project`); ``strategy`` itself for the
+    whole space, so that an unrestricted backend draws exactly what it drew before."""
+    if not d.restricted:
+        return strategy
+    return strategy.map(lambda c: project(c, d)).filter(lambda c: c is not None)
 
 
 def inside(examples: list, d: Domain) -> tuple[list, int]:

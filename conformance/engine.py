@@ -35,7 +35,6 @@ from conformance import corners, profiles, space
 from conformance.campaign import Part, part_seed
 from conformance.checks import CHECKS, Example, GroupContext
 from conformance.checks.guards import CaseResult, ExampleTimeout, deadline, worse
-from conformance.domain import inside
 from conformance.failures import save_failure
 from conformance.plan import Group
 from conformance.settings import DEFAULTS
@@ -305,7 +304,7 @@ def run_group(
 
     started = time.monotonic()
     try:
-        explicit, rec.outside_domain = inside(check.explicit(ctx), ctx.caps.shapes)
+        explicit, rec.outside_domain = check.hand_built(ctx)
         first = attempt(explicit if part is None else part.share(explicit))
         chosen = first.last or first.explicit_failure
         if (

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conformance import corners
 from conformance.case import Case
 from conformance.checks.guards import CaseResult
-from conformance.domain import project
+from conformance.domain import inside, within
 from conformance.profiles import Profile
 from conformance.strategies import cases
 from lora_ref import BaseLoRABackend, Capabilities
@@ -77,6 +77,11 @@ class Check:
     run: Callable[[type[BaseLoRABackend], Example, torch.device], CaseResult]
     needs: Callable[[Capabilities, str], str | None] = nothing_needed
 
+    def hand_built(self, ctx: GroupContext) -> tuple[list[Example], int]:
+        """The hand-built examples inside the backend's declared domain, and how many of them
+        were left out for lying outside it."""
+        return inside(self.explicit(ctx), ctx.caps.shapes)
+
 
 def requires(flag: str, text: str) -> Callable[[Capabilities, str], str | None]:
     """The ``needs`` of a check that runs only where the backend declares ``flag``."""
@@ -93,9 +98,7 @@ def drawn(ctx: GroupContext, **forced: Any) -> st.SearchStrategy[Case]:
         permutation=caps.permutation and forced.get("permute", True),
         split_layouts=caps.split_layouts,
     )
-    shapes = caps.shapes
-    if shapes.restricted:  # drawn over the whole space, then moved into the declared domain
-        strategy = strategy.map(lambda c: project(c, shapes)).filter(lambda c: c is not None)
+    strategy = within(strategy, caps.shapes)  # drawn over the whole space, moved into the domain
     return strategy.map(lambda c: c.replace(**forced)) if forced else strategy
 
 

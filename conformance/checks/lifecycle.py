@@ -43,7 +43,7 @@ from conformance import corners
 from conformance.case import LAYOUT_KINDS, Case
 from conformance.checks.base import Check, Example, GroupContext
 from conformance.checks.guards import CaseResult, backend_call, record_problem
-from conformance.domain import project
+from conformance.domain import project, within
 from conformance.inputs import Inputs, build_inputs, call
 from conformance.names import OPS, STACKS
 from conformance.oracle import compare, expect_for
@@ -250,10 +250,8 @@ def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
 
     def first_case(draw: st.DrawFn) -> Case:
         op = draw(st.sampled_from(OPS), label="op")
-        drawn = cases(op, draw(st.sampled_from(dtypes)), small, permutation=False)
-        if shapes.restricted:
-            drawn = drawn.map(lambda c: project(c, shapes)).filter(lambda c: c is not None)
-        return draw(drawn)
+        return draw(within(cases(op, draw(st.sampled_from(dtypes)), small, permutation=False),
+                           shapes))  # fmt: skip
 
     @st.composite
     def steps(draw: st.DrawFn) -> Example:
