@@ -35,8 +35,8 @@ _DTYPES = (
 # sgemm_lora_a/b, qkv_lora_b, gate_up_lora_b and the chunked SGMV kernels of 0.5.23 assert
 # x.is_contiguous() and weights.is_contiguous(), and sgemm_lora_b asserts x.shape[-1] == R
 _DOMAIN = Domain(dense_only=True, wide_expand_input=False)
-# compiled Triton flushes subnormals to zero (float32 shrink on an H100, 2026-12-07: 0 where
-# 2.4e-44 is right; benchmarks/results/2026-12-07-h100-peers/); the interpreter keeps them
+# compiled Triton flushes subnormals to zero, the interpreter keeps them (the evidence:
+# benchmarks/results/2026-12-07-h100-peers/README.md)
 _SUBNORMALS = "preserve" if _INTERPRET else "flush"
 
 

@@ -72,8 +72,8 @@ class VLLMBackend(PeerBackend):
         devices=frozenset({"cuda"}),
         permutation=True,
         cuda_graph=False,
-        # compiled Triton flushes subnormal results and intermediates to zero (bf16 shrink on an
-        # H100, 2026-12-07: 0 where 8.6e-40 is right; benchmarks/results/2026-12-07-h100-peers/)
+        # compiled Triton flushes subnormal results and intermediates to zero (the evidence:
+        # benchmarks/results/2026-12-07-h100-peers/README.md)
         subnormals="flush",
     )
 
