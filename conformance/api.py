@@ -31,6 +31,8 @@ from conformance.case import Case, CaseError
 from conformance.failures import save_failure, write_atomic
 from conformance.process import child_setup, set_dumpable
 from conformance.report import (
+    EXIT_NOTHING,
+    EXIT_PASS,
     SCHEMA,
     Report,
     exit_code,
@@ -314,10 +316,10 @@ def _supervise(
 
 def _disagrees(doc: dict[str, Any], returncode: int) -> bool:
     """Whether pytest's exit status contradicts a complete report: killed by a signal, a
-    status other than 0 for a pass, or 0 for anything else."""
+    status other than 0 for a pass (or a run of skips only), or 0 for anything else."""
     if returncode < 0:
         return True
-    return (exit_code(doc) == 0) != (returncode == 0)
+    return (exit_code(doc) in (EXIT_PASS, EXIT_NOTHING)) != (returncode == 0)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -344,6 +344,7 @@ def _combine(gid: str, records: list[dict[str, Any]], expected: int) -> dict[str
         examples=sum(r.get("examples", 0) for r in records),
         shrink_steps=sum(r.get("shrink_steps", 0) for r in records),
         outside_domain=sum(r.get("outside_domain", 0) for r in records),
+        below_signal_floor=sum(r.get("below_signal_floor", 0) for r in records),
         seconds=round(sum(r.get("seconds", 0.0) for r in records), 3),
         worst_ratio=ratio_to_json(worst),
         corners=corners,

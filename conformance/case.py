@@ -99,6 +99,9 @@ class Case:
         extra_cols: expand only: the input has ``R + extra_cols`` columns (a pool rank
             ``R' > R``), the ones past each row's rank holding garbage.
         poison_unused: the weights of slots no segment uses are garbage through and through.
+        token_map: pass the batch as a token map (``lora_ref.TokenMapBatchInfo``): each
+            physical row's slot, the permutation applied, and about half the rows of rank-0
+            slots given -1 (no LoRA) instead.
         name: the corner a hand-built case exists for ("" for a drawn one).
     """
 
@@ -123,6 +126,7 @@ class Case:
     layouts: dict[str, str] = dataclasses.field(default_factory=dict)
     extra_cols: int = 0
     poison_unused: bool = False
+    token_map: bool = False
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -190,6 +194,7 @@ class Case:
                 ("extra_cols", self.extra_cols),
                 ("poison_unused", self.poison_unused),
                 ("split_b", self.split_b),
+                ("token_map", self.token_map),
             )
             if v != _DEFAULTS[k]
         ]
@@ -363,6 +368,7 @@ _FIELD_CHECKS = {
     "layouts": _layouts,
     "extra_cols": _int(0, 1 << 16),
     "poison_unused": _bool,
+    "token_map": _bool,
     "name": _short_str,
 }
 

@@ -162,7 +162,8 @@ def _print_table(doc: dict, console) -> None:
     code = doc.get("exit_code")
     color = "green" if code == EXIT_PASS else "red"
     console.print(
-        f"[{color}]{verdict_line(doc)}[/]: {totals.get('examples', 0)} examples, "
+        f"[{color}]{verdict_line(doc)}[/]: {totals.get('examples', 0)} examples "
+        f"({totals.get('below_signal_floor', 0)} below the signal floor, not evidence), "
         f"{totals.get('shrink_steps', 0)} shrink steps, worst error/tolerance "
         f"{fmt_ratio(doc.get('worst_ratio'))} (exit {code}: {EXIT_CODES.get(code, '')})"
     )

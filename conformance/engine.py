@@ -64,6 +64,9 @@ class GroupRecord:
             (:func:`conformance.campaign.assign`), else None.
         outside_domain: hand-built examples left out because they lie outside the backend's
             declared domain (``Capabilities.domain``; drawn ones are moved into it).
+        below_signal_floor: examples that passed but would have passed with every LoRA term
+            dropped (``checks.diff.below_signal_floor``): counted in ``examples``, not as
+            evidence.
     """
 
     id: str
@@ -82,6 +85,7 @@ class GroupRecord:
     failure: dict[str, Any] | None = None
     part: str | None = None
     outside_domain: int = 0
+    below_signal_floor: int = 0
 
     @classmethod
     def of(cls, group: Group) -> GroupRecord:
@@ -263,6 +267,8 @@ def run_group(
             if options.progress is not None:
                 options.progress(rec, phase, example)
             result = run_one(example)
+            if result.ok and result.below_signal_floor and phase == "generating":
+                rec.below_signal_floor += 1
             rec.worst_ratio = worse(rec.worst_ratio, result.worst_ratio)
             ratio = result.worst_ratio
             if ratio is not None and math.isfinite(ratio) and ratio > 0 and not replaying:

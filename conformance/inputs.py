@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from lora_ref import LoRABatchInfo, make_batch_info
+from lora_ref import LoRABatchInfo, make_batch_info, token_map
+from lora_ref.token_map import Batch, TokenMapBatchInfo, batch_tensors
 
 POISON_VALUES = {"nan": float("nan"), "huge": 3.0e4}
 INDEX_GARBAGE = 7  # what an int32 buffer holds outside its view: a plausible slot, row and rank
@@ -34,7 +35,7 @@ class Inputs(NamedTuple):
     """The tensors of one call.  ``args`` are the operation's positional arguments after ``x``;
     ``base`` is the ``base_output`` values (contiguous; the harness lays them out)."""
 
-    batch_info: LoRABatchInfo
+    batch_info: Batch
     x: torch.Tensor
     args: tuple[Any, ...]
     base: torch.Tensor | None
@@ -137,17 +138,35 @@ def place_index(t: torch.Tensor, kind: str) -> torch.Tensor:
     return buf[1:]
 
 
-def _batch_layout(info: LoRABatchInfo, kind: str) -> LoRABatchInfo:
+def _batch_layout(info: Batch, kind: str) -> Batch:
     """Every tensor of the batch in the layout ``kind``."""
     if kind == "contiguous":
         return info
-    fields = {name: place_index(getattr(info, name), kind) for name in BATCH_TENSORS}
-    if info.permutation is not None:
-        fields["permutation"] = place_index(info.permutation, kind)
+    fields = {name: place_index(t, kind) for name, t in batch_tensors(info)}
     return dataclasses.replace(info, **fields)
 
 
-BATCH_TENSORS = ("seg_lens", "seg_indptr", "weight_indices", "lora_ranks", "scalings")
+def _token_map(info: LoRABatchInfo, case: Any) -> TokenMapBatchInfo:
+    """``info`` as a token map (``case.token_map``): each physical row's slot, about half of
+    the rows of rank-0 slots given -1 (no LoRA) instead (the same result).  Its own generator:
+    the tensor values stay those of the segment form."""
+    slots = token_map.physical_slots(info)
+    gen = torch.Generator().manual_seed(case.seed ^ 0x70CE)
+    no_lora = torch.rand(len(slots), generator=gen).tolist()
+    slots = [
+        token_map.NO_LORA if case.lora_ranks[w] == 0 and u < 0.5 else w
+        for w, u in zip(slots, no_lora, strict=True)
+    ]
+    return TokenMapBatchInfo(
+        torch.tensor(slots, dtype=torch.int32, device=info.device), info.lora_ranks, info.scalings
+    )
+
+
+def row_slots(info: Batch) -> list[int]:
+    """The slot of each physical row of either batch form (-1: no LoRA)."""
+    if isinstance(info, TokenMapBatchInfo):
+        return info.token_slots.tolist()
+    return token_map.physical_slots(info)
 
 
 def build_inputs(case: Any, device: torch.device | str) -> Inputs:
@@ -166,6 +185,8 @@ def build_inputs(case: Any, device: torch.device | str) -> Inputs:
         permutation=perm,
         device=device,
     )
+    if getattr(case, "token_map", False):
+        info = _token_map(info, case)
     info = _batch_layout(info, _layout(case, "batch"))
     unused = [w for w in range(L) if w not in _used_slots(case)] if case.poison_unused else []
 

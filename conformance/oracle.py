@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from conformance.case import Case
-from conformance.inputs import Inputs, overflow_threshold, physical_row_slots
+from conformance.inputs import Inputs, overflow_threshold, row_slots
 from conformance.names import torch_dtype
 from conformance.tolerance import magnitudes, tolerance
 from lora_ref import ReferenceLoRABackend
@@ -47,10 +47,8 @@ def expect(
     if bool((tol < 0).any()):
         raise AssertionError("oracle: a negative tolerance; the magnitude run saw a signed input")
 
-    info = inputs.batch_info
-    perm = info.permutation.tolist() if info.permutation is not None else None
     row_ranks = torch.tensor(
-        [case.lora_ranks[w] for w in physical_row_slots(case, perm)],
+        [case.lora_ranks[w] if w >= 0 else 0 for w in row_slots(inputs.batch_info)],
         dtype=torch.int64,
         device=device,
     )

@@ -32,13 +32,15 @@ SCHEMA = "lora-conformance-report/1"
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
 
 # exit codes, in pytest's spirit
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_CRASH, EXIT_INTERRUPTED, EXIT_NOTHING = 0, 1, 2, 3, 4, 5
 EXIT_CODES = {
     EXIT_PASS: "every group ran and passed (skips are listed, never counted as passes)",
     EXIT_FAIL: "a conformance failure: a wrong result, a wrong error, an accepted bad input",
     EXIT_USAGE: "a usage error: a bad option, an unknown backend, a corrupt replay file",
     EXIT_CRASH: "the backend crashed (or tried to end the process) or the harness failed",
     EXIT_INTERRUPTED: "interrupted, or an example outlived its deadline",
+    EXIT_NOTHING: "nothing ran: every group was skipped (what the backend does not declare), "
+    "so there is no pass to report",
 }
 
 
@@ -100,6 +102,8 @@ def exit_code(doc: dict[str, Any]) -> int:
         return EXIT_CRASH
     if "fail" in outcomes:
         return EXIT_FAIL
+    if outcomes <= {"skip"}:
+        return EXIT_NOTHING
     return EXIT_PASS
 
 
@@ -110,6 +114,7 @@ def verdict(doc: dict[str, Any]) -> str:
         EXIT_USAGE: "USAGE ERROR",
         EXIT_CRASH: "CRASH",
         EXIT_INTERRUPTED: "INTERRUPTED" if doc.get("status") == "interrupted" else "TIMEOUT",
+        EXIT_NOTHING: "NOTHING RUN",
     }[exit_code(doc)]
 
 
@@ -118,9 +123,12 @@ def summarize(doc: dict[str, Any]) -> None:
     from conformance.corners import promised
 
     groups = doc.get("groups", [])
-    totals: dict[str, int] = {"examples": 0, "shrink_steps": 0, "outside_domain": 0}
+    totals: dict[str, int] = {
+        "examples": 0, "shrink_steps": 0, "outside_domain": 0, "below_signal_floor": 0,
+    }  # fmt: skip
     for g in groups:
         totals["examples"] += g.get("examples", 0)
+        totals["below_signal_floor"] += g.get("below_signal_floor", 0)
         totals["shrink_steps"] += g.get("shrink_steps", 0)
         totals["outside_domain"] += g.get("outside_domain", 0)
         totals[g["outcome"]] = totals.get(g["outcome"], 0) + 1
@@ -266,7 +274,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
         f"- device {env.get('device')}{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, "
         f"torch {env.get('torch')}, Triton {env.get('triton')}, harness {doc.get('harness')}",
         f"- profile {s.get('profile')}, seed {s.get('seed')}, "
-        f"{doc['totals']['examples']} examples, {doc['totals']['shrink_steps']} shrink steps, "
+        f"{doc['totals']['examples']} examples ({doc['totals'].get('below_signal_floor', 0)} "
+        f"below the signal floor, not evidence), {doc['totals']['shrink_steps']} shrink steps, "
         f"worst error/tolerance {fmt_ratio(doc.get('worst_ratio'))}",
         "",
         "| " + " | ".join(GROUP_COLUMNS) + " |",

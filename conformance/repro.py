@@ -22,7 +22,7 @@ from typing import Any
 from conformance import inputs, names, oracle, tolerance
 from conformance.case import Case
 
-EMITTABLE = ("diff", "permutation", "split_layout")
+EMITTABLE = ("diff", "permutation", "split_layout", "token_map")
 _TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 

@@ -3,6 +3,7 @@
 from lora_ref.backend import BaseLoRABackend, Capabilities, Domain
 from lora_ref.batch_info import BatchSummary, LoRABatchInfo, make_batch_info, refill_batch_info
 from lora_ref.reference import ReferenceLoRABackend
+from lora_ref.token_map import TokenMapBatchInfo, to_segments, to_token_map
 from lora_ref.registry import (
     ENTRY_POINT_GROUP,
     BackendLoadError,
@@ -21,8 +22,11 @@ __all__ = [
     "Domain",
     "LoRABatchInfo",
     "ReferenceLoRABackend",
+    "TokenMapBatchInfo",
     "get_backend_from_name",
     "known_backend_names",
     "make_batch_info",
     "refill_batch_info",
+    "to_segments",
+    "to_token_map",
 ]

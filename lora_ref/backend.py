@@ -13,6 +13,7 @@ import torch
 
 from lora_ref.batch_info import BatchSummary, LoRABatchInfo
 from lora_ref.errors import fail
+from lora_ref.token_map import Batch, TokenMapBatchInfo
 from lora_ref.validation import FLOAT_DTYPES, GateUpB, QkvB
 
 
@@ -101,6 +102,10 @@ class Capabilities:
         subnormals: ``"preserve"`` if results and intermediates keep subnormal values (IEEE
             gradual underflow), ``"flush"`` if any of them may be flushed to zero (the
             flush-to-zero modes of GPU arithmetic).
+        token_map: ``set_batch_info`` takes a :class:`~lora_ref.token_map.TokenMapBatchInfo`
+            (a slot per token, -1 for no LoRA) as well as a segment batch.
+        batch_invariant: a row's result has the same bits whatever else is in the batch (its
+            position, the batch size, the other rows' adapters).
         max_rank: the largest pool rank ``R`` supported, or None for any (the same as
             ``domain.rank_max``; the smaller of the two holds).
         domain: the shapes supported (:class:`Domain`; default: the contract's whole space).
@@ -113,6 +118,8 @@ class Capabilities:
     cuda_graph: bool = False
     float32_matmul: str = "tf32"
     subnormals: str = "preserve"
+    token_map: bool = False
+    batch_invariant: bool = False
     max_rank: int | None = None
     domain: Domain = field(default_factory=Domain)
 
@@ -144,10 +151,10 @@ class BaseLoRABackend:
     name: str = "base"
     capabilities: Capabilities = Capabilities()
 
-    def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
+    def __init__(self, name: str | None = None, batch_info: Batch | None = None) -> None:
         if name is not None:
             self.name = name
-        self.batch_info: LoRABatchInfo | None = None
+        self.batch_info: Batch | None = None
         self._summary: BatchSummary | None = None
         if batch_info is not None:
             self.set_batch_info(batch_info)
@@ -157,15 +164,22 @@ class BaseLoRABackend:
         """The version string printed in conformance reports."""
         return "unknown"
 
-    def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
-        """Use ``batch_info`` for every later call; validates it (ValueError, TypeError)."""
-        if not isinstance(batch_info, LoRABatchInfo):
-            fail("batch_info", "a LoRABatchInfo", type(batch_info).__name__, error=TypeError)
+    def set_batch_info(self, batch_info: Batch) -> None:
+        """Use ``batch_info`` for every later call; validates it (ValueError, TypeError).
+
+        A :class:`TokenMapBatchInfo` is taken where ``capabilities.token_map`` is declared."""
+        token_map = isinstance(batch_info, TokenMapBatchInfo)
+        if not isinstance(batch_info, LoRABatchInfo) and not token_map:
+            fail("batch_info", "a LoRABatchInfo or a TokenMapBatchInfo",
+                 type(batch_info).__name__, error=TypeError)  # fmt: skip
+        if token_map and not self.capabilities.token_map:
+            fail("batch_info", f"a LoRABatchInfo (backend {self.name!r} does not declare "
+                 "token_map)", "a TokenMapBatchInfo", error=TypeError)  # fmt: skip
         summary = batch_info.validate()
         self.batch_info = batch_info
         self._summary = summary
 
-    def _batch(self) -> tuple[LoRABatchInfo, BatchSummary]:
+    def _batch(self) -> tuple[Batch, BatchSummary]:
         if self.batch_info is None or self._summary is None:
             fail("batch_info", "set_batch_info() called before the first operation", "none set")
         return self.batch_info, self._summary

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import torch
 
 from lora_ref.backend import BaseLoRABackend, Capabilities
+from lora_ref.token_map import NO_LORA, TokenMapBatchInfo
 from lora_ref.validation import (
     FLOAT_DTYPES,
     GateUpB,
@@ -42,6 +43,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
         split_layouts=True,
         cuda_graph=False,
         float32_matmul="ieee",
+        token_map=True,
     )
 
     _exact = False
@@ -79,8 +81,11 @@ class ReferenceLoRABackend(BaseLoRABackend):
             return "source tree"
 
     def _segments(self) -> list[tuple[torch.Tensor, int, int, float]]:
-        """For each non-empty segment: physical rows, slot ``w``, rank ``r`` and scaling ``s``."""
+        """For each non-empty segment: physical rows, slot ``w``, rank ``r`` and scaling ``s``.
+        A token map's rows are grouped by slot; its -1 rows form one group of rank 0."""
         info, _ = self._batch()
+        if isinstance(info, TokenMapBatchInfo):
+            return self._token_groups(info)
         indptr = info.seg_indptr.tolist()
         slots = info.weight_indices.tolist()
         ranks = info.lora_ranks.tolist()
@@ -95,6 +100,20 @@ class ReferenceLoRABackend(BaseLoRABackend):
                 segments.append((rows[start:end], w, ranks[w], scalings[w]))
         return segments
 
+    @staticmethod
+    def _token_groups(info: TokenMapBatchInfo) -> list[tuple[torch.Tensor, int, int, float]]:
+        slots = info.token_slots.long()
+        ranks = info.lora_ranks.tolist()
+        scalings = info.scalings.tolist()
+        groups = []
+        for w in sorted(set(slots.tolist())):
+            rows = torch.nonzero(slots == w).flatten()
+            if w == NO_LORA:
+                groups.append((rows, w, 0, 0.0))
+            else:
+                groups.append((rows, w, ranks[w], scalings[w]))
+        return groups
+
     def run_lora_a_sgemm(
         self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
     ) -> torch.Tensor:
@@ -104,6 +123,8 @@ class ReferenceLoRABackend(BaseLoRABackend):
         if out.numel() == 0:  # no columns: no index tensor of T rows to build
             return out if self._exact else out.to(x.dtype)
         for rows, w, r, _ in self._segments():
+            if r == 0:
+                continue  # no columns of this row are specified
             a = weights[w, : c * r, :].double()  # (c*r, K): all c slices, packed at rank r
             out[rows, : c * r] = x[rows].double() @ a.T
         return self._finish(out, x.dtype)

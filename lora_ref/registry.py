@@ -21,6 +21,7 @@ ENTRY_POINT_GROUP = "lora_conformance.backends"
 BUILTIN_BACKENDS: dict[str, str] = {
     "reference": "lora_ref.reference:ReferenceLoRABackend",
     "triton": "lora_triton:TritonLoRABackend",
+    "triton-invariant": "lora_triton:TritonBatchInvariantBackend",
 }
 
 

@@ -8,6 +8,6 @@ from lora_ref.runtime import use_interpreter_without_gpu
 
 use_interpreter_without_gpu()
 
-from lora_triton.backend import TritonLoRABackend  # noqa: E402
+from lora_triton.backend import TritonBatchInvariantBackend, TritonLoRABackend  # noqa: E402
 
-__all__ = ["TritonLoRABackend"]
+__all__ = ["TritonBatchInvariantBackend", "TritonLoRABackend"]

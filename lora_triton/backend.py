@@ -22,6 +22,8 @@ The rows concerned get unspecified (but finite-memory) results; nothing else cha
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import triton
 
@@ -29,6 +31,7 @@ from lora_ref.backend import BaseLoRABackend, Capabilities
 from lora_ref.batch_info import LoRABatchInfo
 from lora_ref.errors import fail
 from lora_ref.runtime import interpreting, use_interpreter_without_gpu
+from lora_ref.token_map import Batch, TokenMapBatchInfo
 from lora_ref.validation import (
     FLOAT_DTYPES,
     GateUpB,
@@ -41,9 +44,16 @@ from lora_ref.validation import (
     check_qkv_width,
     check_shrink,
 )
-from lora_triton.config import expand_config, row_align, shrink_config
+from lora_triton.config import (
+    expand_config,
+    invariant_expand_config,
+    invariant_row_align,
+    invariant_shrink_config,
+    row_align,
+    shrink_config,
+)
 from lora_triton.kernels.expand import ExpandPlan, column_align, expand
-from lora_triton.kernels.layout import RowLayout, group_rows
+from lora_triton.kernels.layout import RowLayout, group_rows, group_tokens
 from lora_triton.kernels.shrink import shrink
 
 use_interpreter_without_gpu()
@@ -84,9 +94,10 @@ class TritonLoRABackend(BaseLoRABackend):
         # on a GPU, float32 inputs go through TF32 tensor cores, which flush subnormal
         # operands (H100, 2026-12-06: ci on CUDA, float32 subnormal results came out as 0)
         subnormals="preserve" if interpreting() else "flush",
+        token_map=True,
     )
 
-    def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
+    def __init__(self, name: str | None = None, batch_info: Batch | None = None) -> None:
         self._layout: RowLayout | None = None
         super().__init__(name, batch_info)
 
@@ -98,7 +109,7 @@ class TritonLoRABackend(BaseLoRABackend):
         harness = ReferenceLoRABackend().version
         return f"lora-conformance {harness} (Triton {triton.__version__}, {mode})"
 
-    def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
+    def set_batch_info(self, batch_info: Batch) -> None:
         super().set_batch_info(batch_info)
         self._layout = None
 
@@ -109,18 +120,24 @@ class TritonLoRABackend(BaseLoRABackend):
         builds it once and hands it to both of its stages."""
         info, _ = self._batch()
         if info.use_cuda_graph or self._layout is None:
-            layout = group_rows(
-                info.seg_indptr,
-                info.weight_indices,
-                info.permutation,
-                T,
-                info.lora_ranks.numel(),
-                row_align(T),
-            )
+            if isinstance(info, TokenMapBatchInfo):
+                layout = group_tokens(info.token_slots, info.lora_ranks.numel(), self._align(T))
+            else:
+                layout = self._segment_layout(info, T, self._align(T))
             if info.use_cuda_graph:
                 return layout
             self._layout = layout
         return self._layout
+
+    def _align(self, T: int) -> int:
+        return invariant_row_align() if self.capabilities.batch_invariant else row_align(T)
+
+    @staticmethod
+    def _segment_layout(info: LoRABatchInfo, T: int, align: int) -> RowLayout:
+        return group_rows(
+            info.seg_indptr, info.weight_indices, info.permutation, T, info.lora_ranks.numel(),
+            align,
+        )  # fmt: skip
 
     def run_lora_a_sgemm(
         self, x: torch.Tensor, weights: torch.Tensor, stack_num: int = 1
@@ -214,10 +231,13 @@ class TritonLoRABackend(BaseLoRABackend):
         self, x: torch.Tensor, lora_a: torch.Tensor, c: int, R: int, K: int, layout: RowLayout
     ) -> torch.Tensor:
         info, summary = self._batch()
-        config = shrink_config(
-            x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters,
-            full_rank=summary.min_adapter_rank == R,
-        )  # fmt: skip
+        if self.capabilities.batch_invariant:
+            config = invariant_shrink_config(K, c * R, x.dtype)
+        else:
+            config = shrink_config(
+                x.shape[0], K, c * R, x.dtype, x.device, summary.num_adapters,
+                full_rank=summary.min_adapter_rank == R,
+            )  # fmt: skip
         return shrink(
             x, lora_a, stack_num=c, layout=layout, lora_ranks=info.lora_ranks, config=config
         )
@@ -244,7 +264,9 @@ class TritonLoRABackend(BaseLoRABackend):
             offsets=offsets,
             has_base=has_base,
             col_align=col_align,
-            config=expand_config(T, R, slice_width, layout.pos_slot.numel()),
+            config=invariant_expand_config(R, slice_width)
+            if self.capabilities.batch_invariant
+            else expand_config(T, R, slice_width, layout.pos_slot.numel()),
         )
 
     @staticmethod
@@ -262,3 +284,20 @@ class TritonLoRABackend(BaseLoRABackend):
                 "a tuple",
             )
         return lora_b  # type: ignore[return-value]
+
+
+class TritonBatchInvariantBackend(TritonLoRABackend):
+    """The Triton backend in its batch-invariant mode: launch rules that depend on the
+    problem's widths and ranks only, never on ``T`` or the batch's adapters, and no K split,
+    so a row's result has the same bits whatever else is in the batch (the ``batch_invariance``
+    check; what the mode costs is in BENCHMARKS.md).
+
+    Compiled only: under the interpreter ``tl.dot`` is numpy's BLAS, whose result for a row
+    depends on the row's place in the tile (OpenBLAS 0.3.31, 16-row float32 products: 1464 of
+    3200 rows moved to row 0 of a tile of zeros changed bits), so there the mode is not
+    declared and the check is skipped."""
+
+    name = "triton-invariant"
+    capabilities = dataclasses.replace(
+        TritonLoRABackend.capabilities, batch_invariant=not interpreting()
+    )

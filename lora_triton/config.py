@@ -195,6 +195,34 @@ def layout_config(num_segments: int, num_slots: int, num_tokens: int) -> LayoutC
     )
 
 
+def invariant_shrink_config(K: int, cR: int, dtype: torch.dtype) -> ShrinkConfig:
+    """The batch-invariant mode's shrink launch (``TritonBatchInvariantBackend``): a function
+    of ``K``, ``c*R`` and the dtype only, never of ``T`` or the batch's adapters, and no K
+    split, so a row's reduction order (the K steps, one instruction shape for every tile) is
+    the same in any batch."""
+    if pinned():
+        return ShrinkConfig(16, 16 if cR <= PINNED_SMALL else (64 if cR <= 128 else 128),
+                            32 if K <= 64 else _pinned_wide(K, 128), num_stages=1)  # fmt: skip
+    block_k = 64 if dtype == torch.float32 else 128
+    return ShrinkConfig(64, shrink_column_tile(cR), block_k, split_k=1, num_stages=3)
+
+
+def invariant_expand_config(R: int, slice_width: int) -> ExpandConfig:
+    """The batch-invariant mode's expand launch: a function of ``R`` and the slice width only
+    (the prefill rule's tiles; the rank tile of a row depends on its own adapter alone)."""
+    if pinned():
+        block_n = 32 if slice_width <= 32 else _pinned_wide(slice_width, 128)
+        return ExpandConfig(16, block_n, num_stages=1,
+                            n_per_prog=2 if slice_width > block_n else 1)  # fmt: skip
+    config = ExpandConfig(64, 128 if R <= 64 else 64, num_warps=4, num_stages=3, n_per_prog=8)
+    return _within_shared_memory(config, rank_block(R))
+
+
+def invariant_row_align() -> int:
+    """The batch-invariant mode's row alignment: its row tile, so a tile holds one adapter."""
+    return 16 if pinned() else 64
+
+
 def row_align(T: int) -> int:
     """Row tile that adapter groups start on (``kernels/layout.py``): the tallest ``block_m``
     the heuristics below pick for a batch of ``T`` rows, so no tile straddles two adapters

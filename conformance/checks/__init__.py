@@ -11,19 +11,22 @@ from __future__ import annotations
 
 from conformance.checks import (
     bad_input,
+    batch_invariance,
     cuda_graph,
     diff,
     lifecycle,
     metamorphic,
     permutation,
     split_layout,
+    token_map,
 )
 from conformance.checks.base import Check, Example, GroupContext
 from conformance.names import CHECK_NAMES, OPS
 
 __all__ = ["CHECKS", "NAMES", "Check", "Example", "GroupContext", "markdown_table"]
 
-_MODULES = (diff, permutation, split_layout, metamorphic, bad_input, lifecycle, cuda_graph)
+_MODULES = (diff, permutation, split_layout, token_map, metamorphic, batch_invariance, bad_input,
+            lifecycle, cuda_graph)
 CHECKS: dict[str, Check] = {m.CHECK.name: m.CHECK for m in _MODULES}
 NAMES = CHECK_NAMES
 if tuple(CHECKS) != NAMES:

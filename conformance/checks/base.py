@@ -95,7 +95,9 @@ def drawn(ctx: GroupContext, **forced: Any) -> st.SearchStrategy[Case]:
         ctx.op,
         ctx.dtype,
         ctx.profile,
-        permutation=caps.permutation and forced.get("permute", True),
+        # a token map carries any row order itself, whether or not permutations are declared
+        permutation=(caps.permutation or forced.get("token_map", False))
+        and forced.get("permute", True),
         split_layouts=caps.split_layouts,
     )
     strategy = within(strategy, caps.shapes)  # drawn over the whole space, moved into the domain

@@ -24,6 +24,7 @@ import torch
 from conformance.case import Case
 from conformance.inputs import Inputs
 from conformance.oracle import bitwise_equal
+from lora_ref.token_map import batch_tensors
 
 GUARD = 64
 SENTINEL = -1234.5
@@ -36,7 +37,8 @@ class CaseResult:
 
     ``kind`` says what a failure is: ``fail`` (a wrong result, a wrong error, a raised
     exception), ``crash`` (the backend ended or tried to end the process), ``timeout`` (it
-    outlived the deadline).
+    outlived the deadline).  ``below_signal_floor``: the example passed, but would have
+    passed with every LoRA term dropped, so it is no evidence (the diff checks' guard).
     """
 
     case: Case
@@ -45,6 +47,7 @@ class CaseResult:
     check: str = "diff"
     params: dict[str, Any] = field(default_factory=dict)
     kind: str = "fail"
+    below_signal_floor: bool = False
 
     @property
     def ok(self) -> bool:
@@ -283,11 +286,8 @@ def snapshot(inputs: Inputs) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
             named.append((f"arg{i}", _storage_view(a)))
         elif isinstance(a, tuple):
             named += [(f"arg{i}[{k}]", _storage_view(v)) for k, v in enumerate(a)]
-    info = inputs.batch_info
-    for name in ("seg_lens", "seg_indptr", "weight_indices", "lora_ranks", "scalings"):
-        named.append((f"batch_info.{name}", _storage_view(getattr(info, name))))
-    if info.permutation is not None:
-        named.append(("batch_info.permutation", _storage_view(info.permutation)))
+    for name, t in batch_tensors(inputs.batch_info):
+        named.append((f"batch_info.{name}", _storage_view(t)))
     return [(name, t, t.clone()) for name, t in named]
 
 

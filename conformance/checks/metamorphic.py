@@ -68,7 +68,8 @@ def derive(case: Case, relation: str, choice: int) -> tuple[Case, list[int]] | N
     return derived, rows
 
 
-def _gather(inputs: Inputs, derived: Case, rows: list[int]) -> Inputs:
+def gather_rows(inputs: Inputs, derived: Case, rows: list[int]) -> Inputs:
+    """The rows ``rows`` of ``inputs`` (unpermuted), contiguous, as the batch ``derived``."""
     device = inputs.x.device
     index = torch.tensor(rows, dtype=torch.long, device=device)
     # the scalings the original call ran with (a subnormal case scales the case's)
@@ -95,7 +96,7 @@ def check_metamorphic(
     first = run_call(backend_cls, case, inputs, result, "the original call")
     if first is None:
         return result
-    second = run_call(backend_cls, derived, _gather(inputs, derived, rows), result, relation)
+    second = run_call(backend_cls, derived, gather_rows(inputs, derived, rows), result, relation)
     if second is None:
         return result
     out, out2 = first[0], second[0]

@@ -190,3 +190,37 @@ def group_rows(
         launch_pdl=pdl > 0,
     )
     return RowLayout(pos_slot, pos_row, align)
+
+
+def group_tokens(token_slots: torch.Tensor, num_slots: int, align: int) -> RowLayout:
+    """The ``RowLayout`` of a token map (``lora_ref.token_map``): int32 ``token_slots (T,)``,
+    each row's slot or -1 (no LoRA: the row gets no position, so the kernels leave it as it
+    is, base or zeros).
+
+    A counting sort in torch operations of fixed shapes (a stable sort by slot, per-slot counts
+    by ``scatter_add``, starts by ``cumsum``): no host sync, so it can be captured in a CUDA
+    graph, and deterministic.  ``P = num_positions(T, T, L, align)``.  Entries outside
+    ``[0, L)`` drop their row, like a segment whose slot lies outside it.
+    """
+    T = token_slots.numel()
+    P = num_positions(T, T, num_slots, align)
+    device = token_slots.device
+    pos_slot = torch.full((P + 1,), -1, dtype=torch.int32, device=device)
+    pos_row = torch.zeros(P + 1, dtype=torch.int32, device=device)
+    if T == 0 or num_slots == 0:
+        return RowLayout(pos_slot[:P], pos_row[:P], align)
+    slots = token_slots.long()
+    key = torch.where((slots >= 0) & (slots < num_slots), slots, num_slots)  # L: dropped
+    order = torch.sort(key, stable=True).indices
+    sorted_key = key[order]
+    counts = torch.zeros(num_slots + 1, dtype=torch.int64, device=device)
+    counts.scatter_add_(0, key, torch.ones_like(key))
+    first = torch.cumsum(counts, 0) - counts  # where each slot's rows start in sorted order
+    padded = (counts + align - 1) // align * align
+    starts = torch.cumsum(padded, 0) - padded  # where each slot's group starts in positions
+    dest = starts[sorted_key] + torch.arange(T, device=device) - first[sorted_key]
+    dest = torch.where(sorted_key < num_slots, dest, P)  # dropped rows to the spare position
+    pos_slot.scatter_(0, dest, torch.where(sorted_key < num_slots, sorted_key, -1).int())
+    pos_row.scatter_(0, dest, order.int())
+    pos_slot[P] = -1
+    return RowLayout(pos_slot[:P], pos_row[:P], align)

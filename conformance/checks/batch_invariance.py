@@ -1,0 +1,122 @@
+"""The ``batch_invariance`` check: a row's result has the same bits whatever else is in the
+batch, for a backend that declares ``batch_invariant`` (vLLM's ``VLLM_BATCH_INVARIANT=1``
+promises it; an engine that must give a request the same tokens at any batch size needs it).
+
+Each example computes a drawn batch, then the same rows in another batch: one row alone
+(``T = 1``), a random subset of the rows in a random order (other sizes, other neighbours,
+other positions), or every row twice over, shuffled (a taller batch, so other launch tiles).
+Each row of the second call must have the bits of the same row of the first, wherever the
+contract defines them.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from hypothesis import strategies as st
+
+from conformance.case import Case
+from conformance.checks.base import Check, Example, GroupContext, drawn, primary_corners, requires
+from conformance.checks.diff import run_call
+from conformance.checks.guards import CaseResult
+from conformance.checks.metamorphic import gather_rows
+from conformance.inputs import build_inputs
+from conformance.names import OPS
+from conformance.oracle import bitwise_equal, expect_for
+from lora_ref.token_map import runs
+from lora_ref import BaseLoRABackend
+
+REBATCHINGS = ("alone", "subset", "doubled")
+DOUBLED_MAX_ROWS = 4096  # a taller batch only while it stays cheap
+
+
+def rebatch(case: Case, how: str, choice: int) -> tuple[Case, list[int]] | None:
+    """Another batch of ``case``'s rows (``case`` unpermuted) and, for each of its rows, the
+    row of ``case`` it repeats; None when ``case`` has no rows."""
+    if case.T == 0:
+        return None
+    rng = random.Random(choice)
+    slots = [w for n, w in zip(case.seg_lens, case.weight_indices, strict=True) for _ in range(n)]
+    if how == "alone":
+        rows = [rng.randrange(case.T)]
+    elif how == "subset" or case.T > DOUBLED_MAX_ROWS:
+        rows = rng.sample(range(case.T), rng.randint(1, case.T))
+    elif how == "doubled":
+        rows = list(range(case.T)) * 2
+        rng.shuffle(rows)
+    else:
+        raise ValueError(f"how: expected one of {REBATCHINGS}, got {how!r}")
+    segments = runs([slots[t] for t in rows])
+    derived = case.replace(seg_lens=tuple(n for _, n in segments),
+                           weight_indices=tuple(w for w, _ in segments))  # fmt: skip
+    return derived, rows
+
+
+def check_batch_invariance(
+    backend_cls: type[BaseLoRABackend], case: Case, how: str, choice: int, device: torch.device
+) -> CaseResult:
+    """The rows of a rebatched call must have the bits of the same rows of the first call."""
+    case = case.replace(permute=False, layouts={})
+    result = CaseResult(case, check="batch_invariance", params={"how": how, "choice": choice})
+    again = rebatch(case, how, choice)
+    if again is None:
+        return result
+    derived, rows = again
+    inputs = build_inputs(case, device)
+    first = run_call(backend_cls, case, inputs, result, "the first call")
+    if first is None:
+        return result
+    second = run_call(backend_cls, derived, gather_rows(inputs, derived, rows), result, how)
+    if second is None:
+        return result
+    out, out2 = first[0], second[0]
+    for name, t, want in (("first", out, case), (how, out2, derived)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (want.T, want.out_dim):
+            result.fail(f"the {name} call returned {getattr(t, 'shape', type(t).__name__)}")
+            return result
+    index = torch.tensor(rows, dtype=torch.long, device=device)
+    specified = expect_for(case, inputs, backend_cls.capabilities).specified[index]
+    a = out[index]
+    bad = specified & ~bitwise_equal(a, out2)
+    result.note_ratio(0.0)
+    if bad.any():
+        i, j = bad.nonzero()[0].tolist()
+        result.fail(
+            f"not batch invariant ({how}, choice={choice}): row {rows[i]} of a batch of "
+            f"{case.T} rows gives {a[i, j].item():.9g} at column {j}, and the same row as row "
+            f"{i} of a batch of {derived.T} ({derived.describe()}) gives "
+            f"{out2[i, j].item():.9g}; {int(bad.sum())} elements differ"
+        )
+    return result
+
+
+def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
+    return st.builds(
+        lambda c, how, choice: Example(c, {"how": how, "choice": choice}),
+        drawn(ctx, permute=False),
+        st.sampled_from(REBATCHINGS),
+        st.integers(0, 10**6),
+    )
+
+
+def _explicit(ctx: GroupContext) -> list[Example]:
+    picked = primary_corners(ctx, 3, permute=False, layouts={})
+    return [Example(e.case, {"how": how, "choice": 11})
+            for e, how in zip(picked, REBATCHINGS, strict=False)]  # fmt: skip
+
+
+CHECK = Check(
+    name="batch_invariance",
+    doc="a row's result has the same bits alone, in a random subset of its batch in a random "
+    "order, and in its batch twice over",
+    rules=("4-results",),
+    ops=OPS,
+    dtypes="all",
+    scale=0.5,
+    shrink=True,
+    needs=requires("batch_invariant", "batch invariance"),
+    strategy=_strategy,
+    explicit=_explicit,
+    run=lambda b, e, d: check_batch_invariance(b, e.case, e.params["how"], e.params["choice"], d),
+)
