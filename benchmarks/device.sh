@@ -25,6 +25,12 @@ peers|one|520|the grid's bf16 cases with every peer in one run (needs .peers/)
 gate|one|300|the pytest-benchmark gate: save, compare (must pass), compare slowed (must fail)
 ncu|one|150|Nsight Compute (speed of light, DRAM bytes) on benchmarks/ncu_cases.py
 sweep|one|300|benchmarks/config_sweep.py: launch-rule candidates beside the shipped rule (SWEEPS)
+invariance|one|240|batch_invariance on CUDA: triton-invariant (mode on), the default rules declared invariant (mode off); token_map on triton
+invariance-cost|one|300|bench: triton beside triton-invariant and torch (bf16 prefill, mixed, decode; fp16 odd)
+peer-sglang-triton|one|300|check of the SGLang triton adapter: ci on CUDA, isolated, verbose (needs .peers/)
+peer-sglang-csgmv|one|300|the same for SGLang csgmv
+peer-vllm|one|300|the same for vLLM
+peer-flashinfer|one|300|the same for FlashInfer
 thorough|all|330|a thorough campaign over every check: a shard per GPU (two on one), one example database, merged"
 
 if [ "${1:-}" = --list ]; then
@@ -76,6 +82,51 @@ job_peers() {
     --out "$1" > "$1/bench.log" 2>&1
   echo "rc=$?" >> "$1/bench.log"
 }
+
+# invariance: the batch_invariance check (ci, CUDA) on triton-invariant and on the default rules
+# declared invariant (benchmarks/probes/invariance_probe.py), then the token_map check on triton;
+# DIR/{on,off,token_map}.{json,log}, each log ending with the exit status
+job_invariance() {
+  local dir=$1 secs=$(( $2 / 3 )) name target
+  for name in on off token_map; do
+    case $name in
+      on) target="triton-invariant --checks batch_invariance" ;;
+      off) target="invariance_probe:TritonDeclaredInvariant --checks batch_invariance" ;;
+      token_map) target="triton --checks token_map" ;;
+    esac
+    # shellcheck disable=SC2086
+    PYTHONPATH=$PWD/benchmarks/probes:$PYTHONPATH timeout -s INT -k 20 "$secs" python3 -m \
+      conformance.cli check $target --profile ci --device cuda --report-json "$dir/$name.json" \
+      --failures-dir "$dir/failures_$name" > "$dir/$name.log" 2>&1
+    echo "rc=$?" >> "$dir/$name.log"
+  done
+}
+
+# invariance-cost: what the batch-invariant mode costs, timed beside the default rules and torch
+job_invariance_cost() {
+  BENCH_PROVIDERS="triton triton-invariant torch" BENCH_FP16_PROVIDERS="triton triton-invariant torch" \
+    BENCH_S=$(( $2 * 7 / 10 )) BENCH_FP16_S=$(( $2 * 3 / 10 )) bench_offgrid "$1"
+}
+
+# peer-NAME: one peer adapter through `check --profile ci --device cuda`, in a worker process
+# (--isolate: a crash is reported with its case), verbose (tracebacks kept), PEER_EXAMPLES
+# drawn examples per group (default 8) and a 60 s deadline per example
+peer_check() {
+  local dir=$1 secs=$2 class=$3
+  # the bundle is unpacked once, under a lock: peer jobs on other GPUs run at the same time
+  export FLASHINFER_CUDA_ARCH_LIST=9.0a
+  ( flock 9
+    [ -e /tmp/site/.peers_ready ] || { peers_setup; sglang_setup; touch /tmp/site/.peers_ready; }
+  ) 9> /tmp/site.lock
+  timeout -s INT -k 20 "$secs" python3 -m conformance.cli check "$class" --profile ci \
+    --device cuda --max-examples "${PEER_EXAMPLES:-8}" --deadline 60 --isolate -v \
+    --report-json "$dir/check.json" --failures-dir "$dir/failures" > "$dir/check.log" 2>&1
+  echo "rc=$?" >> "$dir/check.log"
+}
+job_peer_sglang_triton() { peer_check "$1" "$2" conformance.peers.sglang_backends:SGLangTritonBackend; }
+job_peer_sglang_csgmv() { peer_check "$1" "$2" conformance.peers.sglang_backends:SGLangCsgmvBackend; }
+job_peer_vllm() { peer_check "$1" "$2" conformance.peers.vllm_backend:VLLMBackend; }
+job_peer_flashinfer() { peer_check "$1" "$2" conformance.peers.flashinfer_backend:FlashInferBackend; }
 
 # thorough: one campaign (seed CAMPAIGN_SEED, default the clock) in SHARDS shards (default one
 # per GPU, two on one GPU), each capped at THOROUGH_EXAMPLES examples per group (default 10, so

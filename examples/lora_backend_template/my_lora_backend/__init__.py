@@ -23,7 +23,7 @@ import itertools
 
 import torch
 
-from lora_ref import BaseLoRABackend, Capabilities
+from lora_ref import BaseLoRABackend, Capabilities, TokenMapBatchInfo
 from lora_ref.validation import (
     FLOAT_DTYPES,
     check_expand,
@@ -45,6 +45,7 @@ class TorchLoRABackend(BaseLoRABackend):
         split_layouts=False,
         cuda_graph=False,
         float32_matmul="tf32",
+        token_map=True,  # set_batch_info takes a slot per token too (-1: no LoRA)
     )
 
     @property
@@ -54,8 +55,16 @@ class TorchLoRABackend(BaseLoRABackend):
         return version("my-lora-backend")
 
     def _segments(self):
-        """For each non-empty segment: its physical rows, and its adapter's rank and scaling."""
+        """For each non-empty segment: its physical rows, and its adapter's rank and scaling.
+        A token map's rows are grouped by slot; its -1 rows (no LoRA) count as rank 0."""
         info, _ = self._batch()
+        if isinstance(info, TokenMapBatchInfo):
+            slots = info.token_slots.long()
+            ranks, scalings = info.lora_ranks.tolist(), info.scalings.tolist()
+            for w in sorted(set(slots.tolist())):
+                rows = torch.nonzero(slots == w).flatten()
+                yield (rows, w, 0, 0.0) if w < 0 else (rows, w, ranks[w], scalings[w])
+            return
         indptr = info.seg_indptr.tolist()
         ranks, scalings = info.lora_ranks.tolist(), info.scalings.tolist()
         rows = torch.arange(indptr[-1], device=info.device)
