@@ -4,7 +4,9 @@ promises it; an engine that must give a request the same tokens at any batch siz
 
 Each example computes a drawn batch, then the same rows in another batch: one row alone
 (``T = 1``), a random subset of the rows in a random order (other sizes, other neighbours,
-other positions), or every row twice over, shuffled (a taller batch, so other launch tiles).
+other positions), every row twice over, shuffled, or the rows repeated, shuffled, to a tall
+batch of ``TALL_ROWS`` rows whatever the profile's row limit (kernels pick tiles and K splits
+by batch size: the serving engines' decode and prefill rules switch between 128 and 512 rows).
 Each row of the second call must have the bits of the same row of the first, wherever the
 contract defines them.
 """
@@ -27,8 +29,10 @@ from conformance.oracle import bitwise_equal, expect_for
 from lora_ref.token_map import runs
 from lora_ref import BaseLoRABackend
 
-REBATCHINGS = ("alone", "subset", "doubled")
+REBATCHINGS = ("alone", "subset", "doubled", "tall")
 DOUBLED_MAX_ROWS = 4096  # a taller batch only while it stays cheap
+TALL_ROWS = (129, 257, 300, 513, 1025)  # the tall batch's rows: one is drawn per example
+TALL_MAX_ELEMENTS = 1 << 21  # ... at most this many elements in its widest tensor
 
 
 def rebatch(case: Case, how: str, choice: int) -> tuple[Case, list[int]] | None:
@@ -44,6 +48,14 @@ def rebatch(case: Case, how: str, choice: int) -> tuple[Case, list[int]] | None:
         rows = rng.sample(range(case.T), rng.randint(1, case.T))
     elif how == "doubled":
         rows = list(range(case.T)) * 2
+        rng.shuffle(rows)
+    elif how == "tall":
+        width = max(case.K, case.out_dim, case.R + case.extra_cols, 1)
+        fits = [n for n in TALL_ROWS if n * width <= TALL_MAX_ELEMENTS and n > case.T]
+        if not fits:
+            return rebatch(case, "subset", choice)
+        n = rng.choice(fits)
+        rows = list(range(case.T)) + [rng.randrange(case.T) for _ in range(n - case.T)]
         rng.shuffle(rows)
     else:
         raise ValueError(f"how: expected one of {REBATCHINGS}, got {how!r}")
@@ -101,7 +113,7 @@ def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
 
 
 def _explicit(ctx: GroupContext) -> list[Example]:
-    picked = primary_corners(ctx, 3, permute=False, layouts={})
+    picked = primary_corners(ctx, 4, permute=False, layouts={})
     return [Example(e.case, {"how": how, "choice": 11})
             for e, how in zip(picked, REBATCHINGS, strict=False)]  # fmt: skip
 
@@ -109,7 +121,7 @@ def _explicit(ctx: GroupContext) -> list[Example]:
 CHECK = Check(
     name="batch_invariance",
     doc="a row's result has the same bits alone, in a random subset of its batch in a random "
-    "order, and in its batch twice over",
+    "order, in its batch twice over, and in a tall batch (129 to 1025 rows) of its batch's rows",
     rules=("4-results",),
     ops=OPS,
     dtypes="all",
