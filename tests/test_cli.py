@@ -241,3 +241,12 @@ def test_api_names_the_bad_option(given, message, tmp_path):
     with pytest.raises(api.UsageError, match=message.replace("(", r"\(")):
         api.check("reference", failures_dir=tmp_path, **given)
     assert not any(tmp_path.iterdir())  # nothing written before the error
+
+
+def test_the_schema_names_every_check_and_exit_code():
+    from conformance.names import CHECK_NAMES
+    from conformance.report import EXIT_CODES
+
+    group = SCHEMA["$defs"]["group"]["properties"]
+    assert group["check"]["enum"] == list(CHECK_NAMES)
+    assert SCHEMA["properties"]["exit_code"]["enum"] == sorted(EXIT_CODES)
