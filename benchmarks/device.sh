@@ -31,6 +31,7 @@ peer-sglang-triton|one|300|check of the SGLang triton adapter: ci on CUDA, isola
 peer-sglang-csgmv|one|300|the same for SGLang csgmv
 peer-vllm|one|300|the same for vLLM
 peer-flashinfer|one|300|the same for FlashInfer
+peer-vllm-invariant|one|300|the same for vLLM under VLLM_BATCH_INVARIANT=1, with the batch_invariance check
 thorough|all|330|a thorough campaign over every check: a shard per GPU (two on one), one example database, merged"
 
 if [ "${1:-}" = --list ]; then
@@ -126,6 +127,9 @@ peer_check() {
 job_peer_sglang_triton() { peer_check "$1" "$2" conformance.peers.sglang_backends:SGLangTritonBackend; }
 job_peer_sglang_csgmv() { peer_check "$1" "$2" conformance.peers.sglang_backends:SGLangCsgmvBackend; }
 job_peer_vllm() { peer_check "$1" "$2" conformance.peers.vllm_backend:VLLMBackend; }
+job_peer_vllm_invariant() {
+  peer_check "$1" "$2" conformance.peers.vllm_invariant_backend:VLLMBatchInvariantBackend
+}
 job_peer_flashinfer() { peer_check "$1" "$2" conformance.peers.flashinfer_backend:FlashInferBackend; }
 
 # thorough: one campaign (seed CAMPAIGN_SEED, default the clock) in SHARDS shards (default one

@@ -375,7 +375,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{r['name']:<14} {r['target']:<52} {r['version']}\n"
                 f"{'':<14} dtypes {','.join(caps['dtypes'])}; devices {','.join(caps['devices'])}; "
                 f"permutation {caps['permutation']}; split layouts {caps['split_layouts']}; "
-                f"CUDA graphs {caps['cuda_graph']}"
+                f"CUDA graphs {caps['cuda_graph']}; token maps {caps.get('token_map')}; "
+                f"batch invariant {caps.get('batch_invariant')}"
             )
         else:
             print(f"{r['name']:<14} not installed: {r['error']}")

@@ -56,6 +56,8 @@ def describe_backend(cls: type[BaseLoRABackend], name: str, version: str) -> dic
             "split_layouts": caps.split_layouts,
             "cuda_graph": caps.cuda_graph,
             "float32_matmul": caps.float32_matmul,
+            "token_map": caps.token_map,
+            "batch_invariant": caps.batch_invariant,
             "domain": caps.shapes.describe() or "the whole space",
         },
     }
