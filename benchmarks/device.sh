@@ -25,7 +25,7 @@ peers|one|520|the grid's bf16 cases with every peer in one run (needs .peers/)
 gate|one|300|the pytest-benchmark gate: save, compare (must pass), compare slowed (must fail)
 ncu|one|150|Nsight Compute (speed of light, DRAM bytes) on benchmarks/ncu_cases.py
 sweep|one|300|benchmarks/config_sweep.py: launch-rule candidates beside the shipped rule (SWEEPS)
-invariance|one|240|batch_invariance on CUDA: triton-invariant (mode on), the default rules declared invariant (mode off); token_map on triton
+invariance|one|240|batch_invariance on CUDA: triton-invariant (mode on), the default rules declared invariant (mode off)
 invariance-cost|one|300|bench: triton beside triton-invariant and torch (bf16 prefill, mixed, decode; fp16 odd)
 peer-sglang-triton|one|300|check of the SGLang triton adapter: ci on CUDA, isolated, verbose (needs .peers/)
 peer-sglang-csgmv|one|300|the same for SGLang csgmv
@@ -85,15 +85,14 @@ job_peers() {
 }
 
 # invariance: the batch_invariance check (ci, CUDA) on triton-invariant and on the default rules
-# declared invariant (benchmarks/probes/invariance_probe.py), then the token_map check on triton;
-# DIR/{on,off,token_map}.{json,log}, each log ending with the exit status
+# declared invariant (benchmarks/probes/invariance_probe.py), half the seconds each;
+# DIR/{on,off}.{json,log}, each log ending with the exit status
 job_invariance() {
-  local dir=$1 secs=$(( $2 / 3 )) name target
-  for name in on off token_map; do
+  local dir=$1 secs=$(( $2 / 2 )) name target
+  for name in on off; do
     case $name in
       on) target="triton-invariant --checks batch_invariance" ;;
       off) target="invariance_probe:TritonDeclaredInvariant --checks batch_invariance" ;;
-      token_map) target="triton --checks token_map" ;;
     esac
     # shellcheck disable=SC2086
     PYTHONPATH=$PWD/benchmarks/probes:$PYTHONPATH timeout -s INT -k 20 "$secs" python3 -m \
