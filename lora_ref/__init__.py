@@ -3,7 +3,6 @@
 from lora_ref.backend import BaseLoRABackend, Capabilities, Domain
 from lora_ref.batch_info import BatchSummary, LoRABatchInfo, make_batch_info, refill_batch_info
 from lora_ref.reference import ReferenceLoRABackend
-from lora_ref.token_map import TokenMapBatchInfo, to_segments, to_token_map
 from lora_ref.registry import (
     ENTRY_POINT_GROUP,
     BackendLoadError,
@@ -11,6 +10,7 @@ from lora_ref.registry import (
     get_backend_from_name,
     known_backend_names,
 )
+from lora_ref.token_map import TokenMapBatchInfo, to_segments, to_token_map
 
 __all__ = [
     "ENTRY_POINT_GROUP",

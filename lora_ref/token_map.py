@@ -164,10 +164,11 @@ def to_segments(batch: TokenMapBatchInfo, no_lora_slot: int | None = None) -> Lo
             no_lora_slot = next((w for w, r in enumerate(ranks) if r == 0), None)
         if no_lora_slot is None:
             fail("no_lora_slot", "a slot of rank 0 for the -1 rows", "no slot of rank 0")
-        if not 0 <= no_lora_slot < len(ranks) or ranks[no_lora_slot] != 0:
-            got = "out of range" if not 0 <= no_lora_slot < len(ranks) else \
-                f"rank {ranks[no_lora_slot]}"  # fmt: skip
-            fail("no_lora_slot", f"a slot in [0, {len(ranks)}) of rank 0", f"{no_lora_slot} ({got})")
+        in_range = 0 <= no_lora_slot < len(ranks)
+        if not in_range or ranks[no_lora_slot] != 0:
+            got = f"rank {ranks[no_lora_slot]}" if in_range else "out of range"
+            expected = f"a slot in [0, {len(ranks)}) of rank 0"
+            fail("no_lora_slot", expected, f"{no_lora_slot} ({got})")
         slots = [no_lora_slot if w == NO_LORA else w for w in slots]
     segments = runs(slots)
     return make_batch_info(

@@ -38,7 +38,6 @@ class _Batched(_RowByRow):
         return super()._finish(out.float().double(), dtype, base_output)
 
     def run_lora_a_sgemm(self, x, weights, stack_num=1):
-        info, _ = self._batch()
         out = super().run_lora_a_sgemm(x, weights, stack_num)
         for rows, w, r, _ in ReferenceLoRABackend._segments(self):
             if r:
@@ -58,7 +57,7 @@ def test_rebatchings_repeat_rows_of_the_case(case, choice):
             assert case.T == 0
             continue
         derived, rows = again
-        assert derived.T == len(rows) and all(0 <= t < case.T for t in rows)
+        assert len(rows) == derived.T and all(0 <= t < case.T for t in rows)
         mapped = [w for n, w in zip(derived.seg_lens, derived.weight_indices, strict=True)
                   for _ in range(n)]  # fmt: skip
         assert mapped == [slots[t] for t in rows]

@@ -25,8 +25,17 @@ from conformance.names import CHECK_NAMES, OPS
 
 __all__ = ["CHECKS", "NAMES", "Check", "Example", "GroupContext", "markdown_table"]
 
-_MODULES = (diff, permutation, split_layout, token_map, metamorphic, batch_invariance, bad_input,
-            lifecycle, cuda_graph)
+_MODULES = (
+    diff,
+    permutation,
+    split_layout,
+    token_map,
+    metamorphic,
+    batch_invariance,
+    bad_input,
+    lifecycle,
+    cuda_graph,
+)
 CHECKS: dict[str, Check] = {m.CHECK.name: m.CHECK for m in _MODULES}
 NAMES = CHECK_NAMES
 if tuple(CHECKS) != NAMES:

@@ -26,8 +26,8 @@ from conformance.checks.metamorphic import gather_rows
 from conformance.inputs import build_inputs
 from conformance.names import OPS
 from conformance.oracle import bitwise_equal, expect_for
-from lora_ref.token_map import runs
 from lora_ref import BaseLoRABackend
+from lora_ref.token_map import runs
 
 REBATCHINGS = ("alone", "subset", "doubled", "tall")
 DOUBLED_MAX_ROWS = 4096  # a taller batch only while it stays cheap

@@ -20,10 +20,10 @@ _OPS = "vllm.lora.ops.triton_ops"
 if not any(m == _OPS or m.startswith(_OPS + ".") for m in sys.modules):
     os.environ["VLLM_BATCH_INVARIANT"] = "1"
 
-from conformance.peers.vllm_backend import VLLMBackend  # noqa: E402
-
 from vllm.lora.ops.triton_ops import lora_shrink_op  # noqa: E402
 from vllm.lora.ops.triton_ops import utils as _utils  # noqa: E402
+
+from conformance.peers.vllm_backend import VLLMBackend  # noqa: E402
 
 # the flag as each module holds it (lora_shrink_op keeps its own copy from its import)
 for _module in (_utils, lora_shrink_op):
