@@ -360,6 +360,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # --- list -----------------------------------------------------------------------------------
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """``probe-domain``: the declared domain's edges, inside and just outside (conformance/probe.py)."""
+    from conformance.machine import pick_device
+    from conformance.names import DTYPE_NAMES, OPS
+    from conformance.probe import probe
+    from conformance.report import EXIT_NOTHING
+    from lora_ref import BackendLoadError, BackendNotFoundError, get_backend_from_name
+
+    try:
+        with _stdout_to_stderr():
+            cls = get_backend_from_name(args.backend)
+    except (BackendNotFoundError, BackendLoadError) as exc:
+        raise UsageError(str(exc)) from exc
+    domain = cls.capabilities.shapes
+    if not domain.restricted:
+        print(f"{args.backend} declares the whole space (no Capabilities.domain): no edge to probe")
+        return EXIT_NOTHING
+    device = pick_device(cls, args.device)
+    dtypes = [d for d in DTYPE_NAMES if getattr(__import__("torch"), d) in cls.capabilities.dtypes]
+    rows = probe(args.backend, domain, device.type, args.dtypes or dtypes, tuple(args.ops or OPS),
+                 args.deadline or None)  # fmt: skip
+    doc = {"backend": args.backend, "domain": domain.describe(), "device": device.type,
+           "dtype": (args.dtypes or dtypes)[0], "edges": rows}  # fmt: skip
+    if args.report_json:
+        Path(args.report_json).write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"{args.backend} within {doc['domain']} ({doc['dtype']}, {device.type}):")
+    print(f"{'restriction':<24} {'op':<8} {'inside':<8} {'just outside':<36} outcome")
+    for r in rows:
+        print(f"{r['restriction']:<24} {r['op']:<8} {r['inside']:<8} {r['outside_case']:<36} "
+              f"{r['outside']}")  # fmt: skip
+        for m in r["inside_messages"][:1] if r["inside"] != "works" else ():
+            print(f"    inside: {m[:300]}")
+        for m in r["outside_messages"][:1]:
+            print(f"    outside: {m[:300]}")
+    broken = [r for r in rows if r["inside"] != "works"]
+    if broken:
+        print(f"FAIL: {len(broken)} inside edges do not work: the declared domain is wrong there")
+        return EXIT_FAIL
+    print(f"PASS: every inside edge works ({len(rows)} edges)")
+    return EXIT_PASS
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from lora_ref import known_backend_names
 
@@ -510,6 +552,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-results",
                        help="folder for bench.json, bench.md, roofline.png")  # fmt: skip
     bench.set_defaults(func=cmd_bench)
+
+    prb = sub.add_parser(
+        "probe-domain",
+        help="run a backend at the edges of its declared domain, inside and just outside",
+        description="For each restriction of the backend's declared domain (Capabilities."
+        "domain), run one case just inside and one just outside it (the diff check, in a worker "
+        "process) and say what happens outside: works, error (a clean refusal), wrong, crash "
+        "or timeout. Exit 1 when an inside edge does not work, 5 when nothing is declared.",
+        formatter_class=_Formatter,
+    )
+    prb.add_argument("backend", help="built-in name, package.module:Class, or entry-point name")
+    settings.add_arguments(prb, ("device", "deadline", "ops", "dtypes"))
+    prb.add_argument("--report-json", default=None, help="write the edges as JSON here")
+    prb.set_defaults(func=cmd_probe)
 
     lst = sub.add_parser(
         "list", help="list the known backends: installed, version, capabilities",
