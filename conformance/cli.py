@@ -361,7 +361,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    """``probe-domain``: the declared domain's edges, inside and just outside (conformance/probe.py)."""
+    """``probe-domain``: the declared domain's edges, inside and just outside (``probe.py``)."""
     from conformance.machine import pick_device
     from conformance.names import DTYPE_NAMES, OPS
     from conformance.probe import probe

@@ -72,24 +72,16 @@ def edges(op: str, dtype: str, d: Domain) -> Iterator[Edge]:
     def edge(name: str, inside: Case, out: Case, what: str) -> Edge:
         return Edge(name, op, inside, out, what)
 
-    if op != "expand":
-        if d.K_min > 0:
-            k = _up(d.K_min, d.K_multiple)
-            yield edge(f"K >= {d.K_min}", base.replace(K=k), base.replace(K=d.K_min - 1),
-                       f"K = {d.K_min - 1}")  # fmt: skip
-        if d.K_multiple > 1:
-            k = _up(max(d.K_min, 1), d.K_multiple)
-            yield edge(f"K % {d.K_multiple} == 0", base.replace(K=k), base.replace(K=k + 1),
-                       f"K = {k + 1}")  # fmt: skip
-    if op != "shrink":
-        if d.N_min > 0:
-            n = _up(d.N_min, d.N_multiple)
-            yield edge(f"N >= {d.N_min}", base.replace(N=n), base.replace(N=d.N_min - 1),
-                       f"N = {d.N_min - 1}")  # fmt: skip
-        if d.N_multiple > 1:
-            n = _up(max(d.N_min, 1), d.N_multiple)
-            yield edge(f"N % {d.N_multiple} == 0", base.replace(N=n), base.replace(N=n + 1),
-                       f"N = {n + 1}")  # fmt: skip
+    for dim, lo, step, applies in (("K", d.K_min, d.K_multiple, op != "expand"),
+                                   ("N", d.N_min, d.N_multiple, op != "shrink")):  # fmt: skip
+        if applies and lo > 0:
+            v = _up(lo, step)
+            yield edge(f"{dim} >= {lo}", base.replace(**{dim: v}), base.replace(**{dim: lo - 1}),
+                       f"{dim} = {lo - 1}")  # fmt: skip
+        if applies and step > 1:
+            v = _up(max(lo, 1), step)
+            yield edge(f"{dim} % {step} == 0", base.replace(**{dim: v}),
+                       base.replace(**{dim: v + 1}), f"{dim} = {v + 1}")  # fmt: skip
     m = d.rank_multiple
     last = len(base.lora_ranks) - 1
     if m > 1:
@@ -99,9 +91,9 @@ def edges(op: str, dtype: str, d: Domain) -> Iterator[Edge]:
     if d.rank_max is not None:
         top = d.rank_max // m * m
         over = top + m
-        yield edge(f"R <= {d.rank_max}", base.replace(R=top, lora_ranks=(top, *base.lora_ranks[1:])),
-                   base.replace(R=over, lora_ranks=(over, *base.lora_ranks[1:])),
-                   f"R = rank = {over}")  # fmt: skip
+        rest = base.lora_ranks[1:]
+        yield edge(f"R <= {d.rank_max}", base.replace(R=top, lora_ranks=(top, *rest)),
+                   base.replace(R=over, lora_ranks=(over, *rest)), f"R = rank = {over}")  # fmt: skip
     if d.slots_max is not None:
         yield edge(f"slots <= {d.slots_max}", _slots(base, d.slots_max, m),
                    _slots(base, d.slots_max + 1, m), f"{d.slots_max + 1} slots")  # fmt: skip

@@ -54,6 +54,24 @@ class BatchSummary:
     tensors: tuple[tuple[str, torch.Tensor], ...] = field(default=(), compare=False, repr=False)
 
 
+def check_batch_tensors(named: dict[str, object]) -> None:
+    """Each of a batch's tensors (by field name, the first one's device for all): a plain,
+    contiguous 1-D tensor, float32 for ``scalings``, int32 for the rest."""
+    device = None
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            fail(name, "a torch.Tensor", type(t).__name__)
+        check_plain(name, t)
+        if t.dim() != 1:
+            fail(name, "a 1-D tensor", f"shape {tuple(t.shape)}")
+        device = t.device if device is None else device
+        if t.device != device:
+            fail(name, f"a tensor on {device}", f"one on {t.device}")
+        check_dtype(name, t, torch.float32 if name == "scalings" else INDEX_DTYPE)
+        if t.numel() > 1 and t.stride(0) != 1:
+            fail(name, "a contiguous 1-D tensor (stride 1)", f"stride {t.stride()}")
+
+
 @dataclass
 class LoRABatchInfo:
     """One batch's segment layout and adapter metadata (docs/contract.md, section 1).
@@ -104,17 +122,7 @@ class LoRABatchInfo:
         }
         if self.permutation is not None:
             named["permutation"] = self.permutation
-        for name, t in named.items():
-            if not isinstance(t, torch.Tensor):
-                fail(name, "a torch.Tensor", type(t).__name__)
-            check_plain(name, t)
-            if t.dim() != 1:
-                fail(name, "a 1-D tensor", f"shape {tuple(t.shape)}")
-            if t.device != self.seg_lens.device:
-                fail(name, f"a tensor on {self.seg_lens.device}", f"one on {t.device}")
-            check_dtype(name, t, torch.float32 if name == "scalings" else INDEX_DTYPE)
-            if t.numel() > 1 and t.stride(0) != 1:
-                fail(name, "a contiguous 1-D tensor (stride 1)", f"stride {t.stride()}")
+        check_batch_tensors(named)
 
         capacity = self.seg_lens.numel()
         if capacity != self.bs and not (self.use_cuda_graph and capacity > self.bs):

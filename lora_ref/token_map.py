@@ -16,8 +16,14 @@ from dataclasses import dataclass
 
 import torch
 
-from lora_ref.batch_info import INDEX_DTYPE, BatchSummary, LoRABatchInfo, make_batch_info
-from lora_ref.errors import check_dtype, check_plain, fail
+from lora_ref.batch_info import (
+    INDEX_DTYPE,
+    BatchSummary,
+    LoRABatchInfo,
+    check_batch_tensors,
+    make_batch_info,
+)
+from lora_ref.errors import fail
 
 NO_LORA = -1
 
@@ -59,17 +65,7 @@ class TokenMapBatchInfo:
             "lora_ranks": self.lora_ranks,
             "scalings": self.scalings,
         }
-        for name, t in named.items():
-            if not isinstance(t, torch.Tensor):
-                fail(name, "a torch.Tensor", type(t).__name__)
-            check_plain(name, t)
-            if t.dim() != 1:
-                fail(name, "a 1-D tensor", f"shape {tuple(t.shape)}")
-            if t.device != self.token_slots.device:
-                fail(name, f"a tensor on {self.token_slots.device}", f"one on {t.device}")
-            check_dtype(name, t, torch.float32 if name == "scalings" else INDEX_DTYPE)
-            if t.numel() > 1 and t.stride(0) != 1:
-                fail(name, "a contiguous 1-D tensor (stride 1)", f"stride {t.stride()}")
+        check_batch_tensors(named)
         num_slots = self.lora_ranks.numel()
         if self.scalings.numel() != num_slots:
             fail("scalings", f"shape ({num_slots},) like lora_ranks",

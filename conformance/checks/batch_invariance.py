@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from conformance.case import Case
 from conformance.checks.base import Check, Example, GroupContext, drawn, primary_corners, requires
-from conformance.checks.diff import run_call
 from conformance.checks.guards import CaseResult
-from conformance.checks.metamorphic import gather_rows
+from conformance.checks.metamorphic import related_calls
 from conformance.inputs import build_inputs
 from conformance.names import OPS
 from conformance.oracle import bitwise_equal, expect_for
@@ -76,17 +75,10 @@ def check_batch_invariance(
         return result
     derived, rows = again
     inputs = build_inputs(case, device)
-    first = run_call(backend_cls, case, inputs, result, "the first call")
-    if first is None:
+    pair = related_calls(backend_cls, case, inputs, derived, rows, result, how)
+    if pair is None:
         return result
-    second = run_call(backend_cls, derived, gather_rows(inputs, derived, rows), result, how)
-    if second is None:
-        return result
-    out, out2 = first[0], second[0]
-    for name, t, want in (("first", out, case), (how, out2, derived)):
-        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (want.T, want.out_dim):
-            result.fail(f"the {name} call returned {getattr(t, 'shape', type(t).__name__)}")
-            return result
+    out, out2 = pair
     index = torch.tensor(rows, dtype=torch.long, device=device)
     specified = expect_for(case, inputs, backend_cls.capabilities).specified[index]
     a = out[index]

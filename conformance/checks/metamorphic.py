@@ -81,6 +81,26 @@ def gather_rows(inputs: Inputs, derived: Case, rows: list[int]) -> Inputs:
     return Inputs(info, inputs.x[index].contiguous(), inputs.args, base)
 
 
+def related_calls(
+    backend_cls: type[BaseLoRABackend], case: Case, inputs: Inputs, derived: Case,
+    rows: list[int], result: CaseResult, label: str,
+) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+    """The call of ``case`` and the call of ``derived`` on ``rows`` of the same inputs, each on a
+    fresh instance; None after recording the problem (a raise, or a result of the wrong
+    shape)."""
+    first = run_call(backend_cls, case, inputs, result, "the first call")
+    if first is None:
+        return None
+    second = run_call(backend_cls, derived, gather_rows(inputs, derived, rows), result, label)
+    if second is None:
+        return None
+    for name, t, want in (("first", first[0], case), (label, second[0], derived)):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (want.T, want.out_dim):
+            result.fail(f"the {name} call returned {getattr(t, 'shape', type(t).__name__)}")
+            return None
+    return first[0], second[0]
+
+
 def check_metamorphic(
     backend_cls: type[BaseLoRABackend], case: Case, relation: str, choice: int, device: torch.device
 ) -> CaseResult:
@@ -93,17 +113,10 @@ def check_metamorphic(
     derived, rows = related
     inputs = build_inputs(case, device)
     exp = expect_for(case, inputs, backend_cls.capabilities)
-    first = run_call(backend_cls, case, inputs, result, "the original call")
-    if first is None:
+    pair = related_calls(backend_cls, case, inputs, derived, rows, result, relation)
+    if pair is None:
         return result
-    second = run_call(backend_cls, derived, gather_rows(inputs, derived, rows), result, relation)
-    if second is None:
-        return result
-    out, out2 = first[0], second[0]
-    for name, t, want in (("original", out, case), (relation, out2, derived)):
-        if not isinstance(t, torch.Tensor) or tuple(t.shape) != (want.T, want.out_dim):
-            result.fail(f"{name} call returned {getattr(t, 'shape', type(t).__name__)}")
-            return result
+    out, out2 = pair
     index = torch.tensor(rows, dtype=torch.long, device=device)
     mask = exp.specified[index]
     a, b = out[index], out2
