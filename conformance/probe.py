@@ -93,7 +93,8 @@ def edges(op: str, dtype: str, d: Domain) -> Iterator[Edge]:
         over = top + m
         rest = base.lora_ranks[1:]
         yield edge(f"R <= {d.rank_max}", base.replace(R=top, lora_ranks=(top, *rest)),
-                   base.replace(R=over, lora_ranks=(over, *rest)), f"R = rank = {over}")  # fmt: skip
+                   base.replace(R=over, lora_ranks=(over, *rest)),
+                   f"R = rank = {over}")  # fmt: skip
     if d.slots_max is not None:
         yield edge(f"slots <= {d.slots_max}", _slots(base, d.slots_max, m),
                    _slots(base, d.slots_max + 1, m), f"{d.slots_max + 1} slots")  # fmt: skip
