@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import torch
 
 from lora_ref import BaseLoRABackend, LoRABatchInfo
+from lora_ref.token_map import Batch
 from lora_ref.validation import check_call
 
 P = TypeVar("P")
@@ -102,7 +103,7 @@ class PeerBackend(BaseLoRABackend):
 
     distribution: str = ""  # the peer's pip distribution, e.g. ``vllm``
 
-    def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
+    def __init__(self, name: str | None = None, batch_info: Batch | None = None) -> None:
         self._weights = PreparedWeights()
         super().__init__(name, batch_info)
 
@@ -112,7 +113,7 @@ class PeerBackend(BaseLoRABackend):
 
         return f"{self.distribution} {version(self.distribution)}"
 
-    def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
+    def set_batch_info(self, batch_info: Batch) -> None:
         super().set_batch_info(batch_info)
         self._ranks: list[int] = batch_info.lora_ranks.tolist()  # what weight conversions mask by
         self._weights.clear()  # converted weights hold the last batch's ranks and scalings

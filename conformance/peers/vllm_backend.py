@@ -30,7 +30,8 @@ import itertools
 import torch
 
 from conformance.peers import PeerBackend, PeerNotInstalledError, peer_attribute, validated
-from lora_ref import Capabilities, LoRABatchInfo
+from lora_ref import Capabilities, LoRABatchInfo, TokenMapBatchInfo
+from lora_ref.token_map import Batch
 
 try:
     from vllm.lora.ops.triton_ops import LoRAKernelMeta, lora_expand, lora_shrink
@@ -72,27 +73,32 @@ class VLLMBackend(PeerBackend):
         devices=frozenset({"cuda"}),
         permutation=True,
         cuda_graph=False,
+        token_map=True,  # vLLM's own form: its token_lora_mapping
         # compiled Triton flushes subnormal results and intermediates to zero (the evidence:
         # benchmarks/results/2026-12-07-h100-peers/README.md)
         subnormals="flush",
     )
 
-    def __init__(self, name: str | None = None, batch_info: LoRABatchInfo | None = None) -> None:
+    def __init__(self, name: str | None = None, batch_info: Batch | None = None) -> None:
         self._meta: LoRAKernelMeta | None = None
         super().__init__(name, batch_info)
 
-    def set_batch_info(self, batch_info: LoRABatchInfo) -> None:
+    def set_batch_info(self, batch_info: Batch) -> None:
         super().set_batch_info(batch_info)
         info = batch_info
         T = self._batch()[1].num_tokens
         # the token-to-slot map by physical row, -1 where the slot has rank 0 (no LoRA), and
         # each physical row's rank (0 without a LoRA): it masks expand inputs and repacks
-        # shrink outputs
-        slot = self._logical_row_slots()
-        rank = info.lora_ranks.long()[slot]
+        # shrink outputs.  A token map is that map already (its -1 rows included).
+        if isinstance(info, TokenMapBatchInfo):
+            slot = info.token_slots.long()
+            rank = torch.where(slot >= 0, info.lora_ranks.long()[slot.clamp(min=0)], 0)
+        else:
+            slot = self._logical_row_slots()
+            rank = info.lora_ranks.long()[slot]
         mapping = torch.where(rank > 0, slot, -1).to(torch.int32)
-        if info.permutation is not None:  # logical row t is physical row perm[t]
-            perm = info.permutation.long()
+        if isinstance(info, LoRABatchInfo) and info.permutation is not None:
+            perm = info.permutation.long()  # logical row t is physical row perm[t]
             mapping[perm], rank[perm] = mapping.clone(), rank.clone()
         self._row_rank = rank
         self._meta = LoRAKernelMeta.make(len(self._ranks), max(T, 1), info.device)

@@ -123,3 +123,10 @@ def test_a_renamed_vllm_cache_fails_at_import_by_name(monkeypatch):
     fakes["vllm.lora.ops.triton_ops"] = ops
     with pytest.raises(PeerInterfaceError, match=r"_LORA_B_PTR_DICT is missing, expected a dict"):
         adapter_on_cpu(monkeypatch, MODULE, "VLLMBackend", fakes)
+
+
+def test_adapter_passes_token_maps_as_vllms_own_mapping(monkeypatch):
+    """A token map (-1 rows included) goes to vLLM as its token_lora_mapping as it is."""
+    found = first_failure(_adapter_on_cpu(monkeypatch), dtypes=("bfloat16",),
+                          checks=("token_map",))  # fmt: skip
+    assert found is None, found and found.failure
