@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from lora_ref import BaseLoRABackend, LoRABatchInfo
+from lora_ref import BaseLoRABackend
 from lora_ref.token_map import Batch
 from lora_ref.validation import check_call
 
