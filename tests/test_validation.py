@@ -284,7 +284,9 @@ def test_operation_before_batch_info():
 
 
 def test_set_batch_info_rejects_other_types():
-    with pytest.raises(TypeError, match="batch_info: expected a LoRABatchInfo, got dict"):
+    with pytest.raises(
+        TypeError, match="batch_info: expected a LoRABatchInfo or a TokenMapBatchInfo, got dict"
+    ):
         ReferenceLoRABackend().set_batch_info({})
 
 
