@@ -134,3 +134,22 @@ def test_the_check_fails_a_backend_that_reads_minus_one_as_a_slot(tmp_path: Path
     assert {r.outcome for r in run_plan(ReferenceLoRABackend, "reference", **kw)} == {"pass"}
     assert "fail" in {r.outcome for r in run_plan(_LastSlot, "last-slot", **kw)}
     assert {r.outcome for r in run_plan(_NoMap, "no-map", **kw)} == {"skip"}
+
+
+class _Unchecked(ReferenceLoRABackend):
+    """Takes any token map: entries past the pool read as the last slot, -2 as no LoRA."""
+
+    def set_batch_info(self, batch_info):
+        if isinstance(batch_info, TokenMapBatchInfo):
+            L = batch_info.lora_ranks.numel()
+            slots = batch_info.token_slots.clamp(-1, L - 1)
+            batch_info = TokenMapBatchInfo(slots, batch_info.lora_ranks, batch_info.scalings)
+        super().set_batch_info(batch_info)
+
+
+def test_the_check_fails_a_backend_that_takes_bad_maps(tmp_path: Path):
+    kw = dict(profile="ci", failures_dir=tmp_path, checks=("token_map",), dtypes=("float32",),
+              ops=("expand",), shrink=False)  # fmt: skip
+    [record] = run_plan(_Unchecked, "unchecked", **kw)
+    assert record.outcome == "fail"
+    assert "accepted, expected ValueError or TypeError" in " ".join(record.failure["messages"])

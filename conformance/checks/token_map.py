@@ -3,16 +3,79 @@
 ``token_slots`` take.  Each drawn segment batch is converted exactly (``to_token_map``): its
 permutation applied, so adapters interleave row by row as in a decode batch, and about half
 the rows of rank-0 slots given -1 (no LoRA), which must give the same result, base bit for
-bit."""
+bit.  Each example then hands the backend three bad maps (:data:`BAD_MAPS`: a slot past the
+pool, an entry below -1, one row more than ``x`` has), each of which must be a ``ValueError``
+or ``TypeError`` with ``base_output`` unchanged (contract sections 1b and 6)."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+
+import torch
 
 from conformance import corners
+from conformance.case import Case
 from conformance.checks.base import Example, GroupContext
-from conformance.checks.diff import diff_variant
+from conformance.checks.diff import check_diff, diff_variant
+from conformance.checks.guards import CaseResult, backend_call
+from conformance.inputs import Inputs, build_inputs, call
 from conformance.names import OPS
+from conformance.oracle import bitwise_equal
+from lora_ref import BaseLoRABackend, TokenMapBatchInfo
+
+
+def _slot(value: Callable[[int], int]) -> Callable[[TokenMapBatchInfo], TokenMapBatchInfo]:
+    def mutate(tm: TokenMapBatchInfo) -> TokenMapBatchInfo:
+        slots = tm.token_slots.clone()
+        slots[-1] = value(tm.lora_ranks.numel())
+        return TokenMapBatchInfo(slots, tm.lora_ranks, tm.scalings)
+
+    return mutate
+
+
+def _one_row_more(tm: TokenMapBatchInfo) -> TokenMapBatchInfo:
+    return TokenMapBatchInfo(torch.cat([tm.token_slots, tm.token_slots[-1:]]), tm.lora_ranks,
+                             tm.scalings)  # fmt: skip
+
+
+BAD_MAPS: dict[str, Callable[[TokenMapBatchInfo], TokenMapBatchInfo]] = {
+    "a token slot equal to L (past the pool)": _slot(lambda L: L),
+    "a token slot of -2": _slot(lambda L: -2),
+    "a token map one row longer than x": _one_row_more,
+}
+
+
+def check_token_map(backend_cls: type[BaseLoRABackend], case: Case, device: torch.device
+                    ) -> CaseResult:  # fmt: skip
+    """The diff check on ``case`` as a token map, then each of :data:`BAD_MAPS`."""
+    result = check_diff(backend_cls, case, device, check="token_map")
+    if not result.ok or case.T == 0:
+        return result
+    good = build_inputs(case, device)
+    for label, mutate in BAD_MAPS.items():
+        bad = mutate(good.batch_info)
+        base = good.base.clone() if good.base is not None else None
+        before = base.clone() if base is not None else None
+
+        def go(bad=bad, base=base):
+            backend = backend_cls()
+            backend.set_batch_info(bad)
+            return call(backend, case, Inputs(bad, good.x, good.args, base), base)
+
+        _, problem = backend_call(go)
+        if problem is None:
+            result.fail(f"{label}: accepted, expected ValueError or TypeError")
+        elif problem.kind == "crash":
+            result.fail(f"{label}: the backend tried to end the process: {problem.describe()}",
+                        "crash")  # fmt: skip
+            break
+        elif not isinstance(problem.exc, ValueError | TypeError):
+            result.fail(f"{label}: raised {problem.describe()}, expected ValueError or TypeError")
+        elif base is not None and not bool(bitwise_equal(base, before).all()):
+            result.fail(f"{label}: raised, but wrote base_output first")
+    return result
+
 
 CHECK = diff_variant(
     "token_map",
@@ -37,4 +100,6 @@ def _corners(ctx: GroupContext) -> list[Example]:
     return [Example(c.replace(dtype=ctx.dtype, permute=True, token_map=True), {}) for c in chosen]
 
 
-CHECK = dataclasses.replace(CHECK, explicit=_corners)
+CHECK = dataclasses.replace(
+    CHECK, explicit=_corners, run=lambda b, e, d: check_token_map(b, e.case, d)
+)
