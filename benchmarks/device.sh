@@ -85,8 +85,9 @@ job_peers() {
 }
 
 # invariance: the batch_invariance check (ci, CUDA) on triton-invariant and on the default rules
-# declared invariant (benchmarks/probes/invariance_probe.py), half the seconds each;
-# DIR/{on,off}.{json,log}, each log ending with the exit status
+# declared invariant (benchmarks/probes/invariance_probe.py), half the seconds each
+# (INVARIANCE_ARGS adds options: --ops, --dtypes); DIR/{on,off}.{json,log}, each log ending with
+# the exit status
 job_invariance() {
   local dir=$1 secs=$(( $2 / 2 )) name target
   for name in on off; do
@@ -96,8 +97,8 @@ job_invariance() {
     esac
     # shellcheck disable=SC2086
     PYTHONPATH=$PWD/benchmarks/probes:$PYTHONPATH timeout -s INT -k 20 "$secs" python3 -m \
-      conformance.cli check $target --profile ci --device cuda --report-json "$dir/$name.json" \
-      --failures-dir "$dir/failures_$name" > "$dir/$name.log" 2>&1
+      conformance.cli check $target --profile ci --device cuda ${INVARIANCE_ARGS:-} \
+      --report-json "$dir/$name.json" --failures-dir "$dir/failures_$name" > "$dir/$name.log" 2>&1
     echo "rc=$?" >> "$dir/$name.log"
   done
 }
