@@ -29,7 +29,7 @@ from lora_ref.token_map import NO_LORA, physical_slots
 from lora_triton.backend import TritonLoRABackend
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.sampled_from(("shrink", "expand", "qkv", "gate_up")).flatmap(
     lambda op: cases(op, "float32", PROFILES["ci"])))  # fmt: skip
 def test_both_forms_convert_exactly_and_give_the_reference_the_same_bits(case):
