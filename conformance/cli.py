@@ -363,7 +363,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_probe(args: argparse.Namespace) -> int:
     """``probe-domain``: the declared domain's edges, inside and just outside (``probe.py``)."""
     from conformance.machine import pick_device
-    from conformance.names import DTYPE_NAMES, OPS
+    from conformance.names import DTYPE_NAMES, OPS, torch_dtype
     from conformance.probe import probe
     from conformance.report import EXIT_NOTHING
     from lora_ref import BackendLoadError, BackendNotFoundError, get_backend_from_name
@@ -378,7 +378,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"{args.backend} declares the whole space (no Capabilities.domain): no edge to probe")
         return EXIT_NOTHING
     device = pick_device(cls, args.device)
-    dtypes = [d for d in DTYPE_NAMES if getattr(__import__("torch"), d) in cls.capabilities.dtypes]
+    dtypes = [d for d in DTYPE_NAMES if torch_dtype(d) in cls.capabilities.dtypes]
     rows = probe(args.backend, domain, device.type, args.dtypes or dtypes, tuple(args.ops or OPS),
                  args.deadline or None)  # fmt: skip
     doc = {"backend": args.backend, "domain": domain.describe(), "device": device.type,

@@ -18,7 +18,8 @@ from lora_ref import Domain
 STRIDED = ("col_slice", "row_stride", "transposed", "pool_view")  # not Tensor.is_contiguous()
 
 
-def _up(v: int, step: int) -> int:
+def round_up(v: int, step: int) -> int:
+    """``v`` rounded up to a multiple of ``step``."""
     return -(-v // step) * step
 
 
@@ -61,15 +62,15 @@ def project(case: Case, d: Domain) -> Case | None:
         return case
     changes: dict[str, object] = {}
     if case.op != "expand":
-        changes["K"] = _up(max(case.K, d.K_min), d.K_multiple)
+        changes["K"] = round_up(max(case.K, d.K_min), d.K_multiple)
     if case.op != "shrink":
-        changes["N"] = _up(max(case.N, d.N_min), d.N_multiple)
+        changes["N"] = round_up(max(case.N, d.N_min), d.N_multiple)
         if case.op == "qkv":
-            changes["n_kv"] = _up(max(case.n_kv, d.N_min), d.N_multiple)
+            changes["n_kv"] = round_up(max(case.n_kv, d.N_min), d.N_multiple)
     cap = None if d.rank_max is None else d.rank_max // d.rank_multiple * d.rank_multiple
     if cap == 0:
         return None
-    ranks = [_up(r, d.rank_multiple) for r in case.lora_ranks]
+    ranks = [round_up(r, d.rank_multiple) for r in case.lora_ranks]
     seg_lens, weights, scalings = list(case.seg_lens), list(case.weight_indices), case.scalings
     if d.slots_max is not None and len(ranks) > d.slots_max:
         ranks, scalings = ranks[: d.slots_max], scalings[: d.slots_max]
@@ -78,7 +79,7 @@ def project(case: Case, d: Domain) -> Case | None:
         seg_lens, weights = seg_lens[: d.segments_max], weights[: d.segments_max]
     if cap is not None:
         ranks = [min(r, cap) for r in ranks]
-    R = max(_up(case.R, d.rank_multiple), *ranks, 0)
+    R = max(round_up(case.R, d.rank_multiple), *ranks, 0)
     if cap is not None:
         R = min(R, cap)
     if not d.wide_expand_input:

@@ -87,13 +87,7 @@ def _base_values(case: Any, gen: torch.Generator, T: int) -> torch.Tensor:
 
 def physical_row_slots(case: Any, perm: list[int] | None) -> list[int]:
     """The adapter slot of each physical row (logical row ``t`` is physical ``perm[t]``)."""
-    slots = [0] * sum(case.seg_lens)
-    t = 0
-    for n, w in zip(case.seg_lens, case.weight_indices, strict=True):
-        for _ in range(n):
-            slots[perm[t] if perm is not None else t] = w
-            t += 1
-    return slots
+    return token_map.slots_by_row(case.seg_lens, case.weight_indices, perm)
 
 
 def place(t: torch.Tensor, kind: str, fill: float | int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from typing import Any
 
 from conformance.case import Case
 from conformance.checks.base import Example
-from conformance.domain import outside
+from conformance.domain import outside, round_up
 from conformance.names import OPS
 from lora_ref import Domain
 
@@ -42,22 +42,18 @@ class Edge:
     what: str  # the outside case's change, in words
 
 
-def _up(v: int, step: int) -> int:
-    return -(-v // step) * step
-
-
 def base_case(op: str, dtype: str, d: Domain) -> Case:
     """A small case of ``op`` inside ``d``: two segments on two slots with ranks at the rank
     multiple (two of them when the cap allows), ``K`` and ``N`` at 64 rounded to the domain."""
     m = d.rank_multiple
     cap = d.rank_max if d.rank_max is not None else 4 * m
     r = m * max(1, min(2, cap // m))
-    K = 0 if op == "expand" else _up(max(64, d.K_min), d.K_multiple)
-    N = 0 if op == "shrink" else _up(max(64, d.N_min), d.N_multiple)
+    K = 0 if op == "expand" else round_up(max(64, d.K_min), d.K_multiple)
+    N = 0 if op == "shrink" else round_up(max(64, d.N_min), d.N_multiple)
     stack = {"shrink": 1, "expand": 1, "qkv": 3, "gate_up": 2}[op]
     two_slots = d.slots_max is None or d.slots_max >= 2
     two_segments = d.segments_max is None or d.segments_max >= 2
-    n_kv = _up(max(N // 2, d.N_min), d.N_multiple) if op == "qkv" else 0
+    n_kv = round_up(max(N // 2, d.N_min), d.N_multiple) if op == "qkv" else 0
     return Case(op=op, dtype=dtype, seg_lens=(5, 3) if two_segments else (8,),
                 weight_indices=((0, 1) if two_slots else (0, 0)) if two_segments else (0,),
                 lora_ranks=(r, m) if two_slots else (r,),
@@ -75,11 +71,11 @@ def edges(op: str, dtype: str, d: Domain) -> Iterator[Edge]:
     for dim, lo, step, applies in (("K", d.K_min, d.K_multiple, op != "expand"),
                                    ("N", d.N_min, d.N_multiple, op != "shrink")):  # fmt: skip
         if applies and lo > 0:
-            v = _up(lo, step)
+            v = round_up(lo, step)
             yield edge(f"{dim} >= {lo}", base.replace(**{dim: v}), base.replace(**{dim: lo - 1}),
                        f"{dim} = {lo - 1}")  # fmt: skip
         if applies and step > 1:
-            v = _up(max(lo, 1), step)
+            v = round_up(max(lo, 1), step)
             yield edge(f"{dim} % {step} == 0", base.replace(**{dim: v}),
                        base.replace(**{dim: v + 1}), f"{dim} = {v + 1}")  # fmt: skip
     m = d.rank_multiple

@@ -72,6 +72,15 @@ def check_batch_tensors(named: dict[str, object]) -> None:
             fail(name, "a contiguous 1-D tensor (stride 1)", f"stride {t.stride()}")
 
 
+def check_slot_values(ranks: list[int], scalings: torch.Tensor) -> None:
+    """Every slot's rank ``>= 0`` and scaling finite."""
+    bad_rank = [w for w, r in enumerate(ranks) if r < 0]
+    if bad_rank:
+        fail("lora_ranks", "ranks >= 0", f"lora_ranks[{bad_rank[0]}]={ranks[bad_rank[0]]}")
+    if not bool(torch.isfinite(scalings).all()):
+        fail("scalings", "finite values", f"{scalings.tolist()}")
+
+
 @dataclass
 class LoRABatchInfo:
     """One batch's segment layout and adapter metadata (docs/contract.md, section 1).
@@ -180,11 +189,7 @@ class LoRABatchInfo:
         if bad_slot:
             i = bad_slot[0]
             fail("weight_indices", f"slots in [0, {num_slots})", f"weight_indices[{i}]={slots[i]}")
-        bad_rank = [w for w, r in enumerate(ranks) if r < 0]
-        if bad_rank:
-            fail("lora_ranks", "ranks >= 0", f"lora_ranks[{bad_rank[0]}]={ranks[bad_rank[0]]}")
-        if not bool(torch.isfinite(self.scalings).all()):
-            fail("scalings", "finite values", f"{self.scalings.tolist()}")
+        check_slot_values(ranks, self.scalings)
 
         num_tokens = indptr[-1]
         if self.permutation is not None:

@@ -12,6 +12,7 @@ gives the same result, base bit for bit).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from lora_ref.batch_info import (
     BatchSummary,
     LoRABatchInfo,
     check_batch_tensors,
+    check_slot_values,
     make_batch_info,
 )
 from lora_ref.errors import fail
@@ -77,11 +79,7 @@ class TokenMapBatchInfo:
             t = bad[0]
             fail("token_slots", f"slots in [0, {num_slots}) or -1 (no LoRA)",
                  f"token_slots[{t}]={slots[t]}")  # fmt: skip
-        bad_rank = [w for w, r in enumerate(ranks) if r < 0]
-        if bad_rank:
-            fail("lora_ranks", "ranks >= 0", f"lora_ranks[{bad_rank[0]}]={ranks[bad_rank[0]]}")
-        if not bool(torch.isfinite(self.scalings).all()):
-            fail("scalings", "finite values", f"{self.scalings.tolist()}")
+        check_slot_values(ranks, self.scalings)
         used = {w for w in slots if w != NO_LORA}
         return BatchSummary(
             num_tokens=len(slots),
@@ -122,17 +120,24 @@ def runs(slots: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+def slots_by_row(
+    seg_lens: Sequence[int], weight_indices: Sequence[int], permutation: Sequence[int] | None
+) -> list[int]:
+    """The slot of each physical row of segments given as host lists (logical row ``t`` is
+    physical row ``permutation[t]``)."""
+    out = [NO_LORA] * sum(seg_lens)
+    t = 0
+    for n, w in zip(seg_lens, weight_indices, strict=True):
+        for _ in range(n):
+            out[permutation[t] if permutation is not None else t] = w
+            t += 1
+    return out
+
+
 def physical_slots(info: LoRABatchInfo) -> list[int]:
     """The slot of each physical row of a segment batch (its permutation applied)."""
-    indptr = info.seg_indptr.tolist()
-    slots = info.weight_indices.tolist()
-    T = indptr[-1]
-    perm = info.permutation.tolist() if info.permutation is not None else list(range(T))
-    out = [NO_LORA] * T
-    for i, w in enumerate(slots):
-        for j in range(indptr[i], indptr[i + 1]):
-            out[perm[j]] = w
-    return out
+    perm = info.permutation.tolist() if info.permutation is not None else None
+    return slots_by_row(info.seg_lens.tolist(), info.weight_indices.tolist(), perm)
 
 
 def to_token_map(info: LoRABatchInfo) -> TokenMapBatchInfo:

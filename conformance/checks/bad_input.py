@@ -407,6 +407,26 @@ def mutations_for(case: Case) -> list[Mutation]:
     return [m for m in MUTATIONS if m.applies(case)]
 
 
+def expect_refusal(
+    result: CaseResult, label: str, go: Callable[[], Any], watched: list[torch.Tensor]
+) -> bool:
+    """Run ``go`` (a backend handed the bad input ``label``), which must raise ``ValueError`` or
+    ``TypeError`` and leave ``watched`` as they were; record what it did instead in ``result``.
+    False when the backend tried to end the process (the caller stops)."""
+    before = [t.clone() for t in watched]
+    _, problem = backend_call(go)
+    if problem is None:
+        result.fail(f"{label}: accepted, expected ValueError or TypeError")
+    elif problem.kind == "crash":
+        result.fail(f"{label}: the backend tried to end the process: {problem.describe()}", "crash")
+        return False
+    elif not isinstance(problem.exc, ValueError | TypeError):
+        result.fail(f"{label}: raised {problem.describe()}, expected ValueError or TypeError")
+    elif not all(bool(bitwise_equal(t, b).all()) for t, b in zip(watched, before, strict=True)):
+        result.fail(f"{label}: raised, but wrote its output (or an input) first")
+    return True
+
+
 def check_bad_inputs(
     backend_cls: type[BaseLoRABackend], case: Case, device: torch.device
 ) -> CaseResult:
@@ -419,27 +439,14 @@ def check_bad_inputs(
         if witness is not None and not witness((info, x, args, base)):
             raise AssertionError(f"harness: the bad input {label!r} built a valid call")
         watched = [t for t in (base, x) if isinstance(t, torch.Tensor)]
-        before = [t.clone() for t in watched]
 
         def go(info=info, x=x, args=args, base=base):
             backend = backend_cls()
             backend.set_batch_info(info)
             return call(backend, case, Inputs(info, x, args, base), base)
 
-        _, problem = backend_call(go)
-        if problem is None:
-            result.fail(f"{label}: accepted, expected ValueError or TypeError")
-            continue
-        if problem.kind == "crash":
-            result.fail(
-                f"{label}: the backend tried to end the process: {problem.describe()}", "crash"
-            )
+        if not expect_refusal(result, label, go, watched):
             break
-        if not isinstance(problem.exc, ValueError | TypeError):
-            result.fail(f"{label}: raised {problem.describe()}, expected ValueError or TypeError")
-            continue
-        if not all(bool(bitwise_equal(t, b).all()) for t, b in zip(watched, before, strict=True)):
-            result.fail(f"{label}: raised, but wrote its output (or an input) first")
     return result
 
 
