@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.names import DTYPE_NAMES, METHODS, OPS, STACKS, stack_count
+from conformance.names import DTYPE_NAMES, MAX_SLICES, METHODS, OPS, STACKS, stack_count
 
 POISONS = ("nan", "huge")
 DATA_MODES = ("gaussian", "same_sign", "dynamic", "overflow", "subnormal")
@@ -99,6 +99,12 @@ class Case:
         extra_cols: expand only: the input has ``R + extra_cols`` columns (a pool rank
             ``R' > R``), the ones past each row's rank holding garbage.
         poison_unused: the weights of slots no segment uses are garbage through and through.
+        slice_widths: qkv only: the widths of ``n`` uneven output slices (some may be 0),
+            called with ``n_slices=n`` (a backend that declares ``n_slices``); ``N`` is then the
+            widest and ``n_kv`` 0.  Empty: the three qkv slices ``Nq, Nkv, Nkv``.
+        no_lora: with ``slice_widths``: per slot, a bit mask of the slices the adapter has no
+            LoRA for: their ``A`` rows and ``B`` rows within the rank hold zeros, as an engine
+            zero-fills a module the adapter does not target.  Empty: none.
         token_map: pass the batch as a token map (``lora_ref.TokenMapBatchInfo``): each
             physical row's slot, the permutation applied, and about half the rows of rank-0
             slots given -1 (no LoRA) instead.
@@ -126,6 +132,8 @@ class Case:
     layouts: dict[str, str] = dataclasses.field(default_factory=dict)
     extra_cols: int = 0
     poison_unused: bool = False
+    slice_widths: tuple[int, ...] = ()
+    no_lora: tuple[int, ...] = ()
     token_map: bool = False
     name: str = ""
 
@@ -157,7 +165,7 @@ class Case:
         return {
             "shrink": self.stack * self.R,
             "expand": self.N,
-            "qkv": self.N + 2 * self.n_kv,
+            "qkv": sum(self.slice_widths) if self.slice_widths else self.N + 2 * self.n_kv,
             "gate_up": 2 * self.N,
         }[self.op]
 
@@ -168,10 +176,11 @@ class Case:
 
     @property
     def slices(self) -> list[tuple[int, int]]:
-        """Column ranges of the expand slices (one for expand, two for gate_up, three for qkv)."""
+        """Column ranges of the expand slices (one for expand, two for gate_up, three for qkv,
+        ``n`` for an n-slice case)."""
         if self.op == "qkv":
-            o = [0, self.N, self.N + self.n_kv, self.N + 2 * self.n_kv]
-            return list(itertools.pairwise(o))
+            widths = self.slice_widths or (self.N, self.n_kv, self.n_kv)
+            return list(itertools.pairwise(itertools.accumulate(widths, initial=0)))
         if self.op == "gate_up":
             return [(0, self.N), (self.N, 2 * self.N)]
         return [(0, self.N)]
@@ -194,6 +203,8 @@ class Case:
                 ("extra_cols", self.extra_cols),
                 ("poison_unused", self.poison_unused),
                 ("split_b", self.split_b),
+                ("slice_widths", self.slice_widths),
+                ("no_lora", self.no_lora),
                 ("token_map", self.token_map),
             )
             if v != _DEFAULTS[k]
@@ -256,7 +267,8 @@ class Case:
             problem = check(values[name])
             if problem:
                 raise CaseError(f"case.{name}: expected {problem}, got {values[name]!r:.80}")
-        for key in ("seg_lens", "weight_indices", "lora_ranks", "scalings"):
+        for key in ("seg_lens", "weight_indices", "lora_ranks", "scalings", "slice_widths",
+                    "no_lora"):  # fmt: skip
             values[key] = tuple(values[key])
         values["layouts"] = dict(values["layouts"])
         applicable = layout_args(values["op"], values["has_base"], values["split_b"])
@@ -357,7 +369,7 @@ _FIELD_CHECKS = {
     "K": _int(0),
     "N": _int(0),
     "n_kv": _int(0),
-    "stack": _int(1, 3),
+    "stack": _int(1, MAX_SLICES),
     "permute": _bool,
     "has_base": _bool,
     "poison": _choice(POISONS),
@@ -368,6 +380,8 @@ _FIELD_CHECKS = {
     "layouts": _layouts,
     "extra_cols": _int(0, 1 << 16),
     "poison_unused": _bool,
+    "slice_widths": _ints(0, max_len=MAX_SLICES),
+    "no_lora": _ints(0, 2**MAX_SLICES - 1),
     "token_map": _bool,
     "name": _short_str,
 }
@@ -385,7 +399,9 @@ def _check_consistent(case: Case, max_elements: int) -> None:
         raise bad("weight_indices", f"slots in [0, {case.L})", case.weight_indices)
     if any(r > case.R for r in case.lora_ranks):
         raise bad("lora_ranks", f"ranks <= R = {case.R}", case.lora_ranks)
-    if case.stack not in STACKS[case.op]:
+    if case.slice_widths or case.no_lora:
+        _check_slices(case, bad)
+    elif case.stack not in STACKS[case.op]:
         raise bad("stack", f"one of {STACKS[case.op]} for {case.op}", case.stack)
     if case.op != "qkv" and case.n_kv:
         raise bad("n_kv", "0 (only qkv has Nkv)", case.n_kv)
@@ -393,7 +409,7 @@ def _check_consistent(case: Case, max_elements: int) -> None:
         raise bad("extra_cols", "0 (only expand has a wider input)", case.extra_cols)
     if case.split_b and case.op not in ("qkv", "gate_up"):
         raise bad("split_b", "false (only qkv and gate_up have a split layout)", case.split_b)
-    if stack_count(case.op, case.stack) != case.stack:
+    if not case.slice_widths and stack_count(case.op, case.stack) != case.stack:
         raise bad("stack", f"{stack_count(case.op)} for {case.op}", case.stack)
     size = case.largest_tensor()
     if size > max_elements:
@@ -401,3 +417,20 @@ def _check_consistent(case: Case, max_elements: int) -> None:
             f"case: a tensor of {size} elements exceeds the limit of {max_elements} "
             "(raise it with --max-elements)"
         )
+
+
+def _check_slices(case: Case, bad) -> None:
+    """An n-slice case: qkv, ``stack`` slices, ``N`` the widest, one mask per slot."""
+    widths = case.slice_widths
+    if case.op != "qkv":
+        raise bad("slice_widths", "empty (only qkv has n slices)", widths)
+    if not widths:
+        raise bad("no_lora", "empty (it masks the slices of slice_widths)", case.no_lora)
+    if case.stack != len(widths):
+        raise bad("stack", f"{len(widths)} (one per slice of slice_widths)", case.stack)
+    if max(widths) != case.N or case.n_kv:
+        raise bad("N", f"the widest slice {max(widths)}, with n_kv 0", (case.N, case.n_kv))
+    if case.split_b:
+        raise bad("split_b", "false (the split layout is qkv's three slices)", case.split_b)
+    if case.no_lora and (len(case.no_lora) != case.L or max(case.no_lora) >= 1 << len(widths)):
+        raise bad("no_lora", f"{case.L} masks (one per slot) below 2**{len(widths)}", case.no_lora)

@@ -418,7 +418,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{'':<14} dtypes {','.join(caps['dtypes'])}; devices {','.join(caps['devices'])}; "
                 f"permutation {caps['permutation']}; split layouts {caps['split_layouts']}; "
                 f"CUDA graphs {caps['cuda_graph']}; token maps {caps.get('token_map')}; "
-                f"batch invariant {caps.get('batch_invariant')}"
+                f"batch invariant {caps.get('batch_invariant')}; n slices {caps.get('n_slices')}"
             )
         else:
             print(f"{r['name']:<14} not installed: {r['error']}")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from conformance.case import Case
+from conformance.names import MAX_SLICES
 
 # row-count boundaries of the tiles real kernels use
 CI_ROWS = (16, 32, 64, 128)
@@ -36,7 +37,7 @@ class CornerClass:
         name: short label (used as the Hypothesis event and the report key).
         holds: the predicate on a case.
         ops: the operations it applies to.
-        needs: a capability it needs (``permutation``), or "".
+        needs: a capability it needs (``permutation``, ``n_slices``), or "".
         wide_only: promised by ``dev`` and ``thorough`` only.
     """
 
@@ -140,8 +141,31 @@ def _build_classes() -> list[CornerClass]:
         ),
         CornerClass("unused slots poisoned", lambda c: c.poison_unused and len(c.used_slots) < c.L),
         CornerClass("permutation", lambda c: c.permute and c.T > 1, needs="permutation"),
+        CornerClass(
+            "n_slices != 3",
+            lambda c: len(c.slice_widths) not in (0, 3) and c.T > 0,
+            ops=("qkv",),
+            needs="n_slices",
+        ),
+        CornerClass(
+            "an empty slice",
+            lambda c: 0 in c.slice_widths and c.T > 0,
+            ops=("qkv",),
+            needs="n_slices",
+        ),
+        CornerClass("a slice without LoRA", _slice_without_lora, ops=("qkv",), needs="n_slices"),
     ]
     return out
+
+
+def _slice_without_lora(case: Case) -> bool:
+    """An adapter in use with no LoRA on a non-empty slice, beside one that has it."""
+    widths = case.slice_widths
+    for w in case.used_slots:
+        m = case.no_lora[w] if case.no_lora else 0
+        if case.lora_ranks[w] and any(m >> j & 1 and widths[j] for j in range(len(widths))):
+            return any(not m >> j & 1 and widths[j] for j in range(len(widths)))
+    return False
 
 
 CLASSES: list[CornerClass] = _build_classes()
@@ -152,14 +176,14 @@ def classify(case: Case) -> list[str]:
     return [k.name for k in CLASSES if case.op in k.ops and k.holds(case)]
 
 
-def promised(op: str, profile: str, permutation: bool = True) -> list[str]:
-    """The classes the diff groups of ``op`` promise to reach under ``profile``."""
+def promised(op: str, profile: str, permutation: bool = True, n_slices: bool = False) -> list[str]:
+    """The classes the diff groups of ``op`` promise to reach under ``profile``, for a backend
+    that declares ``permutation`` and ``n_slices`` or not."""
+    declared = {"": True, "permutation": permutation, "n_slices": n_slices}
     return [
         k.name
         for k in CLASSES
-        if op in k.ops
-        and (profile != "ci" or not k.wide_only)
-        and (permutation or k.needs != "permutation")
+        if op in k.ops and (profile != "ci" or not k.wide_only) and declared[k.needs]
     ]
 
 
@@ -278,7 +302,16 @@ def _templates(profile: str) -> list[dict]:
             n_kv=0,
             ops=("expand", "qkv", "gate_up"),
         ),
-    ]
+        # n uneven slices (a backend that declares n_slices): an empty one, ragged widths,
+        # adapters without LoRA on some slices (zero weights, as the engines load them)
+        dict(name="5 uneven slices, one empty, some without LoRA", seg_lens=(6, 0, 9, 4),
+             weight_indices=(0, 1, 2, 0), lora_ranks=(8, 5, 0), slice_widths=(24, 0, 17, 33, 1),
+             no_lora=(0b00100, 0b11011, 0), ops=("qkv",)),
+        dict(name="one slice, 137 wide (T=17)", seg_lens=(17,), lora_ranks=(7,),
+             slice_widths=(137,), ops=("qkv",)),
+        dict(name="two slices, the first without LoRA", seg_lens=(5, 5), lora_ranks=(4, 6),
+             slice_widths=(20, 12), no_lora=(0b01, 0), ops=("qkv",)),
+    ]  # fmt: skip
     if profile != "ci":
         t += [
             dict(name="rows 255,2 (T=257)", seg_lens=(255, 2), lora_ranks=(4, 8)),
@@ -318,6 +351,8 @@ _EXTREMES = [
          n_kv=65536, ops=("qkv", "gate_up")),
     dict(name="top: GQA 16 (Nq=1024, Nkv=64)", seg_lens=(5, 3), lora_ranks=(8, 4), K=16,
          N=1024, n_kv=64, ops=("qkv",)),
+    dict(name=f"top: {MAX_SLICES} slices", seg_lens=(4, 3), lora_ranks=(8, 5), K=16,
+         slice_widths=(16, 1, 0, 40, 8, 8, 33, 2)[:MAX_SLICES], ops=("qkv",)),
     dict(name="empty first and last segments", seg_lens=(0, 5, 0, 3, 0),
          weight_indices=(1, 0, 2, 1, 0), lora_ranks=(4, 6, 3)),
 ]  # fmt: skip
@@ -407,6 +442,10 @@ def _make(op: str, spec: dict) -> Case | None:
         **spec,
     )
     n_kv = fields.pop("n_kv", 12)
+    widths = fields.get("slice_widths", ())
+    if widths:
+        fields.update(stack=len(widths), N=max(widths), n_kv=0)
+        return Case(op=op, dtype="float32", name=name, layout="corner", **fields)
     if op == "shrink":
         fields.update(N=0, has_base=False, stack=3 if zlib.crc32(name.encode()) % 2 else 2)
     elif op == "expand":
@@ -420,25 +459,34 @@ def _make(op: str, spec: dict) -> Case | None:
     return Case(op=op, dtype="float32", name=name, layout="corner", **fields)
 
 
-def corner_cases(op: str, profile: str) -> tuple[list[Case], list[Case]]:
+def corner_cases(op: str, profile: str, n_slices: bool = False) -> tuple[list[Case], list[Case]]:
     """``(shared, precision)`` hand-built cases of ``op``: ``shared`` ones are spread over the
-    declared dtypes, ``precision`` ones run in each.  Seeds derive from the names."""
+    declared dtypes, ``precision`` ones run in each; the n-slice ones only with ``n_slices``
+    (a backend that declares it).  Seeds derive from the names."""
 
     def seeded(c: Case) -> Case:
         return c.replace(seed=zlib.crc32(f"{op}/{c.name}".encode()) % 2**31)
 
     specs = _templates(profile) + _EXTREMES + [{**_LAYOUT_SHAPE, **s} for s in _LAYOUT_CASES]
     shared = [seeded(c) for spec in specs if (c := _make(op, spec))]
+    shared = [c for c in shared if n_slices or not c.slice_widths]
     precision = [seeded(c) for spec in _PRECISION if (c := _make(op, spec))]
     return shared, precision
 
 
 def explicit_cases(
-    op: str, dtype: str, dtypes: list[str], profile: str, permutation: bool, split: bool = False
+    op: str,
+    dtype: str,
+    dtypes: list[str],
+    profile: str,
+    permutation: bool,
+    split: bool = False,
+    n_slices: bool = False,
 ) -> list[Case]:
     """The hand-built cases the diff group ``(op, dtype)`` runs when the op's diff groups are
-    ``dtypes``: every ``len(dtypes)``-th shared case, and all precision cases."""
-    shared, precision = corner_cases(op, profile)
+    ``dtypes``: every ``len(dtypes)``-th shared case, and all precision cases (the n-slice
+    ones only where ``n_slices`` is declared)."""
+    shared, precision = corner_cases(op, profile, n_slices)
     k = dtypes.index(dtype)
     mine = [c for i, c in enumerate(shared) if i % len(dtypes) == k] + precision
     out = []
@@ -446,7 +494,7 @@ def explicit_cases(
         c = c.replace(
             dtype=dtype,
             permute=c.permute and permutation,
-            split_b=split and c.op in ("qkv", "gate_up"),
+            split_b=split and c.op in ("qkv", "gate_up") and not c.slice_widths,
         )
         out.append(c)
     return out

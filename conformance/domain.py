@@ -65,7 +65,10 @@ def project(case: Case, d: Domain) -> Case | None:
         changes["K"] = round_up(max(case.K, d.K_min), d.K_multiple)
     if case.op != "shrink":
         changes["N"] = round_up(max(case.N, d.N_min), d.N_multiple)
-        if case.op == "qkv":
+        if case.slice_widths:
+            changes["slice_widths"] = tuple(round_up(max(w, d.N_min), d.N_multiple)
+                                            for w in case.slice_widths)  # fmt: skip
+        elif case.op == "qkv":
             changes["n_kv"] = round_up(max(case.n_kv, d.N_min), d.N_multiple)
     cap = None if d.rank_max is None else d.rank_max // d.rank_multiple * d.rank_multiple
     if cap == 0:
@@ -75,6 +78,8 @@ def project(case: Case, d: Domain) -> Case | None:
     if d.slots_max is not None and len(ranks) > d.slots_max:
         ranks, scalings = ranks[: d.slots_max], scalings[: d.slots_max]
         weights = [w % d.slots_max for w in weights]
+        if case.no_lora:
+            changes["no_lora"] = case.no_lora[: d.slots_max]
     if d.segments_max is not None and len(seg_lens) > d.segments_max:
         seg_lens, weights = seg_lens[: d.segments_max], weights[: d.segments_max]
     if cap is not None:

@@ -212,6 +212,9 @@ def build_inputs(case: Any, device: torch.device | str) -> Inputs:
         A[w, c * r :] = poison
     for w in unused:
         A[w] = poison
+    for w, j in _no_lora_slices(case):
+        r = case.lora_ranks[w]
+        A[w, j * r : (j + 1) * r] = 0.0
     x_dev = place(to_device(x), _layout(case, "x"), poison)
     A_dev = place(to_device(A), _layout(case, "a"), poison)
     if case.op == "shrink":
@@ -228,11 +231,13 @@ def build_inputs(case: Any, device: torch.device | str) -> Inputs:
         B = (halves[0][None], torch.stack([halves[1], halves[2]]))
     else:
         B = place(B, _layout(case, "b"), poison)
-    offsets = torch.tensor(
-        [0, case.N, case.N + case.n_kv, case.N + 2 * case.n_kv], dtype=torch.int32, device=device
-    )
+    bounds = [0, *(hi for _, hi in case.slices)]
+    offsets = torch.tensor(bounds, dtype=torch.int32, device=device)
     offsets = place_index(offsets, _layout(case, "offsets"))
-    return Inputs(info, x_dev, (A_dev, B, offsets, max(case.N, case.n_kv)), base)
+    args = (A_dev, B, offsets, max(hi - lo for lo, hi in case.slices))
+    if getattr(case, "slice_widths", ()):
+        args += (len(case.slice_widths),)  # n_slices, passed by keyword (``call``)
+    return Inputs(info, x_dev, args, base)
 
 
 def _layout(case: Any, arg: str) -> str:
@@ -268,7 +273,18 @@ def _expand_weights(
         B[w, :, r:] = poison
     for w in unused:
         B[w] = poison
+    slices = case.slices
+    for w, j in _no_lora_slices(case):
+        B[w, slices[j][0] : slices[j][1], : case.lora_ranks[w]] = 0.0
     return B
+
+
+def _no_lora_slices(case: Any) -> list[tuple[int, int]]:
+    """(slot, slice) pairs the adapter has no LoRA for (``case.no_lora``): zeros in the pool."""
+    masks = getattr(case, "no_lora", ())
+    return [
+        (w, j) for w, m in enumerate(masks) for j in range(len(case.slice_widths)) if m >> j & 1
+    ]
 
 
 def call(backend: Any, case: Any, inputs: Inputs, base: torch.Tensor | None) -> Any:
@@ -281,6 +297,9 @@ def call(backend: Any, case: Any, inputs: Inputs, base: torch.Tensor | None) -> 
     }[case.op]
     if case.op == "shrink":
         return getattr(backend, method)(inputs.x, *inputs.args)
+    if case.op == "qkv" and len(inputs.args) == 5:  # an n-slice call
+        *args, n_slices = inputs.args
+        return getattr(backend, method)(inputs.x, *args, base_output=base, n_slices=n_slices)
     return getattr(backend, method)(inputs.x, *inputs.args, base_output=base)
 
 

@@ -58,6 +58,7 @@ def describe_backend(cls: type[BaseLoRABackend], name: str, version: str) -> dic
             "float32_matmul": caps.float32_matmul,
             "token_map": caps.token_map,
             "batch_invariant": caps.batch_invariant,
+            "n_slices": caps.n_slices,
             "domain": caps.shapes.describe() or "the whole space",
         },
     }

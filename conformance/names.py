@@ -29,8 +29,10 @@ METHODS = {
     "gate_up": "run_gate_up_lora",
 }
 
-# stack count c of each operation; shrink takes any c in 1..3 (its ``stack_num``)
+# stack count c of each operation; shrink takes any c in 1..3 (its ``stack_num``); qkv's is 3,
+# and 1 to MAX_SLICES for a backend that declares ``n_slices`` (its n-slice cases)
 STACKS = {"shrink": (1, 2, 3), "expand": (1,), "qkv": (3,), "gate_up": (2,)}
+MAX_SLICES = 8
 
 
 def stack_count(op: str, shrink_stack: int = 1) -> int:

@@ -144,7 +144,9 @@ def summarize(doc: dict[str, Any]) -> None:
     doc["worst_ratio"] = ratio_to_json(worst)
     coverage: dict[str, Any] = {}
     profile = doc.get("settings", {}).get("profile", "ci")
-    permutation = doc.get("backend", {}).get("capabilities", {}).get("permutation", True)
+    declared = doc.get("backend", {}).get("capabilities", {})
+    permutation = declared.get("permutation", True)
+    n_slices = declared.get("n_slices", False)
     for g in groups:
         if g["check"] != "diff" or g["outcome"] == "skip":
             continue
@@ -152,7 +154,7 @@ def summarize(doc: dict[str, Any]) -> None:
         for name, n in g.get("corners", {}).items():
             entry["counts"][name] = entry["counts"].get(name, 0) + n
     for op, entry in coverage.items():
-        entry["promised"] = promised(op, profile, permutation)
+        entry["promised"] = promised(op, profile, permutation, n_slices)
         entry["missed"] = [c for c in entry["promised"] if not entry["counts"].get(c)]
     doc["coverage"] = coverage
     from conformance import space

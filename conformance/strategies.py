@@ -20,7 +20,7 @@ import struct
 from hypothesis import strategies as st
 
 from conformance.case import LAYOUT_KINDS, Case, layout_args
-from conformance.names import STACKS
+from conformance.names import MAX_SLICES, STACKS
 from conformance.profiles import Limits, Profile
 from conformance.space import BIG_DIMS, DIMENSIONS, cost, largest_fitting, log_int
 
@@ -86,14 +86,16 @@ def _zipf_slot(draw: st.DrawFn, L: int) -> int:
 class _Shape:
     """The sizes drawn so far, and what is left of the budget for one more."""
 
-    def __init__(self, op: str, c: int, budget: int) -> None:
-        self.op, self.c, self.budget = op, c, budget
+    def __init__(self, op: str, c: int, budget: int, sliced: bool = False) -> None:
+        self.op, self.c, self.budget, self.sliced = op, c, budget, sliced
         self.v = {"T": 1, "K": 0 if op == "expand" else 1, "N": 0 if op == "shrink" else 1,
                   "L": 1, "R": 1, "kv": 1, "extra": 0}  # fmt: skip
 
     def out(self, v: dict[str, int]) -> int:
         if self.op == "shrink":
             return self.c * v["R"]
+        if self.sliced:  # n slices, each at most N wide
+            return self.c * v["N"]
         if self.op == "qkv":
             return v["N"] + 2 * v["kv"]
         return v["N"] * (2 if self.op == "gate_up" else 1)
@@ -243,16 +245,24 @@ def cases(
     profile: Profile,
     permutation: bool = True,
     split_layouts: bool = False,
+    n_slices: bool = False,
 ) -> Case:
     """A full conformance case of ``op`` in ``dtype`` under ``profile``'s sizes and budget.
 
-    ``permutation`` and ``split_layouts``: whether the backend declares them, so they may be drawn.
+    ``permutation``, ``split_layouts`` and ``n_slices``: whether the backend declares them, so
+    they may be drawn (``n_slices``: half of the qkv cases have 1 to ``MAX_SLICES`` uneven
+    slices, some empty, some without LoRA on some slots).
     """
     limits = profile.limits
-    stack = draw(st.sampled_from(STACKS[op]), label="stack")
-    shape = _Shape(op, stack, profile.budget)
+    sliced = op == "qkv" and n_slices and draw(st.booleans(), label="n_slices")
+    if sliced:
+        stack = draw(st.integers(1, MAX_SLICES), label="slices")
+    else:
+        stack = draw(st.sampled_from(STACKS[op]), label="stack")
+    shape = _Shape(op, stack, profile.budget, sliced)
     model = None
-    if profile.model_shapes and op != "shrink" and draw(st.booleans(), label="model"):
+    if (profile.model_shapes and op != "shrink" and not sliced
+            and draw(st.booleans(), label="model")):  # fmt: skip
         model = draw(st.sampled_from(sorted(MODEL_SHAPES)), label="model_shape")
     big = set(draw(st.lists(st.sampled_from(BIG_DIMS[op]), max_size=profile.big, unique=True),
                    label="big"))  # fmt: skip
@@ -270,7 +280,9 @@ def cases(
         if op != "shrink":
             ndim = "expand_N" if op == "expand" else "N"
             _sized(draw, shape, "N", ndim, ndim in big, limits.N, lo=0 if ndim in big else 1)
-        if op == "qkv":
+        if sliced:
+            shape.v["kv"] = 0
+        elif op == "qkv":
             N = shape.v["N"]
             if "gqa" in big and N:
                 ratio = draw(log_int(1, min(DIMENSIONS["gqa"].hi, N)), label="gqa")
@@ -282,6 +294,7 @@ def cases(
     if op == "expand":
         shape.v["extra"] = draw(st.sampled_from([0, 0, 1, 5]), label="extra_cols")
     ranks = _ranks(draw, R, L, "rank" in big)
+    widths, no_lora = (_slices(draw, stack, shape.v["N"], L)) if sliced else ((), ())
     T_cap = shape.cap("T", 0, DIMENSIONS["T"].hi)
     kind, lens, slots = draw(
         layouts(L, limits, profile.row_boundaries, T_cap, frozenset(big)), label="layout"
@@ -299,7 +312,7 @@ def cases(
     has_base = draw(st.booleans(), label="has_base") if op != "shrink" else False
     split_b = (
         draw(st.booleans(), label="split_b")
-        if split_layouts and op in ("qkv", "gate_up")
+        if split_layouts and op in ("qkv", "gate_up") and not sliced
         else False
     )
     return Case(
@@ -311,8 +324,8 @@ def cases(
         scalings=tuple(scal),
         R=R,
         K=shape.v["K"] if op != "expand" else 0,
-        N=shape.v["N"] if op != "shrink" else 0,
-        n_kv=shape.v["kv"] if op == "qkv" else 0,
+        N=max(widths) if sliced else shape.v["N"] if op != "shrink" else 0,
+        n_kv=shape.v["kv"] if op == "qkv" and not sliced else 0,
         stack=stack,
         permute=draw(st.booleans(), label="permute") if permutation else False,
         has_base=has_base,
@@ -324,4 +337,19 @@ def cases(
         layouts=draw(arg_layouts(op, has_base, split_b), label="layouts"),
         extra_cols=shape.v["extra"] if op == "expand" else 0,
         poison_unused=draw(st.booleans(), label="poison_unused"),
+        slice_widths=widths,
+        no_lora=no_lora,
     )
+
+
+def _slices(draw: st.DrawFn, n: int, N: int, L: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``n`` slice widths, each empty, ``N`` or anything between, one of them ``N`` (three
+    slices are qkv's: the last two equal); and per slot a mask of slices without LoRA."""
+    width = st.one_of(st.sampled_from([0, N]), st.integers(0, N))
+    widths = draw(st.lists(width, min_size=n, max_size=n), label="slice_widths")
+    widths[draw(st.integers(0, n - 1), label="widest")] = N
+    if n == 3:  # qkv's layout: k and v equally wide
+        widths[2] = widths[1]
+    mask = st.one_of(st.just(0), st.integers(0, 2**n - 1))
+    no_lora = draw(st.lists(mask, min_size=L, max_size=L), label="no_lora")
+    return tuple(widths), tuple(no_lora) if any(no_lora) else ()

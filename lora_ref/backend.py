@@ -106,6 +106,8 @@ class Capabilities:
             (a slot per token, -1 for no LoRA) as well as a segment batch.
         batch_invariant: a row's result has the same bits whatever else is in the batch (its
             position, the batch size, the other rows' adapters).
+        n_slices: ``run_qkv_lora`` takes ``n_slices``: any number of uneven slices, some of
+            them empty (qkv is the case ``n = 3``).
         max_rank: the largest pool rank ``R`` supported, or None for any (the same as
             ``domain.rank_max``; the smaller of the two holds).
         domain: the shapes supported (:class:`Domain`; default: the contract's whole space).
@@ -120,6 +122,7 @@ class Capabilities:
     subnormals: str = "preserve"
     token_map: bool = False
     batch_invariant: bool = False
+    n_slices: bool = False
     max_rank: int | None = None
     domain: Domain = field(default_factory=Domain)
 
@@ -222,18 +225,23 @@ class BaseLoRABackend:
         output_offset: torch.Tensor,
         max_qkv_out_dim: int,
         base_output: torch.Tensor | None = None,
+        n_slices: int = 3,
     ) -> torch.Tensor:
-        """Fused qkv LoRA: for ``j`` in 0..2 and columns ``n`` in ``[o_j, o_{j+1})``,
-        ``out[t, n] = base[t, n] + s * (x[t] @ A[w, j*r:(j+1)*r]^T) @ B[w, n, :r]^T``.
+        """Fused n-slice LoRA (qkv: ``n = 3``): for ``j`` in ``0..n-1`` and columns ``n'`` in
+        ``[o_j, o_{j+1})``,
+        ``out[t, n'] = base[t, n'] + s * (x[t] @ A[w, j*r:(j+1)*r]^T) @ B[w, n', :r]^T``.
 
         Args:
             x: ``(T, K)``.
-            qkv_lora_a: ``(L, 3R, K)``.
-            qkv_lora_b: ``(L, N, R)`` with ``N = Nq + 2*Nkv``, or
+            qkv_lora_a: ``(L, n*R, K)``.
+            qkv_lora_b: ``(L, N, R)`` (for qkv ``N = Nq + 2*Nkv``), or, for ``n = 3``,
                 ``(q_b (1, L, Nq, R), kv_b (2, L, Nkv, R))``.
-            output_offset: int32 ``(4,)`` ``[0, Nq, Nq+Nkv, Nq+2*Nkv]``.
-            max_qkv_out_dim: ``max(Nq, Nkv)``.
+            output_offset: int32 ``(n+1,)``: 0, the slice ends in order, ``N`` (qkv:
+                ``[0, Nq, Nq+Nkv, Nq+2*Nkv]``); slices may be uneven and empty.
+            max_qkv_out_dim: at least the widest slice (qkv: ``max(Nq, Nkv)``), at most ``N``.
             base_output: ``(T, N)`` or None.
+            n_slices: ``n >= 1``; only a backend that declares ``n_slices`` is called with
+                another value than 3.
 
         Returns:
             ``(T, N)`` in ``x.dtype``.

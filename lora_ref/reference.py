@@ -25,11 +25,9 @@ from lora_ref.validation import (
     QkvB,
     check_expand,
     check_fused,
-    check_output_offset,
-    check_output_offset_values,
+    check_qkv,
     check_shrink,
     stack_gate_up_b,
-    stack_qkv_b,
 )
 
 
@@ -44,6 +42,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
         cuda_graph=False,
         float32_matmul="ieee",
         token_map=True,
+        n_slices=True,
     )
 
     _exact = False
@@ -150,14 +149,13 @@ class ReferenceLoRABackend(BaseLoRABackend):
         output_offset: torch.Tensor,
         max_qkv_out_dim: int,
         base_output: torch.Tensor | None = None,
+        n_slices: int = 3,
     ) -> torch.Tensor:
-        info, _ = self._batch()
-        lora_b = stack_qkv_b(qkv_lora_b)
-        check_output_offset(output_offset, max_qkv_out_dim, info.device)
-        operands = {"qkv_lora_b": qkv_lora_b, "output_offset": output_offset}
-        (T, _, _, _), N = self._check_fused(x, qkv_lora_a, lora_b, base_output, 3, "qkv", operands)
-        offsets = check_output_offset_values(output_offset, max_qkv_out_dim, N)
-        return self._fused(x, qkv_lora_a, lora_b, base_output, T, N, offsets)
+        info, summary = self._batch()
+        checked = check_qkv(summary, info.device, x, qkv_lora_a, qkv_lora_b, output_offset,
+                            max_qkv_out_dim, base_output, n_slices)  # fmt: skip
+        T, N = checked.dims.T, checked.N
+        return self._fused(x, qkv_lora_a, checked.lora_b, base_output, T, N, checked.offsets)
 
     def run_gate_up_lora(
         self,
@@ -168,16 +166,12 @@ class ReferenceLoRABackend(BaseLoRABackend):
     ) -> torch.Tensor:
         lora_b = stack_gate_up_b(gate_up_lora_b)
         operands = {"gate_up_lora_b": gate_up_lora_b}
-        (T, _, _, _), N = self._check_fused(
-            x, gate_up_lora_a, lora_b, base_output, 2, "gate_up", operands
-        )
+        info, summary = self._batch()
+        names = ("gate_up_lora_a", "gate_up_lora_b")
+        (T, _, _, _), N = check_fused(summary, info.device, x, gate_up_lora_a, lora_b,
+                                      base_output, 2, names, operands, halves=True)  # fmt: skip
         half = N // 2
         return self._fused(x, gate_up_lora_a, lora_b, base_output, T, N, [0, half, N])
-
-    def _check_fused(self, x, lora_a, lora_b, base_output, c, prefix, operands):
-        info, summary = self._batch()
-        names = (f"{prefix}_lora_a", f"{prefix}_lora_b")
-        return check_fused(summary, info.device, x, lora_a, lora_b, base_output, c, names, operands)
 
     def _fused(
         self,

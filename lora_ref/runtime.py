@@ -30,3 +30,10 @@ def use_interpreter_without_gpu(device: str | None = None) -> bool:
 def interpreting() -> bool:
     """True when Triton kernels run through the interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get(ENV, "0") == "1"
+
+
+def capturing() -> bool:
+    """True while the current CUDA stream is capturing a graph (no device value may be read)."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()

@@ -18,6 +18,7 @@ import torch
 
 from lora_ref.batch_info import INDEX_DTYPE, BatchSummary
 from lora_ref.errors import check_dtype, check_plain, fail
+from lora_ref.runtime import capturing
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -250,8 +251,10 @@ def check_fused(
     stack_num: int,
     names: tuple[str, str],
     operands: Mapping[str, object] | None = None,
+    halves: bool = False,
 ) -> tuple[ShrinkDims, int]:
-    """Checks of the fused qkv (``c=3``) and gate_up (``c=2``) paths; returns the dims and ``N``.
+    """Checks of the fused qkv (``c`` = its ``n_slices``) and gate_up (``c=2``, ``halves``: two
+    equal halves) paths; returns the dims and ``N``.
 
     ``lora_a (L, c*R, K)`` and the stacked ``lora_b (L, N_total, R)`` share ``L`` and ``R``.
     ``operands``: further inputs ``base_output`` must not overlap (the caller's own ``lora_b``
@@ -272,28 +275,37 @@ def check_fused(
     if lora_b.shape[0] != L or lora_b.shape[2] != R:
         fail(b_name, f"shape ({L}, N, {R}) matching {a_name}", f"shape {tuple(lora_b.shape)}")
     N = lora_b.shape[1]
-    if stack_num == 2 and N % 2:
+    if halves and N % 2:
         fail(b_name, "an even dim 1 (2N: gate then up)", f"{N}")
     inputs = {a_name: lora_a, b_name: lora_b, **(operands or {}), **dict(summary.tensors)}
     check_base_output(base_output, x, T, N, inputs)
     return ShrinkDims(T, K, R, stack_num), N
 
 
+def check_n_slices(n_slices: object) -> int:
+    """``n_slices``: an int >= 1 (qkv: 3)."""
+    if not isinstance(n_slices, int) or isinstance(n_slices, bool) or n_slices < 1:
+        fail("n_slices", "an int >= 1 (3 for qkv)", repr(n_slices))
+    return n_slices
+
+
 def check_output_offset(
-    output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device
+    output_offset: torch.Tensor, max_qkv_out_dim: int, device: torch.device, n_slices: int = 3
 ) -> None:
-    """``output_offset``: contiguous int32 ``(4,)`` on the batch's device; ``max_qkv_out_dim`` an
-    int >= 0.
+    """``output_offset``: contiguous int32 ``(n_slices+1,)`` on the batch's device;
+    ``max_qkv_out_dim`` an int >= 0.
 
     Shape, dtype and device only: the values live on the device and reading them would sync.
     """
     _tensor("output_offset", output_offset, 1)
     check_dtype("output_offset", output_offset, INDEX_DTYPE)
     _same_device("output_offset", output_offset, device)
-    if output_offset.numel() != 4:
+    if output_offset.numel() != n_slices + 1:
         fail(
             "output_offset",
-            "shape (4,): [0, Nq, Nq+Nkv, Nq+2*Nkv]",
+            "shape (4,): [0, Nq, Nq+Nkv, Nq+2*Nkv]"
+            if n_slices == 3
+            else f"shape ({n_slices + 1},): 0, then the end of each of the {n_slices} slices",
             f"shape {tuple(output_offset.shape)}",
         )
     if output_offset.stride(0) != 1:
@@ -307,34 +319,78 @@ def check_output_offset(
         or isinstance(max_qkv_out_dim, bool)
         or max_qkv_out_dim < 0
     ):
-        fail("max_qkv_out_dim", "a non-negative int, max(Nq, Nkv)", repr(max_qkv_out_dim))
+        fail("max_qkv_out_dim", "a non-negative int, the widest slice", repr(max_qkv_out_dim))
 
 
 def check_qkv_width(max_qkv_out_dim: int, N: int) -> None:
-    """``max_qkv_out_dim`` at most the output width ``N = Nq + 2*Nkv``: no slice is wider, and
-    a launch sized by it stays bounded (no device sync: graph capture too)."""
+    """``max_qkv_out_dim`` at most the output width ``N``: no slice is wider, and a launch
+    sized by it stays bounded (no device sync: graph capture too)."""
     if max_qkv_out_dim > N:
-        fail("max_qkv_out_dim", f"<= the output width N = {N} (it is max(Nq, Nkv))",
+        fail("max_qkv_out_dim", f"<= the output width N = {N} (it is the widest slice)",
              f"{max_qkv_out_dim}")  # fmt: skip
 
 
 def check_output_offset_values(
     output_offset: torch.Tensor, max_qkv_out_dim: int, N: int
 ) -> list[int]:
-    """Value checks of ``output_offset`` (a device sync: eager use only); returns the values."""
+    """Value checks of ``output_offset`` (a device sync: eager use only): 0 first, ``N`` last,
+    never decreasing, and for three slices (qkv) ``[0, Nq, Nq+Nkv, Nq+2*Nkv]``;
+    ``max_qkv_out_dim`` at least the widest slice.  Returns the values."""
     offsets = output_offset.tolist()
-    if (
-        offsets[0] != 0
-        or offsets[3] != N
-        or any(b < a for a, b in itertools.pairwise(offsets))
-        or offsets[3] - offsets[2] != offsets[2] - offsets[1]
-    ):
-        fail("output_offset", f"[0, Nq, Nq+Nkv, Nq+2*Nkv] with Nq+2*Nkv = {N}", f"{offsets}")
+    bad = offsets[0] != 0 or offsets[-1] != N or any(b < a for a, b in itertools.pairwise(offsets))
+    if len(offsets) == 4 and not bad and offsets[3] - offsets[2] != offsets[2] - offsets[1]:
+        bad = True  # three slices are qkv's: k and v equally wide
+    if bad:
+        if len(offsets) == 4:
+            expected = f"[0, Nq, Nq+Nkv, Nq+2*Nkv] with Nq+2*Nkv = {N}"
+        else:
+            expected = f"0, then the slice ends in non-decreasing order, ending at N = {N}"
+        fail("output_offset", expected, f"{offsets}")
     widest = max(b - a for a, b in itertools.pairwise(offsets))
     if widest > max_qkv_out_dim:
         fail("max_qkv_out_dim", f">= the widest slice {widest}", f"{max_qkv_out_dim}")
     check_qkv_width(max_qkv_out_dim, N)
     return offsets
+
+
+class QkvCall(NamedTuple):
+    """A checked ``run_qkv_lora`` call: the dims (``c`` = ``n_slices``), the output width, the
+    stacked expand weights, and the offsets' values (None where they were not read)."""
+
+    dims: ShrinkDims
+    N: int
+    lora_b: torch.Tensor
+    offsets: list[int] | None
+
+
+def check_qkv(
+    summary: BatchSummary,
+    device: torch.device,
+    x: torch.Tensor,
+    qkv_lora_a: torch.Tensor,
+    qkv_lora_b: QkvB,
+    output_offset: torch.Tensor,
+    max_qkv_out_dim: int,
+    base_output: torch.Tensor | None,
+    n_slices: int = 3,
+    read_offsets: bool = True,
+) -> QkvCall:
+    """Every check of one ``run_qkv_lora`` call.  ``read_offsets``: also check the offsets'
+    values (a device sync; pass False under CUDA-graph capture)."""
+    n = check_n_slices(n_slices)
+    if isinstance(qkv_lora_b, tuple) and n != 3:
+        fail("qkv_lora_b", f"the stacked (L, N, R) tensor (a split pair is qkv's, n_slices=3; "
+             f"n_slices={n})", "a tuple")  # fmt: skip
+    lora_b = stack_qkv_b(qkv_lora_b)
+    check_output_offset(output_offset, max_qkv_out_dim, device, n)
+    operands = {"qkv_lora_b": qkv_lora_b, "output_offset": output_offset}
+    dims, N = check_fused(summary, device, x, qkv_lora_a, lora_b, base_output, n,
+                          ("qkv_lora_a", "qkv_lora_b"), operands)  # fmt: skip
+    check_qkv_width(max_qkv_out_dim, N)
+    offsets = (
+        check_output_offset_values(output_offset, max_qkv_out_dim, N) if read_offsets else None
+    )
+    return QkvCall(dims, N, lora_b, offsets)
 
 
 def check_call(
@@ -350,19 +406,13 @@ def check_call(
     elif op == "expand":
         check_expand(summary, device, x, args["weights"], base)
     elif op == "qkv":
-        offsets, width = args["output_offset"], args["max_qkv_out_dim"]
-        check_output_offset(offsets, width, device)
-        operands = {"qkv_lora_b": args["qkv_lora_b"], "output_offset": offsets}
-        _, N = check_fused(summary, device, x, args["qkv_lora_a"],
-                           stack_qkv_b(args["qkv_lora_b"]), base, 3,
-                           ("qkv_lora_a", "qkv_lora_b"), operands)  # fmt: skip
-        check_qkv_width(width, N)
-        if not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()):
-            check_output_offset_values(offsets, width, N)
+        check_qkv(summary, device, x, args["qkv_lora_a"], args["qkv_lora_b"],
+                  args["output_offset"], args["max_qkv_out_dim"], base,
+                  args.get("n_slices", 3), read_offsets=not capturing())  # fmt: skip
     elif op == "gate_up":
         operands = {"gate_up_lora_b": args["gate_up_lora_b"]}
         check_fused(summary, device, x, args["gate_up_lora_a"],
                     stack_gate_up_b(args["gate_up_lora_b"]), base, 2,
-                    ("gate_up_lora_a", "gate_up_lora_b"), operands)  # fmt: skip
+                    ("gate_up_lora_a", "gate_up_lora_b"), operands, halves=True)  # fmt: skip
     else:
         fail("op", "shrink, expand, qkv or gate_up", repr(op))

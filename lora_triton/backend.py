@@ -30,7 +30,7 @@ import triton
 from lora_ref.backend import BaseLoRABackend, Capabilities
 from lora_ref.batch_info import LoRABatchInfo
 from lora_ref.errors import fail
-from lora_ref.runtime import interpreting, use_interpreter_without_gpu
+from lora_ref.runtime import capturing, interpreting, use_interpreter_without_gpu
 from lora_ref.token_map import Batch, TokenMapBatchInfo
 from lora_ref.validation import (
     FLOAT_DTYPES,
@@ -39,9 +39,7 @@ from lora_ref.validation import (
     ShrinkDims,
     check_expand,
     check_fused,
-    check_output_offset,
-    check_output_offset_values,
-    check_qkv_width,
+    check_qkv,
     check_shrink,
 )
 from lora_triton.config import (
@@ -57,10 +55,6 @@ from lora_triton.kernels.layout import RowLayout, group_rows, group_tokens
 from lora_triton.kernels.shrink import shrink
 
 use_interpreter_without_gpu()
-
-
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _qkv_column_align(N: int, max_dim: int) -> int:
@@ -95,6 +89,7 @@ class TritonLoRABackend(BaseLoRABackend):
         # operands (H100, 2026-12-06: ci on CUDA, float32 subnormal results came out as 0)
         subnormals="preserve" if interpreting() else "flush",
         token_map=True,
+        n_slices=True,
     )
 
     def __init__(self, name: str | None = None, batch_info: Batch | None = None) -> None:
@@ -168,22 +163,24 @@ class TritonLoRABackend(BaseLoRABackend):
         output_offset: torch.Tensor,
         max_qkv_out_dim: int,
         base_output: torch.Tensor | None = None,
+        n_slices: int = 3,
     ) -> torch.Tensor:
         info, summary = self._batch()
         lora_b = self._stacked("qkv_lora_b", qkv_lora_b)
-        check_output_offset(output_offset, max_qkv_out_dim, info.device)
-        names = ("qkv_lora_a", "qkv_lora_b")
-        dims, N = check_fused(
-            summary, info.device, x, qkv_lora_a, lora_b, base_output, 3, names,
-            {"output_offset": output_offset},
-        )  # fmt: skip
-        check_qkv_width(max_qkv_out_dim, N)
-        if not _capturing():
-            check_output_offset_values(output_offset, max_qkv_out_dim, N)
-        col_align = _qkv_column_align(N, max_qkv_out_dim)
+        checked = check_qkv(summary, info.device, x, qkv_lora_a, lora_b, output_offset,
+                            max_qkv_out_dim, base_output, n_slices,
+                            read_offsets=not capturing())  # fmt: skip
+        N = checked.N
+        if checked.offsets is not None and n_slices != 3:
+            col_align = column_align(N, *checked.offsets)
+        elif n_slices == 3:
+            col_align = _qkv_column_align(N, max_qkv_out_dim)
+        else:  # uneven slices under capture: their bounds are unknown on the host
+            col_align = 1
         return self._fused(
-            x, qkv_lora_a, lora_b, base_output, dims, N, max_qkv_out_dim, output_offset, col_align
-        )
+            x, qkv_lora_a, lora_b, base_output, checked.dims, N, max_qkv_out_dim, output_offset,
+            col_align,
+        )  # fmt: skip
 
     def run_gate_up_lora(
         self,
@@ -196,7 +193,7 @@ class TritonLoRABackend(BaseLoRABackend):
         lora_b = self._stacked("gate_up_lora_b", gate_up_lora_b)
         names = ("gate_up_lora_a", "gate_up_lora_b")
         dims, N = check_fused(
-            summary, info.device, x, gate_up_lora_a, lora_b, base_output, 2, names
+            summary, info.device, x, gate_up_lora_a, lora_b, base_output, 2, names, halves=True
         )
         half = N // 2
         return self._fused(

@@ -78,6 +78,28 @@ def _with_args(i: Inputs, *args: Any) -> Call:
     return i.batch_info, i.x, args, i.base
 
 
+def _with_offsets(i: Inputs, offsets: torch.Tensor) -> Call:
+    """The qkv call with other ``output_offset`` (and its ``n_slices``, where it has one)."""
+    return _with_args(i, *i.args[:2], offsets, *i.args[3:])
+
+
+def _last_one(offsets: torch.Tensor) -> torch.Tensor:
+    one = torch.zeros_like(offsets)
+    one[-1] = 1
+    return one
+
+
+def _decreasing(offsets: torch.Tensor) -> torch.Tensor:
+    """The first slice end moved past the second: the offsets decrease (the same ends)."""
+    bad = offsets.clone()
+    bad[1] = offsets[2] + 1 if len(offsets) > 3 else offsets[-1] + 1
+    return bad
+
+
+def _widest(c: Case) -> int:
+    return max(hi - lo for lo, hi in c.slices)
+
+
 def _with_base(i: Inputs, base: Any) -> Call:
     return i.batch_info, i.x, i.args, base
 
@@ -362,37 +384,47 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "output_offset is int64",
         _qkv,
-        lambda i, c: _with_args(i, *i.args[:2], i.args[2].long(), i.args[3]),
+        lambda i, c: _with_offsets(i, i.args[2].long()),
     ),
     Mutation(
-        "output_offset has 3 entries",
+        "output_offset lacks its last entry",
         _qkv,
-        lambda i, c: _with_args(i, *i.args[:2], i.args[2][:3], i.args[3]),
+        lambda i, c: _with_offsets(i, i.args[2][:-1]),
     ),
     Mutation(
         "output_offset is strided",
         _qkv,
-        lambda i, c: _with_args(i, *i.args[:2], _strided(i.args[2]), i.args[3]),
+        lambda i, c: _with_offsets(i, _strided(i.args[2])),
     ),
     Mutation(
         "output_offset does not end at N",
         _qkv,
-        lambda i, c: _with_args(
-            i,
-            *i.args[:2],
-            i.args[2] + torch.tensor([0, 0, 0, 1], dtype=torch.int32, device=i.x.device),
-            i.args[3],
-        ),
+        lambda i, c: _with_offsets(i, i.args[2] + _last_one(i.args[2])),
+    ),
+    Mutation(
+        "output_offset decreases",
+        _qkv,
+        lambda i, c: _with_offsets(i, _decreasing(i.args[2])),
     ),
     Mutation(
         "max_qkv_out_dim below the widest slice",
-        lambda c: _qkv(c) and max(c.N, c.n_kv) >= 1,
-        lambda i, c: _with_args(i, *i.args[:3], max(c.N, c.n_kv) - 1),
+        lambda c: _qkv(c) and _widest(c) >= 1,
+        lambda i, c: _with_args(i, *i.args[:3], _widest(c) - 1, *i.args[4:]),
     ),
     Mutation(
         "max_qkv_out_dim above the output width",
         _qkv,
-        lambda i, c: _with_args(i, *i.args[:3], c.out_dim + 1),
+        lambda i, c: _with_args(i, *i.args[:3], c.out_dim + 1, *i.args[4:]),
+    ),
+    Mutation(
+        "n_slices is 0",
+        lambda c: _qkv(c) and bool(c.slice_widths),
+        lambda i, c: _with_args(i, *i.args[:4], 0),
+    ),
+    Mutation(
+        "n_slices disagrees with output_offset",
+        lambda c: _qkv(c) and len(c.slice_widths) >= 2,
+        lambda i, c: _with_args(i, *i.args[:4], i.args[4] - 1),
     ),
     Mutation(
         "gate_up_lora_b has an odd dim 1",

@@ -99,6 +99,7 @@ def drawn(ctx: GroupContext, **forced: Any) -> st.SearchStrategy[Case]:
         permutation=(caps.permutation or forced.get("token_map", False))
         and forced.get("permute", True),
         split_layouts=caps.split_layouts,
+        n_slices=caps.n_slices and not forced.get("split_b", False),
     )
     strategy = within(strategy, caps.shapes)  # drawn over the whole space, moved into the domain
     return strategy.map(lambda c: c.replace(**forced)) if forced else strategy
@@ -111,6 +112,7 @@ def plain(strategy: st.SearchStrategy[Case]) -> st.SearchStrategy[Example]:
 
 def primary_corners(ctx: GroupContext, count: int, **forced: Any) -> list[Example]:
     """``count`` shared corner cases with rows in them, in the group's dtype."""
-    shared, _ = corners.corner_cases(ctx.op, ctx.profile.name)
+    sliced = ctx.caps.n_slices and not forced.get("split_b", False)
+    shared, _ = corners.corner_cases(ctx.op, ctx.profile.name, sliced)
     chosen = [c for c in shared if c.T >= 2][:count]
     return [Example(c.replace(dtype=ctx.dtype, **forced), {}) for c in chosen]

@@ -168,8 +168,9 @@ def _recent_watches() -> list[LateWrites]:
 
 def _corners(ctx: GroupContext) -> list[Example]:
     cases = corners.explicit_cases(
-        ctx.op, ctx.dtype, ctx.op_dtypes, ctx.profile.name, ctx.caps.permutation, False
-    )
+        ctx.op, ctx.dtype, ctx.op_dtypes, ctx.profile.name, ctx.caps.permutation, False,
+        ctx.caps.n_slices,
+    )  # fmt: skip
     return [Example(c, {}) for c in cases]
 
 

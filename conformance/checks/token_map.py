@@ -83,7 +83,7 @@ CHECK = diff_variant(
 def _corners(ctx: GroupContext) -> list[Example]:
     """Shared corner cases with rows, those using a rank-0 slot first (their rows may become
     -1), permuted so the slots interleave."""
-    shared, _ = corners.corner_cases(ctx.op, ctx.profile.name)
+    shared, _ = corners.corner_cases(ctx.op, ctx.profile.name, ctx.caps.n_slices)
     with_rows = [c for c in shared if c.T >= 2]
     no_lora = [c for c in with_rows if any(c.lora_ranks[w] == 0 for w in c.weight_indices)]
     chosen = (no_lora + [c for c in with_rows if c not in no_lora])[:3]

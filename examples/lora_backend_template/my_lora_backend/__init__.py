@@ -1,7 +1,8 @@
 """A multi-LoRA backend in plain PyTorch: the template for a backend of your own.
 
 Letters: ``T`` tokens, ``K`` input dim, ``L`` adapter slots, ``R`` pool rank, ``r`` one
-adapter's rank, ``c`` stack count (1, 2 gate_up, 3 qkv), ``N`` output dim.
+adapter's rank, ``c`` stack count (1, 2 gate_up, 3 qkv, ``n_slices`` in general), ``N``
+output dim.
 
 What makes it conform (docs/contract.md in lora-conformance):
 
@@ -28,8 +29,7 @@ from lora_ref.validation import (
     FLOAT_DTYPES,
     check_expand,
     check_fused,
-    check_output_offset,
-    check_output_offset_values,
+    check_qkv,
     check_shrink,
 )
 
@@ -46,6 +46,7 @@ class TorchLoRABackend(BaseLoRABackend):
         cuda_graph=False,
         float32_matmul="tf32",
         token_map=True,  # set_batch_info takes a slot per token too (-1: no LoRA)
+        n_slices=True,  # run_qkv_lora takes any number of uneven slices
     )
 
     @property
@@ -91,26 +92,25 @@ class TorchLoRABackend(BaseLoRABackend):
         return self._expand(x, weights, base_output, T, [0, N], lambda j, r: slice(0, r))
 
     def run_qkv_lora(
-        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None
-    ):
-        """``qkv_lora_a (L, 3R, K)``, ``qkv_lora_b (L, Nq+2*Nkv, R)`` -> ``(T, Nq+2*Nkv)``."""
+        self, x, qkv_lora_a, qkv_lora_b, output_offset, max_qkv_out_dim, base_output=None,
+        n_slices=3,
+    ):  # fmt: skip
+        """``qkv_lora_a (L, n*R, K)``, ``qkv_lora_b (L, N, R)``, ``output_offset`` int32
+        ``(n+1,)`` -> ``(T, N)``; qkv is ``n = 3``, ``N = Nq+2*Nkv``."""
         info, summary = self._batch()
-        check_output_offset(output_offset, max_qkv_out_dim, info.device)
-        names = ("qkv_lora_a", "qkv_lora_b")
-        dims, N = check_fused(
-            summary, info.device, x, qkv_lora_a, qkv_lora_b, base_output, 3, names,
-            {"output_offset": output_offset},
-        )  # fmt: skip
-        bounds = check_output_offset_values(output_offset, max_qkv_out_dim, N)
-        return self._fused(x, qkv_lora_a, qkv_lora_b, base_output, dims.T, 3, bounds)
+        checked = check_qkv(summary, info.device, x, qkv_lora_a, qkv_lora_b, output_offset,
+                            max_qkv_out_dim, base_output, n_slices)  # fmt: skip
+        return self._fused(x, qkv_lora_a, qkv_lora_b, base_output, checked.dims.T, n_slices,
+                           checked.offsets)  # fmt: skip
 
     def run_gate_up_lora(self, x, gate_up_lora_a, gate_up_lora_b, base_output=None):
         """``gate_up_lora_a (L, 2R, K)``, ``gate_up_lora_b (L, 2N, R)`` -> ``(T, 2N)``."""
         info, summary = self._batch()
         names = ("gate_up_lora_a", "gate_up_lora_b")
         dims, N = check_fused(
-            summary, info.device, x, gate_up_lora_a, gate_up_lora_b, base_output, 2, names
-        )
+            summary, info.device, x, gate_up_lora_a, gate_up_lora_b, base_output, 2, names,
+            halves=True,
+        )  # fmt: skip
         bounds = [0, N // 2, N]
         return self._fused(x, gate_up_lora_a, gate_up_lora_b, base_output, dims.T, 2, bounds)
 
