@@ -379,7 +379,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return EXIT_NOTHING
     device = pick_device(cls, args.device)
     dtypes = [d for d in DTYPE_NAMES if torch_dtype(d) in cls.capabilities.dtypes]
-    rows = probe(args.backend, domain, device.type, args.dtypes or dtypes, tuple(args.ops or OPS),
+    rows = probe(args.backend, domain, device.type, args.dtypes or dtypes, tuple(o for o in args.ops or OPS if o in OPS),
                  args.deadline or None)  # fmt: skip
     doc = {"backend": args.backend, "domain": domain.describe(), "device": device.type,
            "dtype": (args.dtypes or dtypes)[0], "edges": rows}  # fmt: skip
@@ -418,7 +418,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{'':<14} dtypes {','.join(caps['dtypes'])}; devices {','.join(caps['devices'])}; "
                 f"permutation {caps['permutation']}; split layouts {caps['split_layouts']}; "
                 f"CUDA graphs {caps['cuda_graph']}; token maps {caps.get('token_map')}; "
-                f"batch invariant {caps.get('batch_invariant')}; n slices {caps.get('n_slices')}"
+                f"batch invariant {caps.get('batch_invariant')}; n slices {caps.get('n_slices')}; "
+                f"embedding {caps.get('embedding')}"
             )
         else:
             print(f"{r['name']:<14} not installed: {r['error']}")

@@ -369,13 +369,13 @@ def run_plan(
     """The whole plan in this process, group after group (the meta-tests use it; the CLI and
     pytest run the same groups through the plugin).  Stops at the first failing group when
     ``stop_on_failure``."""
-    from conformance.names import CHECK_NAMES, DTYPE_NAMES, OPS
+    from conformance.names import CHECK_NAMES, DTYPE_NAMES, GROUP_OPS
     from conformance.plan import build_plan, op_dtypes
 
     device = device or torch.device("cpu")
     dtypes = dtypes or DTYPE_NAMES
     caps = backend_cls.capabilities
-    plan = build_plan(caps, device.type, ops or OPS, dtypes, checks or CHECK_NAMES)
+    plan = build_plan(caps, device.type, ops or GROUP_OPS, dtypes, checks or CHECK_NAMES)
     options = RunOptions(
         backend_name=backend_name,
         profile=profile,

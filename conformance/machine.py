@@ -59,6 +59,7 @@ def describe_backend(cls: type[BaseLoRABackend], name: str, version: str) -> dic
             "token_map": caps.token_map,
             "batch_invariant": caps.batch_invariant,
             "n_slices": caps.n_slices,
+            "embedding": caps.embedding,
             "domain": caps.shapes.describe() or "the whole space",
         },
     }

@@ -6,6 +6,9 @@ Nothing here imports torch, so the command line can offer these names without lo
 from __future__ import annotations
 
 OPS = ("shrink", "expand", "qkv", "gate_up")
+# the ops a run selects from (``--ops``): the four, and embedding LoRA's gather, which only its
+# own check (``embedding``) calls
+GROUP_OPS = (*OPS, "embedding")
 DTYPE_NAMES = ("float16", "bfloat16", "float32")
 
 # the checks of the registry (``conformance.checks.CHECKS`` holds them in this order)
@@ -19,6 +22,7 @@ CHECK_NAMES = (
     "bad_input",
     "lifecycle",
     "cuda_graph",
+    "embedding",
 )
 
 # the backend method each operation calls

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conformance.checks import CHECKS, NAMES
-from conformance.names import DTYPE_NAMES, OPS, dtype_name
+from conformance.names import DTYPE_NAMES, GROUP_OPS, OPS, dtype_name
 from lora_ref import Capabilities
 
 
@@ -44,7 +44,7 @@ def cannot_run(check: str, caps: Capabilities, device_type: str) -> str | None:
 def build_plan(
     caps: Capabilities,
     device_type: str,
-    ops: tuple[str, ...] = OPS,
+    ops: tuple[str, ...] = GROUP_OPS,
     dtypes: tuple[str, ...] = DTYPE_NAMES,
     checks: tuple[str, ...] = NAMES,
 ) -> list[Group]:

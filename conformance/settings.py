@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance import profiles
-from conformance.names import CHECK_NAMES, DTYPE_NAMES, OPS
+from conformance.names import CHECK_NAMES, DTYPE_NAMES, GROUP_OPS
 
 DEVICES = ("cpu", "cuda")
 
@@ -86,7 +86,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("profile", f"example counts and size caps (env {profiles.PROFILE_ENV})",
             kind="choice", default="ci", choices=profiles.NAMES, pytest="--hypothesis-profile"),
-    Setting("ops", "ops (default: all)", kind="subset", choices=OPS),
+    Setting("ops", "ops (default: all)", kind="subset", choices=GROUP_OPS),
     Setting("dtypes", "dtypes (default: all)", kind="subset", choices=DTYPE_NAMES),
     Setting("checks", "checks (default: all)", kind="subset", choices=CHECK_NAMES),
     Setting("device", "device to test on (default: cuda when present and declared, else cpu)",

@@ -108,6 +108,8 @@ class Capabilities:
             position, the batch size, the other rows' adapters).
         n_slices: ``run_qkv_lora`` takes ``n_slices``: any number of uneven slices, some of
             them empty (qkv is the case ``n = 3``).
+        embedding: implements ``run_lora_a_embedding`` (embedding LoRA: a gather of ``A``
+            columns by token id, with an extra-vocabulary table).
         max_rank: the largest pool rank ``R`` supported, or None for any (the same as
             ``domain.rank_max``; the smaller of the two holds).
         domain: the shapes supported (:class:`Domain`; default: the contract's whole space).
@@ -123,6 +125,7 @@ class Capabilities:
     token_map: bool = False
     batch_invariant: bool = False
     n_slices: bool = False
+    embedding: bool = False
     max_rank: int | None = None
     domain: Domain = field(default_factory=Domain)
 
@@ -265,5 +268,28 @@ class BaseLoRABackend:
 
         Returns:
             ``(T, 2N)`` in ``x.dtype``.
+        """
+        raise NotImplementedError
+
+    def run_lora_a_embedding(
+        self,
+        input_ids: torch.Tensor,
+        weights: torch.Tensor,
+        vocab_size: int,
+        extra_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embedding LoRA's ``A`` side: a gather by token id.  For row ``t`` of slot ``w``,
+        rank ``r`` and id ``v``: ``out[t, :r] = weights[w, :r, v]`` when ``v < vocab_size``,
+        else ``extra_embeddings[w, v - vocab_size, :r]``; the row's other columns are not
+        specified.  Only a backend that declares ``embedding`` is called.
+
+        Args:
+            input_ids: int32 or int64 ``(T,)``, each in ``[0, vocab_size + E)``.
+            weights: ``(L, R, V)`` with ``V = vocab_size``.
+            vocab_size: the base vocabulary ``V``.
+            extra_embeddings: ``(L, E, R)`` (tokens the adapters add), or None (``E = 0``).
+
+        Returns:
+            ``(T, R)`` in ``weights.dtype``: the values themselves, bit for bit.
         """
         raise NotImplementedError

@@ -23,6 +23,7 @@ from lora_ref.validation import (
     FLOAT_DTYPES,
     GateUpB,
     QkvB,
+    check_embedding,
     check_expand,
     check_fused,
     check_qkv,
@@ -43,6 +44,7 @@ class ReferenceLoRABackend(BaseLoRABackend):
         float32_matmul="ieee",
         token_map=True,
         n_slices=True,
+        embedding=True,
     )
 
     _exact = False
@@ -140,6 +142,29 @@ class ReferenceLoRABackend(BaseLoRABackend):
             b = weights[w, :, :r].double()  # (N, r)
             out[rows] += s * (x[rows, :r].double() @ b.T)
         return self._finish(out, x.dtype, base_output)
+
+    def run_lora_a_embedding(
+        self,
+        input_ids: torch.Tensor,
+        weights: torch.Tensor,
+        vocab_size: int,
+        extra_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The gather, row by row; the columns past a row's rank (and rank-0 rows) are 0."""
+        info, summary = self._batch()
+        T, R, V, _ = check_embedding(
+            summary, info.device, input_ids, weights, vocab_size, extra_embeddings
+        )
+        out = torch.zeros(T, R, dtype=weights.dtype, device=weights.device)
+        for rows, w, r, _ in self._segments() if out.numel() else ():
+            if r == 0:
+                continue
+            ids = input_ids[rows].long()
+            base = ids < V
+            out[rows[base], :r] = weights[w, :r, ids[base]].T
+            if extra_embeddings is not None:
+                out[rows[~base], :r] = extra_embeddings[w, ids[~base] - V, :r]
+        return out
 
     def run_qkv_lora(
         self,

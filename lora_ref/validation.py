@@ -176,6 +176,49 @@ def check_shrink(
     return ShrinkDims(T, K, R, stack_num)
 
 
+class EmbeddingDims(NamedTuple):
+    T: int
+    R: int
+    V: int
+    E: int
+
+
+def check_embedding(
+    summary: BatchSummary,
+    device: torch.device,
+    input_ids: torch.Tensor,
+    weights: torch.Tensor,
+    vocab_size: int,
+    extra_embeddings: torch.Tensor | None,
+    read_ids: bool = True,
+) -> EmbeddingDims:
+    """``input_ids`` int32/int64 ``(T,)``, ``weights (L, R, V)`` with ``V = vocab_size``,
+    ``extra_embeddings (L, E, R)`` or None.  ``read_ids``: also check every id is in
+    ``[0, V + E)`` (a device sync; pass False under CUDA-graph capture)."""
+    _tensor("input_ids", input_ids, 1)
+    check_dtype("input_ids", input_ids, torch.int32, torch.int64)
+    _same_device("input_ids", input_ids, device)
+    _operand("weights", weights, 3, None, device)
+    T = _rows("input_ids", input_ids, summary)
+    L, R, V = weights.shape
+    _slots_and_rank("weights", L, R, summary)
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool) or vocab_size != V:
+        fail("vocab_size", f"an int equal to weights.shape[2] = {V}", repr(vocab_size))
+    E = 0
+    if extra_embeddings is not None:
+        _operand("extra_embeddings", extra_embeddings, 3, weights.dtype, device)
+        if extra_embeddings.shape[0] != L or extra_embeddings.shape[2] != R:
+            fail("extra_embeddings", f"shape ({L}, E, {R}) matching weights",
+                 f"shape {tuple(extra_embeddings.shape)}")  # fmt: skip
+        E = extra_embeddings.shape[1]
+    if read_ids and T:
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= V + E:
+            bad = lo if lo < 0 else hi
+            fail("input_ids", f"token ids in [0, {V + E}) (vocab_size {V} + {E} extra)", f"{bad}")
+    return EmbeddingDims(T, R, V, E)
+
+
 def check_expand(
     summary: BatchSummary,
     device: torch.device,

@@ -37,6 +37,7 @@ from lora_ref.validation import (
     GateUpB,
     QkvB,
     ShrinkDims,
+    check_embedding,
     check_expand,
     check_fused,
     check_qkv,
@@ -90,6 +91,7 @@ class TritonLoRABackend(BaseLoRABackend):
         subnormals="preserve" if interpreting() else "flush",
         token_map=True,
         n_slices=True,
+        embedding=True,
     )
 
     def __init__(self, name: str | None = None, batch_info: Batch | None = None) -> None:
@@ -199,6 +201,38 @@ class TritonLoRABackend(BaseLoRABackend):
         return self._fused(
             x, gate_up_lora_a, lora_b, base_output, dims, N, half, None, column_align(half)
         )
+
+    def run_lora_a_embedding(
+        self,
+        input_ids: torch.Tensor,
+        weights: torch.Tensor,
+        vocab_size: int,
+        extra_embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The gather in fixed-shape torch ops (it moves ``T*R`` elements: no kernel of its
+        own), from the row layout the other ops use: no host sync, CUDA-graph safe.  Ids and
+        slots are clamped into their tables, so hostile ones read inside them."""
+        info, summary = self._batch()
+        T, R, V, E = check_embedding(summary, info.device, input_ids, weights, vocab_size,
+                                     extra_embeddings, read_ids=not capturing())  # fmt: skip
+        if T == 0 or R == 0:
+            return torch.zeros(T, R, dtype=weights.dtype, device=weights.device)
+        layout = self._positions(T)
+        valid = layout.pos_slot >= 0
+        row_slot = torch.full((T + 1,), -1, dtype=torch.int64, device=weights.device)
+        where = torch.where(valid, layout.pos_row.long().clamp(0, T - 1), T)
+        row_slot.scatter_(0, where, layout.pos_slot.long())
+        row_slot = row_slot[:T]
+        slot = row_slot.clamp(0, weights.shape[0] - 1)
+        rank = torch.where(row_slot >= 0, info.lora_ranks.long()[slot], 0)
+        ids = input_ids.long()
+        out = weights[slot, :, ids.clamp(0, max(V - 1, 0))] if V else weights.new_zeros(T, R)
+        if E:
+            extra = extra_embeddings[slot, (ids - V).clamp(0, E - 1)]  # type: ignore[index]
+            out = torch.where((ids >= V)[:, None], extra, out)
+        cols = torch.arange(R, device=weights.device)
+        return torch.where(cols[None, :] < rank[:, None], out, torch.zeros((), dtype=out.dtype,
+                           device=out.device))  # fmt: skip
 
     def _fused(
         self,

@@ -14,6 +14,7 @@ from conformance.checks import (
     batch_invariance,
     cuda_graph,
     diff,
+    embedding,
     lifecycle,
     metamorphic,
     permutation,
@@ -35,6 +36,7 @@ _MODULES = (
     bad_input,
     lifecycle,
     cuda_graph,
+    embedding,
 )
 CHECKS: dict[str, Check] = {m.CHECK.name: m.CHECK for m in _MODULES}
 NAMES = CHECK_NAMES

@@ -27,6 +27,7 @@ import torch
 from lora_ref import BaseLoRABackend, Capabilities, TokenMapBatchInfo
 from lora_ref.validation import (
     FLOAT_DTYPES,
+    check_embedding,
     check_expand,
     check_fused,
     check_qkv,
@@ -47,6 +48,7 @@ class TorchLoRABackend(BaseLoRABackend):
         float32_matmul="tf32",
         token_map=True,  # set_batch_info takes a slot per token too (-1: no LoRA)
         n_slices=True,  # run_qkv_lora takes any number of uneven slices
+        embedding=True,  # run_lora_a_embedding: embedding LoRA's gather
     )
 
     @property
@@ -113,6 +115,21 @@ class TorchLoRABackend(BaseLoRABackend):
         )  # fmt: skip
         bounds = [0, N // 2, N]
         return self._fused(x, gate_up_lora_a, gate_up_lora_b, base_output, dims.T, 2, bounds)
+
+    def run_lora_a_embedding(self, input_ids, weights, vocab_size, extra_embeddings=None):
+        """``input_ids (T,)``, ``weights (L, R, V)``, ``extra_embeddings (L, E, R)`` ->
+        ``(T, R)``: row ``t`` gets column ``input_ids[t]`` of its slot's table (the extra
+        table's row ``id - V`` past the vocabulary), its first ``r`` values, bit for bit."""
+        info, summary = self._batch()
+        T, R, V, _ = check_embedding(
+            summary, info.device, input_ids, weights, vocab_size, extra_embeddings
+        )
+        out = torch.zeros(T, R, dtype=weights.dtype, device=weights.device)
+        for rows, w, r, _ in self._segments():
+            for t in rows.tolist() if r else ():
+                v = int(input_ids[t])
+                out[t, :r] = weights[w, :r, v] if v < V else extra_embeddings[w, v - V, :r]
+        return out
 
     def _fused(self, x, lora_a, lora_b, base_output, T, c, bounds):
         """Shrink every slice at once (rounded to the input dtype), then expand slice ``j``

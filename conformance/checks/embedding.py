@@ -1,0 +1,232 @@
+"""The ``embedding`` check: embedding LoRA's ``A`` side, ``run_lora_a_embedding``, a gather of
+``A`` columns by token id (contract section 3, operation 6), for a backend that declares
+``embedding``.
+
+An example is a shrink case read as an embedding: its ``K`` is the vocabulary ``V``, its ``A``
+weights ``(L, R, V)`` the table (garbage past each rank and in unused slots, in every memory
+layout the shrink's weights take), its batch the rows' slots; ``params["extra"]`` adds an
+extra-vocabulary table ``(L, E, R)`` (tokens an adapter adds, garbage past each rank).  Token
+ids come from the case's seed: the first and last id of each table, the ids just past the base
+vocabulary, and uniform ones.  The result must be the values themselves, bit for bit, in the
+columns each row's rank specifies; the inputs must be unchanged.  Then each example hands the
+backend :data:`BAD_CALLS` (ids past both tables, -1, float ids, one id too many, a wrong
+``vocab_size``, an extra table of the wrong rank), each a ``ValueError`` or ``TypeError``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+from hypothesis import strategies as st
+
+from conformance.case import Case
+from conformance.checks.bad_input import expect_refusal
+from conformance.checks.base import Check, Example, GroupContext, requires
+from conformance.checks.guards import CaseResult, backend_call
+from conformance.domain import within
+from conformance.inputs import POISON_VALUES, build_inputs, row_slots
+from conformance.oracle import bitwise_equal
+from conformance.strategies import cases
+from lora_ref import BaseLoRABackend
+
+MAX_EXTRA = 16  # SGLang's extra vocabulary per adapter is a handful of added tokens
+
+
+class Call(NamedTuple):
+    """The arguments of one ``run_lora_a_embedding`` call, and its batch."""
+
+    batch_info: Any
+    input_ids: torch.Tensor
+    weights: torch.Tensor
+    vocab_size: int
+    extra: torch.Tensor | None
+
+
+def build_call(case: Case, params: dict[str, Any], device: torch.device) -> Call:
+    """The call of ``case`` read as an embedding (module docstring)."""
+    inputs = build_inputs(case, device)
+    weights = inputs.args[0]
+    L, R, V = weights.shape
+    E = params.get("extra", 0)
+    if V + E == 0 and case.T:
+        E = 1  # no id would be valid
+    gen = torch.Generator().manual_seed(case.seed ^ 0xE3B)
+    extra = None
+    if E:
+        table = torch.randn(L, E, R, generator=gen, dtype=torch.float64)
+        for w, r in enumerate(case.lora_ranks):
+            table[w, :, r:] = POISON_VALUES[case.poison]
+        extra = table.to(weights.dtype).to(device)
+    edges = [v for v in (0, V - 1, V, V + 1, V + E - 1) if 0 <= v < V + E]
+    uniform = torch.randint(0, max(V + E, 1), (case.T,), generator=gen).tolist()
+    pick = torch.rand(case.T, generator=gen).tolist()
+    ids = [
+        edges[int(u * 997) % len(edges)] if u < 0.3 else v
+        for u, v in zip(pick, uniform, strict=True)
+    ]
+    dtype = torch.int64 if case.seed % 2 else torch.int32
+    input_ids = torch.tensor(ids, dtype=dtype, device=device)
+    return Call(inputs.batch_info, input_ids, weights, V, extra)
+
+
+def _run(backend_cls: type[BaseLoRABackend], call: Call) -> torch.Tensor:
+    backend = backend_cls()
+    backend.set_batch_info(call.batch_info)
+    return backend.run_lora_a_embedding(call.input_ids, call.weights, call.vocab_size, call.extra)
+
+
+def _longer(c: Call) -> Call:
+    return c._replace(input_ids=torch.cat([c.input_ids, c.input_ids[-1:]]))
+
+
+def _id(value: Callable[[Call], int]) -> Callable[[Call], Call]:
+    def mutate(c: Call) -> Call:
+        ids = c.input_ids.clone()
+        ids[-1] = value(c)
+        return c._replace(input_ids=ids)
+
+    return mutate
+
+
+def _extra_rows(c: Call) -> int:
+    return 0 if c.extra is None else c.extra.shape[1]
+
+
+BAD_CALLS: dict[str, Callable[[Call], Call]] = {
+    "a token id past both tables": _id(lambda c: c.vocab_size + _extra_rows(c)),
+    "a token id of -1": _id(lambda c: -1),
+    "float token ids": lambda c: c._replace(input_ids=c.input_ids.float()),
+    "one token id more than the batch has rows": _longer,
+    "vocab_size one more than the table's": lambda c: c._replace(vocab_size=c.vocab_size + 1),
+    "an extra table of the wrong rank": lambda c: c._replace(
+        extra=torch.zeros(
+            c.weights.shape[0],
+            2,
+            c.weights.shape[1] + 1,
+            dtype=c.weights.dtype,
+            device=c.weights.device,
+        )  # fmt: skip
+    ),
+}
+
+
+def check_embedding(
+    backend_cls: type[BaseLoRABackend], example: Example, device: torch.device
+) -> CaseResult:
+    """The gather, bit for bit, inputs unchanged; then each of :data:`BAD_CALLS`."""
+    from lora_ref import ReferenceLoRABackend
+
+    case, params = example
+    result = CaseResult(case, check="embedding", params=params)
+    call = build_call(case, params, device)
+    watched = [t for t in (call.input_ids, call.weights, call.extra) if t is not None]
+    before = [t.clone() for t in watched]
+    expected = _run(ReferenceLoRABackend, call)
+    got, problem = backend_call(lambda: _run(backend_cls, call))
+    if problem is not None:
+        result.fail(f"the call raised {problem.describe()}", problem.kind)
+        return result
+    T, R = expected.shape
+    if not isinstance(got, torch.Tensor) or got.shape != (T, R) or got.dtype != call.weights.dtype:
+        shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+        result.fail(f"result: expected a ({T}, {R}) {call.weights.dtype} tensor, got {shape}")
+        return result
+    ranks = call.batch_info.lora_ranks.tolist()
+    slots = row_slots(call.batch_info)
+    for t, w in enumerate(slots):
+        r = ranks[w] if w >= 0 else 0
+        if r and not bool(bitwise_equal(got[t, :r], expected[t, :r]).all()):
+            v = int(call.input_ids[t])
+            result.fail(f"row {t} (slot {w}, rank {r}, token id {v}): expected "
+                        f"{expected[t, :r].tolist()[:4]}..., got {got[t, :r].tolist()[:4]}...")  # fmt: skip
+            return result
+    if not all(bool(bitwise_equal(t, b).all()) for t, b in zip(watched, before, strict=True)):
+        result.fail("an input (token ids, weights or the extra table) was changed")
+        return result
+    result.worst_ratio = 0.0
+    if case.T == 0:
+        return result
+    for label, mutate in BAD_CALLS.items():
+        bad = mutate(call)
+        if not expect_refusal(result, label, lambda bad=bad: _run(backend_cls, bad), watched):
+            break
+    return result
+
+
+def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
+    shrink = cases("shrink", ctx.dtype, ctx.profile, permutation=ctx.caps.permutation)
+    shrink = within(shrink.map(lambda c: c.replace(stack=1)), ctx.caps.shapes)
+    extra = st.one_of(st.just(0), st.integers(1, MAX_EXTRA))
+    return st.tuples(shrink, extra).map(lambda ce: Example(ce[0], {"extra": ce[1]}))
+
+
+def _explicit(ctx: GroupContext) -> list[Example]:
+    """A pool with a rank-0 slot and ids at every edge; a one-token vocabulary with extras;
+    a vocabulary of 65536 (the top of K's range)."""
+    base = dict(op="shrink", dtype=ctx.dtype, stack=1, layout="corner", has_base=False)
+    return [
+        Example(
+            Case(
+                **base,
+                seg_lens=(5, 0, 7, 3),
+                weight_indices=(2, 1, 0, 2),
+                lora_ranks=(8, 0, 5),
+                scalings=(1.0, 1.0, 1.0),
+                R=8,
+                K=33,
+                N=0,
+                seed=11,
+                name="embedding: edges, a rank-0 slot",
+            ),
+            {"extra": 4},
+        ),  # fmt: skip
+        Example(
+            Case(
+                **base,
+                seg_lens=(4,),
+                weight_indices=(0,),
+                lora_ranks=(3,),
+                scalings=(1.0,),
+                R=4,
+                K=1,
+                N=0,
+                seed=12,
+                name="embedding: one base token, extras",
+            ),
+            {"extra": 3},
+        ),  # fmt: skip
+        Example(
+            Case(
+                **base,
+                seg_lens=(6, 2),
+                weight_indices=(0, 1),
+                lora_ranks=(16, 9),
+                scalings=(1.0, 1.0),
+                R=16,
+                K=65536,
+                N=0,
+                seed=13,
+                permute=True,
+                name="embedding: vocabulary 65536",
+            ),
+            {"extra": 0},
+        ),  # fmt: skip
+    ]
+
+
+CHECK = Check(
+    name="embedding",
+    doc="embedding LoRA's gather (`run_lora_a_embedding`): each row's `A` column for its token "
+    "id, or its extra-vocabulary row, bit for bit; ids past the tables and other bad calls "
+    "refused",
+    rules=("3-the-operations-baselorabackend", "6-bad-input"),
+    ops=("embedding",),
+    dtypes="all",
+    scale=1.0,
+    shrink=True,
+    strategy=_strategy,
+    explicit=_explicit,
+    run=check_embedding,
+    needs=requires("embedding", "embedding LoRA"),
+)
