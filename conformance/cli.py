@@ -379,7 +379,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         return EXIT_NOTHING
     device = pick_device(cls, args.device)
     dtypes = [d for d in DTYPE_NAMES if torch_dtype(d) in cls.capabilities.dtypes]
-    rows = probe(args.backend, domain, device.type, args.dtypes or dtypes, tuple(o for o in args.ops or OPS if o in OPS),
+    ops = tuple(o for o in args.ops or OPS if o in OPS)  # the four ops have a domain
+    rows = probe(args.backend, domain, device.type, args.dtypes or dtypes, ops,
                  args.deadline or None)  # fmt: skip
     doc = {"backend": args.backend, "domain": domain.describe(), "device": device.type,
            "dtype": (args.dtypes or dtypes)[0], "edges": rows}  # fmt: skip

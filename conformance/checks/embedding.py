@@ -89,6 +89,11 @@ def _id(value: Callable[[Call], int]) -> Callable[[Call], Call]:
     return mutate
 
 
+def _wider_extra(c: Call) -> torch.Tensor:
+    L, R, _ = c.weights.shape
+    return torch.zeros(L, 2, R + 1, dtype=c.weights.dtype, device=c.weights.device)
+
+
 def _extra_rows(c: Call) -> int:
     return 0 if c.extra is None else c.extra.shape[1]
 
@@ -99,15 +104,7 @@ BAD_CALLS: dict[str, Callable[[Call], Call]] = {
     "float token ids": lambda c: c._replace(input_ids=c.input_ids.float()),
     "one token id more than the batch has rows": _longer,
     "vocab_size one more than the table's": lambda c: c._replace(vocab_size=c.vocab_size + 1),
-    "an extra table of the wrong rank": lambda c: c._replace(
-        extra=torch.zeros(
-            c.weights.shape[0],
-            2,
-            c.weights.shape[1] + 1,
-            dtype=c.weights.dtype,
-            device=c.weights.device,
-        )  # fmt: skip
-    ),
+    "an extra table of the wrong rank": lambda c: c._replace(extra=_wider_extra(c)),
 }
 
 
@@ -138,8 +135,9 @@ def check_embedding(
         r = ranks[w] if w >= 0 else 0
         if r and not bool(bitwise_equal(got[t, :r], expected[t, :r]).all()):
             v = int(call.input_ids[t])
-            result.fail(f"row {t} (slot {w}, rank {r}, token id {v}): expected "
-                        f"{expected[t, :r].tolist()[:4]}..., got {got[t, :r].tolist()[:4]}...")  # fmt: skip
+            want, came = expected[t, :r].tolist()[:4], got[t, :r].tolist()[:4]
+            result.fail(f"row {t} (slot {w}, rank {r}, token id {v}): expected {want}..., "
+                        f"got {came}...")  # fmt: skip
             return result
     if not all(bool(bitwise_equal(t, b).all()) for t, b in zip(watched, before, strict=True)):
         result.fail("an input (token ids, weights or the extra table) was changed")
@@ -180,7 +178,7 @@ def _explicit(ctx: GroupContext) -> list[Example]:
                 name="embedding: edges, a rank-0 slot",
             ),
             {"extra": 4},
-        ),  # fmt: skip
+        ),
         Example(
             Case(
                 **base,
@@ -195,7 +193,7 @@ def _explicit(ctx: GroupContext) -> list[Example]:
                 name="embedding: one base token, extras",
             ),
             {"extra": 3},
-        ),  # fmt: skip
+        ),
         Example(
             Case(
                 **base,
@@ -211,7 +209,7 @@ def _explicit(ctx: GroupContext) -> list[Example]:
                 name="embedding: vocabulary 65536",
             ),
             {"extra": 0},
-        ),  # fmt: skip
+        ),
     ]
 
 
