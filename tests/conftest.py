@@ -33,3 +33,19 @@ def _temporary_files_under_pytests_basetemp(tmp_path_factory):
     else:
         os.environ["TMPDIR"] = before
     tempfile.tempdir = None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _newcomer_path_started_first(
+    request, tmp_path_factory, _temporary_files_under_pytests_basetemp
+):
+    """The newcomer's path (``tests/test_newcomer.py``, the longest test: its subprocesses keep
+    one core busy for about six minutes) starts with the session, where it was selected, so
+    that the rest of the suite runs on the other core meanwhile."""
+    if any(
+        item.nodeid.split("::")[0].endswith("test_newcomer.py") for item in request.session.items
+    ):
+        from tests.test_newcomer import start_newcomer_path
+
+        start_newcomer_path(tmp_path_factory.mktemp("newcomer"))
+    yield
