@@ -18,6 +18,7 @@ segments.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -95,6 +96,14 @@ class LoRABatchInfo:
         scalings: float32 ``(L,)`` scaling (``alpha / r``) of each slot.
         permutation: int32 ``(T,)`` logical-to-physical row map, or None for the identity.
         use_cuda_graph: the tensors are preallocated and refilled in place between replays.
+        expected_tokens: host ``T`` (SGLang's field), or None.
+        has_active_lora: host: some non-empty segment's slot has rank > 0 (SGLang's field; a
+            backend may return ``base`` at once when False), or None.
+        req_seg_indptr: int32 ``(n+1,)`` request starts (SGLang's request-level segments, of
+            which each segment is a part: every entry is an entry of ``seg_indptr``), or None.
+        req_weight_indices: int32 ``(n,)`` each request's slot, which each of its non-empty
+            segments has; given exactly when ``req_seg_indptr`` is.
+        num_segments: (property) ``bs``, SGLang's name for it.
     """
 
     bs: int
@@ -106,10 +115,19 @@ class LoRABatchInfo:
     scalings: torch.Tensor
     permutation: torch.Tensor | None = None
     use_cuda_graph: bool = False
+    expected_tokens: int | None = None
+    has_active_lora: bool | None = None
+    req_seg_indptr: torch.Tensor | None = None
+    req_weight_indices: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
         return self.seg_lens.device
+
+    @property
+    def num_segments(self) -> int:
+        """``bs`` (the name SGLang's batch info gives it)."""
+        return self.bs
 
     def validate(self) -> BatchSummary:
         """Check every invariant of the contract (docs/contract.md) and return the host summary.
@@ -131,6 +149,12 @@ class LoRABatchInfo:
         }
         if self.permutation is not None:
             named["permutation"] = self.permutation
+        if (self.req_seg_indptr is None) != (self.req_weight_indices is None):
+            fail("req_weight_indices", "given exactly when req_seg_indptr is",
+                 "one of the two")  # fmt: skip
+        if self.req_seg_indptr is not None:
+            named["req_seg_indptr"] = self.req_seg_indptr
+            named["req_weight_indices"] = self.req_weight_indices  # type: ignore[assignment]
         check_batch_tensors(named)
 
         capacity = self.seg_lens.numel()
@@ -208,6 +232,7 @@ class LoRABatchInfo:
                 )
 
         used = {w for w, n in zip(slots, lens, strict=True) if n > 0}
+        self._check_engine_fields(num_tokens, indptr, lens, slots, any(ranks[w] for w in used))
         return BatchSummary(
             num_tokens=num_tokens,
             num_slots=num_slots,
@@ -218,6 +243,39 @@ class LoRABatchInfo:
             min_adapter_rank=min((ranks[w] for w in used), default=0),
             tensors=tuple(named.items()),
         )
+
+    def _check_engine_fields(
+        self, T: int, indptr: list[int], lens: list[int], slots: list[int], active: bool
+    ) -> None:
+        """SGLang's fields, where given, agree with the segments."""
+        if self.expected_tokens is not None and (
+            not isinstance(self.expected_tokens, int) or self.expected_tokens != T
+        ):
+            fail("expected_tokens", f"T = {T} (seg_indptr[-1]) or None", repr(self.expected_tokens))
+        if self.has_active_lora is not None and self.has_active_lora is not active:
+            fail("has_active_lora", f"{active} (whether a non-empty segment's slot has rank > 0)",
+                 repr(self.has_active_lora))  # fmt: skip
+        if self.req_seg_indptr is None or self.req_weight_indices is None:
+            return
+        starts = self.req_seg_indptr.tolist()
+        req_slots = self.req_weight_indices.tolist()
+        bounds = set(indptr[: self.bs + 1])
+        if (
+            len(starts) != len(req_slots) + 1
+            or starts[0] != 0
+            or starts[-1] != T
+            or any(b < a for a, b in itertools.pairwise(starts))
+            or not set(starts) <= bounds
+        ):
+            fail("req_seg_indptr", f"{len(req_slots) + 1} request starts from 0 to T = {T}, in "
+                 "order, each a segment start", f"{starts[:16]}")  # fmt: skip
+        for i in range(self.bs):
+            if lens[i] == 0:
+                continue
+            req = max(j for j, s in enumerate(starts[:-1]) if s <= indptr[i])
+            if req_slots[req] != slots[i]:
+                fail("req_weight_indices", f"slot {slots[i]} for request {req} (its segment {i} "
+                     "has it)", f"req_weight_indices[{req}]={req_slots[req]}")  # fmt: skip
 
     def _shape(self, name: str) -> str:
         return f"shape {tuple(getattr(self, name).shape)}"
@@ -233,6 +291,7 @@ def make_batch_info(
     device: torch.device | str = "cpu",
     capacity: int | None = None,
     use_cuda_graph: bool = False,
+    request_segments: Sequence[int] | None = None,
 ) -> LoRABatchInfo:
     """Build a :class:`LoRABatchInfo` from host lists, on ``device``.
 
@@ -246,8 +305,11 @@ def make_batch_info(
         capacity: pad the segment buffers to this many segments (CUDA-graph buffers); padding
             segments are empty and point at slot 0.  Implies ``use_cuda_graph=True``.
         use_cuda_graph: mark the tensors as graph buffers.
+        request_segments: how many consecutive segments each request has (SGLang's
+            ``req_seg_indptr`` and ``req_weight_indices`` are built from it), or None.
 
-    The result is not validated; call ``validate()`` (``set_batch_info`` does).
+    ``expected_tokens`` and ``has_active_lora`` are filled in.  The result is not validated;
+    call ``validate()`` (``set_batch_info`` does).
     """
     bs = len(seg_lens)
     if len(weight_indices) != bs:
@@ -266,6 +328,14 @@ def make_batch_info(
     def ints(values: Sequence[int]) -> torch.Tensor:
         return torch.tensor(list(values), dtype=INDEX_DTYPE, device=device)
 
+    requests = {}
+    if request_segments is not None:
+        firsts = [0, *itertools.accumulate(request_segments)]
+        requests = dict(
+            req_seg_indptr=ints([indptr[min(f, cap)] for f in firsts]),
+            req_weight_indices=ints([slots[f] if f < bs else 0 for f in firsts[:-1]]),
+        )
+    used = {w for w, n in zip(slots, lens, strict=True) if n > 0}
     return LoRABatchInfo(
         bs=bs,
         seg_lens=ints(lens),
@@ -276,6 +346,9 @@ def make_batch_info(
         scalings=torch.tensor(list(scalings), dtype=torch.float32, device=device),
         permutation=None if permutation is None else ints(permutation),
         use_cuda_graph=use_cuda_graph or capacity is not None,
+        expected_tokens=indptr[-1],
+        has_active_lora=any(0 <= w < len(lora_ranks) and lora_ranks[w] > 0 for w in used),
+        **requests,
     )
 
 
@@ -332,3 +405,5 @@ def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
         target.permutation.copy_(source.permutation)
     target.bs = n
     target.max_len = max(target.max_len, source.max_len)
+    target.expected_tokens = src.num_tokens
+    target.has_active_lora = source.has_active_lora

@@ -101,3 +101,34 @@ def test_an_empty_batch_is_valid():
     info = make_batch_info([], [], [4, 0], [1.0, 0.5])
     summary = info.validate()
     assert summary.num_tokens == 0 and summary.num_segments == 0
+
+
+def test_sglangs_fields_are_filled_and_held_to_the_segments():
+    import dataclasses
+
+    info = make_batch_info([2, 0, 3, 1], [1, 0, 1, 2], [4, 0, 3], [1.0, 1.0, 1.0],
+                           request_segments=[3, 1])  # fmt: skip
+    info.validate()
+    assert (info.expected_tokens, info.has_active_lora, info.num_segments) == (6, True, 4)
+    assert info.req_seg_indptr.tolist() == [0, 5, 6] and info.req_weight_indices.tolist() == [1, 2]
+    idle = make_batch_info([3], [1], [4, 0], [1.0, 1.0])
+    assert idle.has_active_lora is False
+    bad = {
+        "expected_tokens": dict(expected_tokens=7),
+        "has_active_lora": dict(has_active_lora=False),
+        "req_seg_indptr": dict(req_seg_indptr=torch.tensor([0, 4, 6], dtype=torch.int32)),
+        "req_weight_indices": dict(req_weight_indices=torch.tensor([1, 1], dtype=torch.int32)),
+    }
+    for name, change in bad.items():
+        with pytest.raises(ValueError, match=f"^{name}: expected"):
+            dataclasses.replace(info, **change).validate()
+    with pytest.raises(ValueError, match="^req_weight_indices: expected given exactly when"):
+        dataclasses.replace(info, req_weight_indices=None).validate()
+
+
+def test_a_refill_keeps_sglangs_fields_true():
+    target = make_batch_info([3, 3], [0, 1], [4, 2], [1.0, 1.0], capacity=4)
+    source = make_batch_info([6], [1], [0, 0], [1.0, 1.0])
+    refill_batch_info(target, source)
+    assert target.has_active_lora is False and target.expected_tokens == 6
+    target.validate()

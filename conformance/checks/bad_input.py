@@ -231,6 +231,16 @@ MUTATIONS: list[Mutation] = [
         lambda c: c.T >= 1,
         lambda i, c: _with_info(i, max_len=max(c.seg_lens) - 1),
     ),
+    Mutation(
+        "expected_tokens disagrees with T",
+        lambda c: True,
+        lambda i, c: _with_info(i, expected_tokens=c.T + 1),
+    ),
+    Mutation(
+        "has_active_lora is False beside an adapter in use",
+        lambda c: any(c.lora_ranks[w] for w in c.used_slots),
+        lambda i, c: _with_info(i, has_active_lora=False),
+    ),
     Mutation("bs disagrees with seg_lens", lambda c: True, lambda i, c: _with_info(i, bs=c.bs + 1)),
     Mutation(
         "permutation is not a permutation",

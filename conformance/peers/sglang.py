@@ -54,6 +54,21 @@ def triton_batch_info(info: LoRABatchInfo) -> Any:
         max_len=max(info.max_len, 1),
         seg_lens=info.seg_lens,
         permutation=info.permutation,
+        **engine_fields(info),
+    )
+
+
+def engine_fields(info: LoRABatchInfo) -> dict[str, Any]:
+    """The fields of SGLang's batch info beyond the segments, from ours (the request-level
+    segments are ours where no request list was given)."""
+    active = info.has_active_lora
+    return dict(
+        expected_tokens=info.expected_tokens,
+        has_active_lora=True if active is None else active,
+        req_seg_indptr=info.seg_indptr if info.req_seg_indptr is None else info.req_seg_indptr,
+        req_weight_indices=info.weight_indices
+        if info.req_weight_indices is None
+        else info.req_weight_indices,
     )
 
 
@@ -99,6 +114,7 @@ def csgmv_batch_info(info: LoRABatchInfo) -> Any:
         max_len=chunk,
         seg_lens=torch.tensor(seg_lens, dtype=torch.int32, device=device),
         permutation=order.to(torch.int32).to(device),
+        **engine_fields(info),
     )
 
 
