@@ -366,8 +366,15 @@ def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
       permutation exactly when ``target`` has one.
 
     Padding segments become empty.  Kernels must still bound every index they read from these
-    buffers: a caller can write them without this helper.
+    buffers: a caller can write them without this helper.  Two token maps
+    (:class:`~lora_ref.token_map.TokenMapBatchInfo`) are refilled the same way
+    (:func:`~lora_ref.token_map.refill_token_map`).
     """
+    from lora_ref.token_map import TokenMapBatchInfo, refill_token_map
+
+    if isinstance(target, TokenMapBatchInfo) or isinstance(source, TokenMapBatchInfo):
+        refill_token_map(target, source)  # type: ignore[arg-type]
+        return
     if not isinstance(target, LoRABatchInfo):
         fail("target", "a LoRABatchInfo", type(target).__name__, error=TypeError)
     if not isinstance(source, LoRABatchInfo):

@@ -179,3 +179,26 @@ def to_segments(batch: TokenMapBatchInfo, no_lora_slot: int | None = None) -> Lo
         batch.scalings.tolist(),
         device=batch.device,
     )
+
+
+def refill_token_map(target: TokenMapBatchInfo, source: TokenMapBatchInfo) -> None:
+    """Copy ``source`` into ``target``'s graph buffers in place, after checking on the host
+    that ``source`` is valid and fits (the same ``T`` and ``L``, the same device, ``target`` a
+    graph buffer): a refill succeeds whole or raises and leaves ``target`` as it was."""
+    for name, batch in (("target", target), ("source", source)):
+        if not isinstance(batch, TokenMapBatchInfo):
+            fail(name, "a TokenMapBatchInfo (both or neither)", type(batch).__name__,
+                 error=TypeError)  # fmt: skip
+    if not target.use_cuda_graph:
+        fail("target.use_cuda_graph", "True (preallocated graph buffers)", "False")
+    src, dst = source.validate(), target.validate()
+    if source.device != target.device:
+        fail("source", f"tensors on {target.device} like the target", f"tensors on {source.device}")
+    if src.num_tokens != dst.num_tokens:
+        fail("source.token_slots", f"T = {dst.num_tokens} rows, the rows the graph was captured "
+             "with", f"T = {src.num_tokens}")  # fmt: skip
+    if src.num_slots != dst.num_slots:
+        fail("source.lora_ranks", f"{dst.num_slots} slots", f"{src.num_slots}")
+    target.token_slots.copy_(source.token_slots)
+    target.lora_ranks.copy_(source.lora_ranks)
+    target.scalings.copy_(source.scalings)

@@ -122,7 +122,7 @@ def test_sglangs_fields_are_filled_and_held_to_the_segments():
     for name, change in bad.items():
         with pytest.raises(ValueError, match=f"^{name}: expected"):
             dataclasses.replace(info, **change).validate()
-    with pytest.raises(ValueError, match="^req_weight_indices: expected given exactly when"):
+    with pytest.raises(ValueError, match=r"^req_weight_indices: expected given exactly when"):
         dataclasses.replace(info, req_weight_indices=None).validate()
 
 

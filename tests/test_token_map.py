@@ -22,6 +22,7 @@ from lora_ref import (
     ReferenceLoRABackend,
     TokenMapBatchInfo,
     make_batch_info,
+    refill_batch_info,
     to_segments,
     to_token_map,
 )
@@ -153,3 +154,26 @@ def test_the_check_fails_a_backend_that_takes_bad_maps(tmp_path: Path):
     [record] = run_plan(_Unchecked, "unchecked", **kw)
     assert record.outcome == "fail"
     assert "accepted, expected ValueError or TypeError" in " ".join(record.failure["messages"])
+
+
+def test_a_token_map_refills_in_place_or_not_at_all():
+    target = TokenMapBatchInfo(torch.tensor([0, 1, -1, 1], dtype=torch.int32),
+                               torch.tensor([4, 2], dtype=torch.int32),
+                               torch.tensor([1.0, 0.5]), use_cuda_graph=True)  # fmt: skip
+    pointer = target.token_slots.data_ptr()
+    source = TokenMapBatchInfo(
+        torch.tensor([1, 1, 0, -1], dtype=torch.int32),
+        torch.tensor([3, 0], dtype=torch.int32),
+        torch.tensor([2.0, 1.0]),
+    )
+    refill_batch_info(target, source)
+    assert target.token_slots.tolist() == [1, 1, 0, -1] and target.lora_ranks.tolist() == [3, 0]
+    assert target.token_slots.data_ptr() == pointer
+    longer = TokenMapBatchInfo(torch.tensor([0] * 5, dtype=torch.int32), source.lora_ranks,
+                               source.scalings)  # fmt: skip
+    with pytest.raises(ValueError, match=r"^source.token_slots: expected T = 4 rows"):
+        refill_batch_info(target, longer)
+    assert target.token_slots.tolist() == [1, 1, 0, -1]
+    segments = make_batch_info([4], [0], [3, 0], [2.0, 1.0])
+    with pytest.raises(TypeError, match=r"^source: expected a TokenMapBatchInfo"):
+        refill_batch_info(target, segments)

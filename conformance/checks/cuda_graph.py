@@ -2,7 +2,9 @@
 
 The capture's batch info is a graph buffer with room for ``capacity`` segments; refills reuse
 the same ``T`` rows with more, then fewer segments (SGLang #28371 silently skipped the extra
-segments of a refill).
+segments of a refill).  For a backend that declares token maps too, half of the examples are
+token maps (``case.token_map``): the same three layouts as a slot per row, -1 for about half
+of the rows of rank-0 slots, refilled in place (``refill_batch_info`` takes both forms).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import random
 
 import torch
+from hypothesis import strategies as st
 
 from conformance.case import Case
 from conformance.checks.base import Check, drawn, plain
@@ -17,7 +20,13 @@ from conformance.checks.guards import CaseResult, backend_call, record_problem
 from conformance.inputs import Inputs, build_inputs, call
 from conformance.names import OPS
 from conformance.oracle import compare, expect_for
-from lora_ref import BaseLoRABackend, Capabilities, make_batch_info, refill_batch_info
+from lora_ref import (
+    BaseLoRABackend,
+    Capabilities,
+    TokenMapBatchInfo,
+    make_batch_info,
+    refill_batch_info,
+)
 
 
 def graph_layouts(case: Case, capacity: int) -> list[Case]:
@@ -53,10 +62,15 @@ def check_cuda_graph(
     layouts = graph_layouts(case, capacity)
     first = build_inputs(layouts[0], device)
     c0 = layouts[0]
-    graph_info = make_batch_info(
-        c0.seg_lens, c0.weight_indices, c0.lora_ranks, c0.scalings, device=device,
-        capacity=capacity,
-    )  # fmt: skip
+    if case.token_map:
+        tm = first.batch_info
+        graph_info = TokenMapBatchInfo(tm.token_slots.clone(), tm.lora_ranks.clone(),
+                                       tm.scalings.clone(), use_cuda_graph=True)  # fmt: skip
+    else:
+        graph_info = make_batch_info(
+            c0.seg_lens, c0.weight_indices, c0.lora_ranks, c0.scalings, device=device,
+            capacity=capacity,
+        )  # fmt: skip
     static_base = first.base.clone() if first.base is not None else None
     static = Inputs(graph_info, first.x.clone(), first.args, static_base)
 
@@ -82,7 +96,7 @@ def check_cuda_graph(
     graph, out = made
     for layout in layouts:
         fresh = build_inputs(layout, device)
-        refill_batch_info(graph_info, fresh.batch_info)
+        refill_batch_info(graph_info, fresh.batch_info)  # type: ignore[arg-type]
         static.x.copy_(fresh.x)
         if static_base is not None and fresh.base is not None:
             static_base.copy_(fresh.base)
@@ -106,6 +120,14 @@ def check_cuda_graph(
     return result
 
 
+def _drawn(ctx) -> st.SearchStrategy[Case]:
+    """Drawn cases with rows; half of them token maps where the backend declares the form."""
+    cases = drawn(ctx, permute=False).filter(lambda c: c.T > 0)
+    if not ctx.caps.token_map:
+        return cases
+    return st.tuples(cases, st.booleans()).map(lambda ct: ct[0].replace(token_map=ct[1]))
+
+
 def _needs(caps: Capabilities, device: str) -> str | None:
     if not caps.cuda_graph:
         return "CUDA graphs not declared by backend (cuda_graph=False)"
@@ -121,7 +143,7 @@ CHECK = Check(
     scale=0.25,
     shrink=True,
     needs=_needs,
-    strategy=lambda ctx: plain(drawn(ctx, permute=False).filter(lambda c: c.T > 0)),
+    strategy=lambda ctx: plain(_drawn(ctx)),
     explicit=lambda ctx: [],
     run=lambda b, e, d: check_cuda_graph(b, e.case, e.params.get("capacity", 12)),
 )
