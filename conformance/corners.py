@@ -357,6 +357,28 @@ _EXTREMES = [
          weight_indices=(1, 0, 2, 1, 0), lora_ranks=(4, 6, 3)),
 ]  # fmt: skip
 
+# GPU-only size classes (the thorough profile on a CUDA device with the memory): element offsets
+# past 2^31 in the input (T*K), where an int32 row offset wraps (vLLM #53028); 33 segments keep
+# the reference's float64 copies of x small
+HUGE_T = 32769
+_HUGE = [
+    dict(name="2^31: T*K past 2^31 elements (T=32769, K=65536)",
+         seg_lens=(*(1024,) * 32, 1), weight_indices=tuple(i % 3 for i in range(33)),
+         lora_ranks=(4, 0, 3), R=4, K=65536, N=16, n_kv=8, ops=("shrink", "qkv", "gate_up")),
+]  # fmt: skip
+
+
+def huge_cases(op: str, dtype_size: int, free_bytes: int) -> list[Case]:
+    """The GPU-only size classes of ``op`` that fit in ``free_bytes`` of device memory."""
+    out = []
+    for spec in _HUGE:
+        case = _make(op, spec)
+        # x, its snapshot, |x| and a copy of the backend's own, with room to spare
+        if case is not None and case.T * case.K * dtype_size * 6 <= free_bytes:
+            out.append(case.replace(seed=zlib.crc32(f"{op}/{case.name}".encode()) % 2**31))
+    return out
+
+
 # every memory layout of every argument (conformance.case.LAYOUT_KINDS), on shapes whose fast
 # paths assume alignment: K, N and ranks multiples of 8
 _ALL_OFFSET = {arg: "offset" for arg in ("x", "base", "a", "b", "offsets", "batch")}

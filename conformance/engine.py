@@ -230,6 +230,7 @@ def run_group(
         options.op_dtypes.get(group.op) or [group.dtype],
         profiles.get(options.profile),
         backend_cls.capabilities,
+        device.type,
     )
     counts: Counter[str] = Counter()
 

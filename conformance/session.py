@@ -216,7 +216,8 @@ class Run:
         for g in self.plan_all:
             if g.skip is not None:
                 continue
-            ctx = GroupContext(g.op, g.dtype, ops.get(g.op) or [g.dtype], p, caps)
+            ctx = GroupContext(g.op, g.dtype, ops.get(g.op) or [g.dtype], p, caps,
+                               self.device.type)  # fmt: skip
             explicit = len(CHECKS[g.check].hand_built(ctx)[0])
             runnable.append(
                 (

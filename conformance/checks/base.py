@@ -38,6 +38,7 @@ class GroupContext:
     op_dtypes: list[str]  # the dtypes this op's diff groups run in (corner cases spread there)
     profile: Profile
     caps: Capabilities
+    device: str = "cpu"  # the device type the group runs on
 
 
 def nothing_needed(caps: Capabilities, device: str) -> str | None:

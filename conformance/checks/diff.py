@@ -171,7 +171,17 @@ def _corners(ctx: GroupContext) -> list[Example]:
         ctx.op, ctx.dtype, ctx.op_dtypes, ctx.profile.name, ctx.caps.permutation, False,
         ctx.caps.n_slices,
     )  # fmt: skip
-    return [Example(c, {}) for c in cases]
+    return [Example(c, {}) for c in cases + _huge(ctx)]
+
+
+def _huge(ctx: GroupContext) -> list[Case]:
+    """The GPU-only size classes (element offsets past 2^31), in the thorough profile on a
+    CUDA device with the memory for them, in the group's dtype."""
+    if ctx.profile.name != "thorough" or ctx.device != "cuda" or not torch.cuda.is_available():
+        return []
+    free, _ = torch.cuda.mem_get_info()
+    size = torch.empty((), dtype=getattr(torch, ctx.dtype)).element_size()
+    return [c.replace(dtype=ctx.dtype) for c in corners.huge_cases(ctx.op, size, free)]
 
 
 CHECK = Check(
