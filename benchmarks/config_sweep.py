@@ -183,7 +183,27 @@ _PREFETCH_DECODE = [
                     ("decode256", (64,)))
     for r in rs
 ]  # fmt: skip
+# the prefill shrink's pipeline depth: the batch-invariant mode's rule (three stages) took 27.7
+# against 35.9 us on mixed-rank shrink_qkv (H100, 2026-12-07, benchmarks/results/
+# 2026-12-07-h100-invariance/): 64x128 tiles of x and of the weights are 32 KB a stage, so three
+# stages let two programs share an SM where four do not.  Candidates: the shipped rule with 3 and
+# 2 stages, and the invariant rule.  Not yet run on a GPU
+STAGES_SHRINK = [
+    None,
+    {"num_stages": 3},
+    {"num_stages": 2},
+    lambda w: config.invariant_shrink_config(w.dims["K"], w.dims["c"] * w.pool_rank, w.dtype),
+]
+_STAGES_CASES = [
+    (M, op, lay, r)
+    for op in ("shrink_qkv", "qkv", "gate_up")
+    for lay in ("prefill", "mixed")
+    for r in (16, 64, 128, HETERO)
+] + [("odd-fp16", op, lay, 96) for op in ("shrink_qkv", "qkv", "gate_up")
+     for lay in ("prefill", "mixed")]  # fmt: skip
 SWEEPS = {
+    "stages_a": ("shrink", STAGES_SHRINK, _STAGES_CASES[::2]),
+    "stages_b": ("shrink", STAGES_SHRINK, _STAGES_CASES[1::2]),
     "prefetch_prefill": ("expand", PREFETCH_EXPAND, _PREFETCH_PREFILL),
     "prefetch_decode": ("expand", PREFETCH_EXPAND, _PREFETCH_DECODE),
     "decode_shrink": ("shrink", DECODE_SHRINK, [c for c in _DECODE_CASES if c[1] != "expand"]),

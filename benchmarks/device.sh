@@ -32,6 +32,7 @@ peer-sglang-csgmv|one|300|the same for SGLang csgmv
 peer-vllm|one|300|the same for vLLM
 peer-flashinfer|one|300|the same for FlashInfer
 peer-vllm-invariant|one|300|the same for vLLM under VLLM_BATCH_INVARIANT=1, with the batch_invariance check
+huge|one|150|the 2^31 size classes: check triton, thorough profile, diff of shrink and qkv in bf16, one drawn example a group
 thorough|all|330|a thorough campaign over every check: a shard per GPU (two on one), one example database, merged"
 
 if [ "${1:-}" = --list ]; then
@@ -88,6 +89,13 @@ job_peers() {
 # declared invariant (benchmarks/probes/invariance_probe.py), half the seconds each
 # (INVARIANCE_ARGS adds options: --ops, --dtypes); DIR/{on,off}.{json,log}, each log ending with
 # the exit status
+job_huge() {
+  timeout -s INT -k 20 "$2" python3 -m conformance.cli check triton --profile thorough \
+    --device cuda --checks diff --ops shrink qkv --dtypes bfloat16 --max-examples 1 \
+    --report-json "$1/check.json" --failures-dir "$1/failures" > "$1/check.log" 2>&1
+  echo "rc=$?" >> "$1/check.log"
+}
+
 job_invariance() {
   local dir=$1 secs=$(( $2 / 2 )) name target
   for name in on off; do
