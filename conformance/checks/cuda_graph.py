@@ -2,7 +2,8 @@
 
 The capture's batch info is a graph buffer with room for ``capacity`` segments; refills reuse
 the same ``T`` rows with more, then fewer segments (SGLang #28371 silently skipped the extra
-segments of a refill).  For a backend that declares token maps too, half of the examples are
+segments of a refill); the buffers hold 12 segments, or 32 as SGLang's prefill buffers do.
+For a backend that declares token maps too, half of the examples are
 token maps (``case.token_map``): the same three layouts as a slot per row, -1 for about half
 of the rows of rank-0 slots, refilled in place (``refill_batch_info`` takes both forms).
 """
@@ -15,7 +16,7 @@ import torch
 from hypothesis import strategies as st
 
 from conformance.case import Case
-from conformance.checks.base import Check, drawn, plain
+from conformance.checks.base import Check, Example, drawn
 from conformance.checks.guards import CaseResult, backend_call, record_problem
 from conformance.inputs import Inputs, build_inputs, call
 from conformance.names import OPS
@@ -27,6 +28,10 @@ from lora_ref import (
     make_batch_info,
     refill_batch_info,
 )
+
+# segment slots of the graph's batch buffers: a decode-sized buffer, and the 32 prefill segment
+# slots SGLang pins
+CAPACITIES = (12, 32)
 
 
 def graph_layouts(case: Case, capacity: int) -> list[Case]:
@@ -143,7 +148,9 @@ CHECK = Check(
     scale=0.25,
     shrink=True,
     needs=_needs,
-    strategy=lambda ctx: plain(_drawn(ctx)),
+    strategy=lambda ctx: st.tuples(_drawn(ctx), st.sampled_from(CAPACITIES)).map(
+        lambda cc: Example(cc[0], {"capacity": cc[1]})
+    ),
     explicit=lambda ctx: [],
     run=lambda b, e, d: check_cuda_graph(b, e.case, e.params.get("capacity", 12)),
 )
