@@ -15,6 +15,7 @@ that reads any of them fails.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -231,10 +232,10 @@ def build_inputs(case: Any, device: torch.device | str) -> Inputs:
         B = (halves[0][None], torch.stack([halves[1], halves[2]]))
     else:
         B = place(B, _layout(case, "b"), poison)
-    bounds = [0, *(hi for _, hi in case.slices)]
+    bounds = _slice_bounds(case)
     offsets = torch.tensor(bounds, dtype=torch.int32, device=device)
     offsets = place_index(offsets, _layout(case, "offsets"))
-    args = (A_dev, B, offsets, max(hi - lo for lo, hi in case.slices))
+    args = (A_dev, B, offsets, max(hi - lo for lo, hi in itertools.pairwise(bounds)))
     if getattr(case, "slice_widths", ()):
         args += (len(case.slice_widths),)  # n_slices, passed by keyword (``call``)
     return Inputs(info, x_dev, args, base)
@@ -273,10 +274,17 @@ def _expand_weights(
         B[w, :, r:] = poison
     for w in unused:
         B[w] = poison
-    slices = case.slices
+    bounds = _slice_bounds(case)
     for w, j in _no_lora_slices(case):
-        B[w, slices[j][0] : slices[j][1], : case.lora_ranks[w]] = 0.0
+        B[w, bounds[j] : bounds[j + 1], : case.lora_ranks[w]] = 0.0
     return B
+
+
+def _slice_bounds(case: Any) -> list[int]:
+    """0, then the end of each qkv slice (``Case.slices``; written out here because the emitted
+    repro scripts carry this module with a plain-namespace case)."""
+    widths = getattr(case, "slice_widths", ()) or (case.N, case.n_kv, case.n_kv)
+    return list(itertools.accumulate(widths, initial=0))
 
 
 def _no_lora_slices(case: Any) -> list[tuple[int, int]]:

@@ -164,6 +164,7 @@ def _refill(batch: LoRABatchInfo, new: LoRABatchInfo) -> None:
     for name in _BATCH_TENSORS:
         getattr(batch, name).copy_(getattr(new, name))
     batch.bs, batch.max_len = new.bs, new.max_len
+    batch.expected_tokens, batch.has_active_lora = new.expected_tokens, new.has_active_lora
 
 
 def check_lifecycle(
