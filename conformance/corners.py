@@ -372,7 +372,7 @@ def huge_cases(op: str, dtype_size: int, free_bytes: int) -> list[Case]:
     """The GPU-only size classes of ``op`` that fit in ``free_bytes`` of device memory."""
     out = []
     for spec in _HUGE:
-        case = _make(op, spec)
+        case = build_case(op, spec)
         # x, its snapshot, |x| and a copy of the backend's own, with room to spare
         if case is not None and case.T * case.K * dtype_size * 6 <= free_bytes:
             out.append(case.replace(seed=zlib.crc32(f"{op}/{case.name}".encode()) % 2**31))
@@ -442,7 +442,9 @@ _PRECISION = [
 ]  # fmt: skip
 
 
-def _make(op: str, spec: dict) -> Case | None:
+def build_case(op: str, spec: dict) -> Case | None:
+    """The hand-built case ``spec`` (a dict of this module's tables) of ``op``, in float32;
+    None when ``spec`` names other ops."""
     spec = dict(spec)
     ops = spec.pop("ops", None)
     if ops is not None and op not in ops:
@@ -490,9 +492,9 @@ def corner_cases(op: str, profile: str, n_slices: bool = False) -> tuple[list[Ca
         return c.replace(seed=zlib.crc32(f"{op}/{c.name}".encode()) % 2**31)
 
     specs = _templates(profile) + _EXTREMES + [{**_LAYOUT_SHAPE, **s} for s in _LAYOUT_CASES]
-    shared = [seeded(c) for spec in specs if (c := _make(op, spec))]
+    shared = [seeded(c) for spec in specs if (c := build_case(op, spec))]
     shared = [c for c in shared if n_slices or not c.slice_widths]
-    precision = [seeded(c) for spec in _PRECISION if (c := _make(op, spec))]
+    precision = [seeded(c) for spec in _PRECISION if (c := build_case(op, spec))]
     return shared, precision
 
 

@@ -18,6 +18,7 @@ import random
 import torch
 from hypothesis import strategies as st
 
+from conformance import corners
 from conformance.case import Case
 from conformance.checks.base import Check, Example, GroupContext, drawn, primary_corners, requires
 from conformance.checks.guards import CaseResult
@@ -103,10 +104,23 @@ def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
     )
 
 
+# a decode batch whose reduction is long: launch rules that pick the K split (shrink) or the
+# row tile (expand) from T or from the batch's adapters give its rows other bits alone, or in a
+# tall batch, than here
+_LONG_DECODE = dict(name="decode rows, K=4096, rank 128: a K split or a row tile chosen by T",
+                    seg_lens=(1, 1, 2), weight_indices=(0, 1, 0), lora_ranks=(128, 8), R=128,
+                    K=4096, N=96, n_kv=32, scalings=(0.5, -1.0))  # fmt: skip
+
+
 def _explicit(ctx: GroupContext) -> list[Example]:
     picked = primary_corners(ctx, 4, permute=False, layouts={})
-    return [Example(e.case, {"how": how, "choice": 11})
-            for e, how in zip(picked, REBATCHINGS, strict=False)]  # fmt: skip
+    out = [Example(e.case, {"how": how, "choice": 11})
+           for e, how in zip(picked, REBATCHINGS, strict=False)]  # fmt: skip
+    long = corners.build_case(ctx.op, _LONG_DECODE)
+    if long is not None:
+        long = long.replace(dtype=ctx.dtype, seed=4096)
+        out += [Example(long, {"how": how, "choice": 5}) for how in ("alone", "tall")]
+    return out
 
 
 CHECK = Check(
