@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from hypothesis import strategies as st
 
+from conformance import corners
 from conformance.case import Case
 from conformance.checks.bad_input import expect_refusal
 from conformance.checks.base import Check, Example, GroupContext, requires
@@ -159,58 +160,26 @@ def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
     return st.tuples(shrink, extra).map(lambda ce: Example(ce[0], {"extra": ce[1]}))
 
 
+# hand-built: (extra-table rows, the case) with a pool holding a rank-0 slot and ids at every
+# edge; a one-token vocabulary with extras; a vocabulary of 65536 (the top of K's range)
+_EXPLICIT = [
+    (4, dict(name="embedding: edges, a rank-0 slot", seg_lens=(5, 0, 7, 3),
+             weight_indices=(2, 1, 0, 2), lora_ranks=(8, 0, 5), R=8, K=33)),
+    (3, dict(name="embedding: one base token, extras", seg_lens=(4,), lora_ranks=(3,), R=4,
+             K=1)),
+    (0, dict(name="embedding: vocabulary 65536", seg_lens=(6, 2), lora_ranks=(16, 9), R=16,
+             K=65536, permute=True)),
+]  # fmt: skip
+
+
 def _explicit(ctx: GroupContext) -> list[Example]:
-    """A pool with a rank-0 slot and ids at every edge; a one-token vocabulary with extras;
-    a vocabulary of 65536 (the top of K's range)."""
-    base = dict(op="shrink", dtype=ctx.dtype, stack=1, layout="corner", has_base=False)
-    return [
-        Example(
-            Case(
-                **base,
-                seg_lens=(5, 0, 7, 3),
-                weight_indices=(2, 1, 0, 2),
-                lora_ranks=(8, 0, 5),
-                scalings=(1.0, 1.0, 1.0),
-                R=8,
-                K=33,
-                N=0,
-                seed=11,
-                name="embedding: edges, a rank-0 slot",
-            ),
-            {"extra": 4},
-        ),
-        Example(
-            Case(
-                **base,
-                seg_lens=(4,),
-                weight_indices=(0,),
-                lora_ranks=(3,),
-                scalings=(1.0,),
-                R=4,
-                K=1,
-                N=0,
-                seed=12,
-                name="embedding: one base token, extras",
-            ),
-            {"extra": 3},
-        ),
-        Example(
-            Case(
-                **base,
-                seg_lens=(6, 2),
-                weight_indices=(0, 1),
-                lora_ranks=(16, 9),
-                scalings=(1.0, 1.0),
-                R=16,
-                K=65536,
-                N=0,
-                seed=13,
-                permute=True,
-                name="embedding: vocabulary 65536",
-            ),
-            {"extra": 0},
-        ),
-    ]
+    out = []
+    for extra, spec in _EXPLICIT:
+        case = corners.build_case("shrink", spec)
+        assert case is not None
+        out.append(Example(case.replace(dtype=ctx.dtype, stack=1, seed=len(out) + 11),
+                           {"extra": extra}))  # fmt: skip
+    return out
 
 
 CHECK = Check(
