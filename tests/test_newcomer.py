@@ -4,10 +4,9 @@ a fresh virtual environment, check the Triton backend, install the template back
 failure, and run the standalone repro script it emits.
 
 Slow (a venv, a wheel, a full ``ci`` run of the Triton backend under the interpreter): about
-six minutes, the suite's longest test.  It is the only test that runs ``lora-conformance check
-triton`` exactly as the README tells a user to.  Its steps run in their own subprocesses, on
-the second core: ``tests/conftest.py`` starts them in a thread when the session starts
-(:func:`start_newcomer_path`), and the test waits for them and reports what they found.
+six minutes, so it runs in the background beside the rest of the suite (``tests/conftest.py``).
+It is the only test that runs ``lora-conformance check triton`` exactly as the README tells a
+user to.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,16 +23,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "examples" / "lora_backend_template"
 
-pytestmark = pytest.mark.slow
-
-
-# the environment when the path started: the tests that run meanwhile may patch os.environ
-_START_ENV: dict[str, str] = {}
+pytestmark = [pytest.mark.slow, pytest.mark.background]
 
 
 def _env() -> dict[str, str]:
-    base = _START_ENV or os.environ
-    env = {k: v for k, v in base.items() if not k.startswith(("PYTHONPATH", "LORA_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "LORA_"))}
     env.pop("TRITON_INTERPRET", None)  # the installed package decides, as on a user's machine
     return env
 
@@ -71,42 +64,7 @@ def _plant_bug(tmp: Path) -> Path:
     return broken
 
 
-class NewcomerPath:
-    """The path's steps in a thread; ``error`` is the first failed step's exception."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._walk, args=(tmp_path,), daemon=True)
-        self.thread.start()
-
-    def _walk(self, tmp_path: Path) -> None:
-        try:
-            walk_newcomer_path(tmp_path)
-        except BaseException as exc:  # reported by the test, in the main thread
-            self.error = exc
-
-
-_STARTED: list[NewcomerPath] = []
-
-
-def start_newcomer_path(tmp_path: Path) -> None:
-    """Start the path in the background (once per session)."""
-    if not _STARTED:
-        _START_ENV.update(os.environ)
-        _STARTED.append(NewcomerPath(tmp_path))
-
-
 def test_newcomer_path(tmp_path):
-    start_newcomer_path(tmp_path)  # not started yet when only this file was selected
-    path = _STARTED[0]
-    path.thread.join(timeout=2400)
-    assert not path.thread.is_alive(), "the newcomer path took more than 40 minutes"
-    if path.error is not None:
-        raise path.error
-
-
-def walk_newcomer_path(tmp_path: Path) -> None:
-    """Every step of the path, each asserted."""
     wheels = tmp_path / "dist"
     _ok(_run([sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(ROOT)], ROOT))
     wheel = next(wheels.glob("lora_conformance-*.whl"))
