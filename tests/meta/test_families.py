@@ -59,7 +59,6 @@ def test_dev_runs_every_explicit_case_of_ci():
     assert corners  # the corner module is the source of both
 
 
-@pytest.mark.background  # five minutes of ci runs: beside the rest of the suite
 def test_ci_catches_a_fresh_parametric_zoo(tmp_path, capsys):
     seed = zoo_seed()
     zoo = sample_zoo(seed)
