@@ -368,6 +368,11 @@ _HUGE = [
 ]  # fmt: skip
 
 
+def _seeded(op: str, case: Case) -> Case:
+    """``case`` with its seed derived from its op and name."""
+    return case.replace(seed=zlib.crc32(f"{op}/{case.name}".encode()) % 2**31)
+
+
 def huge_cases(op: str, dtype_size: int, free_bytes: int) -> list[Case]:
     """The GPU-only size classes of ``op`` that fit in ``free_bytes`` of device memory."""
     out = []
@@ -375,7 +380,7 @@ def huge_cases(op: str, dtype_size: int, free_bytes: int) -> list[Case]:
         case = build_case(op, spec)
         # x, its snapshot, |x| and a copy of the backend's own, with room to spare
         if case is not None and case.T * case.K * dtype_size * 6 <= free_bytes:
-            out.append(case.replace(seed=zlib.crc32(f"{op}/{case.name}".encode()) % 2**31))
+            out.append(_seeded(op, case))
     return out
 
 
@@ -487,14 +492,10 @@ def corner_cases(op: str, profile: str, n_slices: bool = False) -> tuple[list[Ca
     """``(shared, precision)`` hand-built cases of ``op``: ``shared`` ones are spread over the
     declared dtypes, ``precision`` ones run in each; the n-slice ones only with ``n_slices``
     (a backend that declares it).  Seeds derive from the names."""
-
-    def seeded(c: Case) -> Case:
-        return c.replace(seed=zlib.crc32(f"{op}/{c.name}".encode()) % 2**31)
-
     specs = _templates(profile) + _EXTREMES + [{**_LAYOUT_SHAPE, **s} for s in _LAYOUT_CASES]
-    shared = [seeded(c) for spec in specs if (c := build_case(op, spec))]
+    shared = [_seeded(op, c) for spec in specs if (c := build_case(op, spec))]
     shared = [c for c in shared if n_slices or not c.slice_widths]
-    precision = [seeded(c) for spec in _PRECISION if (c := build_case(op, spec))]
+    precision = [_seeded(op, c) for spec in _PRECISION if (c := build_case(op, spec))]
     return shared, precision
 
 

@@ -352,6 +352,17 @@ def make_batch_info(
     )
 
 
+def refill_summaries(target, source) -> tuple[BatchSummary, BatchSummary]:
+    """The checks every in-place refill starts with, of either batch form: ``target`` is a
+    graph buffer, both batches are valid, on one device.  Returns their summaries."""
+    if not target.use_cuda_graph:
+        fail("target.use_cuda_graph", "True (preallocated graph buffers)", "False")
+    src, dst = source.validate(), target.validate()
+    if source.device != target.device:
+        fail("source", f"tensors on {target.device} like the target", f"tensors on {source.device}")
+    return src, dst
+
+
 def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
     """Copy ``source`` into ``target``'s preallocated buffers in place (CUDA-graph refill).
 
@@ -379,12 +390,7 @@ def refill_batch_info(target: LoRABatchInfo, source: LoRABatchInfo) -> None:
         fail("target", "a LoRABatchInfo", type(target).__name__, error=TypeError)
     if not isinstance(source, LoRABatchInfo):
         fail("source", "a LoRABatchInfo", type(source).__name__, error=TypeError)
-    if not target.use_cuda_graph:
-        fail("target.use_cuda_graph", "True (preallocated graph buffers)", "False")
-    src = source.validate()
-    dst = target.validate()
-    if source.device != target.device:
-        fail("source", f"tensors on {target.device} like the target", f"tensors on {source.device}")
+    src, dst = refill_summaries(target, source)
     capacity = dst.num_segments
     if source.bs > capacity:
         fail("source.bs", f"<= the buffer capacity {capacity}", f"{source.bs}")

@@ -24,6 +24,7 @@ from lora_ref.batch_info import (
     check_batch_tensors,
     check_slot_values,
     make_batch_info,
+    refill_summaries,
 )
 from lora_ref.errors import fail
 
@@ -189,11 +190,7 @@ def refill_token_map(target: TokenMapBatchInfo, source: TokenMapBatchInfo) -> No
         if not isinstance(batch, TokenMapBatchInfo):
             fail(name, "a TokenMapBatchInfo (both or neither)", type(batch).__name__,
                  error=TypeError)  # fmt: skip
-    if not target.use_cuda_graph:
-        fail("target.use_cuda_graph", "True (preallocated graph buffers)", "False")
-    src, dst = source.validate(), target.validate()
-    if source.device != target.device:
-        fail("source", f"tensors on {target.device} like the target", f"tensors on {source.device}")
+    src, dst = refill_summaries(target, source)
     if src.num_tokens != dst.num_tokens:
         fail("source.token_slots", f"T = {dst.num_tokens} rows, the rows the graph was captured "
              "with", f"T = {src.num_tokens}")  # fmt: skip

@@ -24,12 +24,18 @@ from conformance import corners
 from conformance.case import Case
 from conformance.checks.bad_input import expect_refusal
 from conformance.checks.base import Check, Example, GroupContext, requires
-from conformance.checks.guards import CaseResult, backend_call
+from conformance.checks.guards import (
+    CaseResult,
+    backend_call,
+    bits_equal_where,
+    changed,
+    snapshot,
+)
 from conformance.domain import within
-from conformance.inputs import POISON_VALUES, build_inputs, row_slots
+from conformance.inputs import POISON_VALUES, Inputs, build_inputs, row_slots
 from conformance.oracle import bitwise_equal
 from conformance.strategies import cases
-from lora_ref import BaseLoRABackend
+from lora_ref import BaseLoRABackend, ReferenceLoRABackend
 
 MAX_EXTRA = 16  # SGLang's extra vocabulary per adapter is a handful of added tokens
 
@@ -113,13 +119,11 @@ def check_embedding(
     backend_cls: type[BaseLoRABackend], example: Example, device: torch.device
 ) -> CaseResult:
     """The gather, bit for bit, inputs unchanged; then each of :data:`BAD_CALLS`."""
-    from lora_ref import ReferenceLoRABackend
-
     case, params = example
     result = CaseResult(case, check="embedding", params=params)
     call = build_call(case, params, device)
     watched = [t for t in (call.input_ids, call.weights, call.extra) if t is not None]
-    before = [t.clone() for t in watched]
+    snap = snapshot(Inputs(call.batch_info, call.input_ids, (call.weights, call.extra), None))
     expected = _run(ReferenceLoRABackend, call)
     got, problem = backend_call(lambda: _run(backend_cls, call))
     if problem is not None:
@@ -132,15 +136,16 @@ def check_embedding(
         return result
     ranks = call.batch_info.lora_ranks.tolist()
     slots = row_slots(call.batch_info)
-    for t, w in enumerate(slots):
-        r = ranks[w] if w >= 0 else 0
-        if r and not bool(bitwise_equal(got[t, :r], expected[t, :r]).all()):
-            v = int(call.input_ids[t])
-            want, came = expected[t, :r].tolist()[:4], got[t, :r].tolist()[:4]
-            result.fail(f"row {t} (slot {w}, rank {r}, token id {v}): expected {want}..., "
-                        f"got {came}...")  # fmt: skip
-            return result
-    if not all(bool(bitwise_equal(t, b).all()) for t, b in zip(watched, before, strict=True)):
+    row_rank = torch.tensor([ranks[w] if w >= 0 else 0 for w in slots], device=got.device)
+    specified = torch.arange(R, device=got.device)[None, :] < row_rank[:, None]
+    if not bits_equal_where(got, expected, specified):
+        t = int((specified & ~bitwise_equal(got, expected)).any(1).nonzero()[0])
+        w, r, v = slots[t], int(row_rank[t]), int(call.input_ids[t])
+        want, came = expected[t, :r].tolist()[:4], got[t, :r].tolist()[:4]
+        result.fail(f"row {t} (slot {w}, rank {r}, token id {v}): expected {want}..., "
+                    f"got {came}...")  # fmt: skip
+        return result
+    if changed(snap):
         result.fail("an input (token ids, weights or the extra table) was changed")
         return result
     result.worst_ratio = 0.0
