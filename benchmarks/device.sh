@@ -9,7 +9,8 @@
 # side by side, each in order.  A job that takes every GPU waits until the queues before it
 # are done, then runs alone.  Each job is stopped after its seconds (the table's, or JOB:SECONDS)
 # or at the call's deadline (DEADLINE seconds after the start, default 540, less 20 s to pack
-# up), whichever comes first.  Job NAME writes OUT's folder NAME/ (logs end with the exit
+# up), whichever comes first.  SLOTS=k gives each GPU k queues side by side (default 1): for
+# jobs whose results do not depend on time (checks, tests), never for timing jobs.  Job NAME writes OUT's folder NAME/ (logs end with the exit
 # status); OUT/device.tar holds them all, with env.txt and jobs.txt (each job's GPU and seconds).
 # On a machine without a GPU, `bash benchmarks/dry_run.sh benchmarks/device.sh OUT JOBS="..."`
 # prints what each GPU would run.
@@ -29,6 +30,8 @@ invariance|one|240|batch_invariance on CUDA: triton-invariant (mode on), the def
 invariance-cost|one|300|bench: triton beside triton-invariant and torch (bf16 prefill, mixed, decode; fp16 odd)
 peer-sglang-triton|one|300|check of the SGLang triton adapter: ci on CUDA, isolated, verbose (needs .peers/)
 peer-sglang-csgmv|one|300|the same for SGLang csgmv
+peer-sglang-csgmv-nocache|one|300|the same for SGLang csgmv with its kernel cache off (SGLANG_USE_CUSTOM_TRITON_KERNEL_CACHE=0)
+replays|one|240|lora-conformance replay of every file REPLAYS (a glob) names, on REPLAY_BACKEND, each in a fresh process (needs .peers/ for a peer)
 peer-vllm|one|300|the same for vLLM
 peer-flashinfer|one|300|the same for FlashInfer
 peer-vllm-invariant|one|300|the same for vLLM under VLLM_BATCH_INVARIANT=1, with the batch_invariance check
@@ -119,21 +122,41 @@ job_invariance_cost() {
 
 # peer-NAME: one peer adapter through `check --profile ci --device cuda`, in a worker process
 # (--isolate: a crash is reported with its case), verbose (tracebacks kept), PEER_EXAMPLES
-# drawn examples per group (default 8) and a 60 s deadline per example
-peer_check() {
-  local dir=$1 secs=$2 class=$3
+# drawn examples per group (default 8) and a deadline of PEER_DEADLINE seconds per example
+# (default 60; FlashInfer's first call compiles its kernels)
+peers_ready() {
   # the bundle is unpacked once, under a lock: peer jobs on other GPUs run at the same time
   export FLASHINFER_CUDA_ARCH_LIST=9.0a
   ( flock 9
     [ -e /tmp/site/.peers_ready ] || { peers_setup; sglang_setup; touch /tmp/site/.peers_ready; }
   ) 9> /tmp/site.lock
+}
+peer_check() {
+  local dir=$1 secs=$2 class=$3
+  peers_ready
   timeout -s INT -k 20 "$secs" python3 -m conformance.cli check "$class" --profile ci \
-    --device cuda --max-examples "${PEER_EXAMPLES:-8}" --deadline 60 --isolate -v \
+    --device cuda --max-examples "${PEER_EXAMPLES:-8}" --deadline "${PEER_DEADLINE:-60}" --isolate -v \
     --report-json "$dir/check.json" --failures-dir "$dir/failures" > "$dir/check.log" 2>&1
   echo "rc=$?" >> "$dir/check.log"
 }
 job_peer_sglang_triton() { peer_check "$1" "$2" conformance.peers.sglang_backends:SGLangTritonBackend; }
 job_peer_sglang_csgmv() { peer_check "$1" "$2" conformance.peers.sglang_backends:SGLangCsgmvBackend; }
+job_peer_sglang_csgmv_nocache() {
+  SGLANG_USE_CUSTOM_TRITON_KERNEL_CACHE=0 job_peer_sglang_csgmv "$@"
+}
+# replays: each saved case REPLAYS names (a glob) replayed alone (a fresh worker each), on
+# REPLAY_BACKEND (a class path); DIR/replays.log, each replay's exit status after its output
+job_replays() {
+  local f start=$SECONDS
+  peers_ready
+  # shellcheck disable=SC2086
+  for f in ${REPLAYS:?a glob of replay files}; do
+    echo "== $f" >> "$1/replays.log"
+    timeout -s INT -k 10 "$(left $(( $2 - SECONDS + start )))" python3 -m conformance.cli replay \
+      "$f" --backend "${REPLAY_BACKEND:?a backend}" >> "$1/replays.log" 2>&1
+    echo "rc=$?" >> "$1/replays.log"
+  done
+}
 job_peer_vllm() { peer_check "$1" "$2" conformance.peers.vllm_backend:VLLMBackend; }
 job_peer_vllm_invariant() {
   peer_check "$1" "$2" conformance.peers.vllm_invariant_backend:VLLMBatchInvariantBackend
@@ -146,7 +169,7 @@ job_peer_flashinfer() { peer_check "$1" "$2" conformance.peers.flashinfer_backen
 # .whl/redis/ with the libraries Debian's needs), else a folder; the reports merged into one
 job_thorough() {
   local dir=$1 secs=$2 seed=${CAMPAIGN_SEED:-$(date +%s)} db="$1/example_db" i
-  local shards=${SHARDS:-$(( n > 1 ? n : 2 ))}
+  local shards=${SHARDS:-$(( gpus > 1 ? gpus : 2 ))}
   local redis_bin
   redis_bin=$(command -v redis-server || echo .whl/redis/redis-server)
   if [ -x "$redis_bin" ] && LD_LIBRARY_PATH=$PWD/.whl/redis "$redis_bin" --port 6390 \
@@ -157,7 +180,7 @@ job_thorough() {
   fi
   echo "campaign seed $seed, $shards shards, example database $db" | tee "$dir/campaign.txt"
   for ((i = 1; i <= shards; i++)); do
-    ( export CUDA_VISIBLE_DEVICES=$(( (i - 1) % n ))
+    ( export CUDA_VISIBLE_DEVICES=$(( (i - 1) % gpus ))
       local start=$SECONDS
       timeout -s INT -k 20 "$secs" python3 -m conformance.cli check triton --profile thorough \
         --device cuda --max-examples "${THOROUGH_EXAMPLES:-10}" --seed "$seed" \
@@ -189,7 +212,7 @@ next=0
 run_queues() {
   local g job
   for g in "${!queues[@]}"; do
-    ( export CUDA_VISIBLE_DEVICES=$g
+    ( export CUDA_VISIBLE_DEVICES=$(( g % gpus ))
       for job in ${queues[$g]}; do run_job "${job%%:*}" "${job##*:}"; done ) &
   done
   wait
@@ -203,6 +226,8 @@ for job in "${wanted[@]}"; do
   [ -n "$(job_field "$name" 2)" ] || { echo "unknown job '$name'; the jobs:"; bash "$0" --list; exit 2; }
 done
 device_begin "$work"
+gpus=$n
+n=$(( n * ${SLOTS:-1} ))  # the queues
 for job in "${wanted[@]}"; do
   name=${job%%:*}
   secs=${job#*:}

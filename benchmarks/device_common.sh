@@ -104,9 +104,11 @@ left() {
 # summary); log DIR/gpu_tests.log ending with the exit status.  Verbose, so the log names the
 # test in flight when a limit cuts the run, and any test running past FAULT_S (default 120) s has
 # every thread's Python stack written to the log.  GPU_TESTS_ARGS adds options (-x, --deselect
-# NODE; not -k: on the GPU image's pytest 9.1.1, `-k tma` selected the other 32 tests).
+# NODE; not -k: on the GPU image's pytest 9.1.1, `-k tma` selected the other 32 tests); GPU_TESTS
+# names the test files (default: tests/gpu).
 gpu_tests() {
-  timeout -s INT -k 20 "$2" python3 -m pytest tests/gpu -v --tb=short -rfE -p no:cacheprovider \
+  # shellcheck disable=SC2086
+  timeout -s INT -k 20 "$2" python3 -m pytest ${GPU_TESTS:-tests/gpu} -v --tb=short -rfE -p no:cacheprovider \
     --durations=0 -o faulthandler_timeout="${FAULT_S:-120}" ${GPU_TESTS_ARGS:-} \
     > "$1/gpu_tests.log" 2>&1
   echo "rc=$?" >> "$1/gpu_tests.log"

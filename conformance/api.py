@@ -74,6 +74,7 @@ def check(
     seed: int | None = None,
     deadline: float = DEFAULTS["deadline"],
     isolate: bool = False,
+    no_fresh_replay: bool = False,
     jobs: int | None = None,
     failures_dir: str | Path = DEFAULTS["failures_dir"],
     report_json: str | Path | None = None,
@@ -98,6 +99,8 @@ def check(
         deadline: seconds one example may take (0: none).  A hang in Python code is stopped
             after it; one in C code is killed by the supervisor a minute later.
         isolate: run the backend in a worker process (a crash then fails its group only).
+        no_fresh_replay: do not run each group's minimal failing case again in a fresh process
+            (by default it is: a case that passes there needs what ran before it).
         jobs: run groups in that many processes (pytest-xdist).
         failures_dir: where minimal failing cases go.
         report_json, junit_xml, markdown: where to write the report (checked before the run).

@@ -21,6 +21,7 @@ from pathlib import Path
 from conformance import profiles, settings
 from conformance.api import OutputError, UsageError
 from conformance.report import (
+    ALONE_LINES,
     EXIT_CODES,
     EXIT_CRASH,
     EXIT_FAIL,
@@ -152,6 +153,8 @@ def _print_table(doc: dict, console) -> None:
 
             with contextlib.suppress(CaseError):
                 console.print(f"    case: {Case.from_json(f['case']).describe()}", markup=False)
+        if f.get("alone") in ALONE_LINES:
+            console.print(f"    alone: {ALONE_LINES[f['alone']]}", markup=False)
         if f.get("file"):
             console.print(f"    replay: lora-conformance replay {f['file']}", markup=False)
     for op, entry in doc.get("coverage", {}).items():
@@ -275,6 +278,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if result.ok:
         print(f"PASS (worst error/tolerance {fmt_ratio(result.worst_ratio)}): "
               "the saved failure no longer reproduces")  # fmt: skip
+        if doc.get("alone") == "passes":
+            print(f"the run that saved this case saw the same: it {ALONE_LINES['passes']}")
         return EXIT_PASS
     for line in result.failures:
         print(f"{result.kind.upper()}: {line}")

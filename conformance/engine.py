@@ -12,7 +12,11 @@ shrinks a failure to a minimal case, saves it, and returns a :class:`GroupRecord
 * a crash (the backend tried to end the process) or a timeout stops the group at once, without
   shrinking, and its case is saved like any failure;
 * a failure that does not fail again when Hypothesis replays it is reported as a flaky failure,
-  not as an error of the harness.
+  not as an error of the harness;
+* with ``RunOptions.fresh_replay``, the minimal failing case is run once more in a fresh process,
+  and the record says whether it fails there too (``alone``): a case that passes alone needs
+  what ran before it in the process (a cache keyed too coarsely, a pool, a stale buffer);
+* in process, an example after which the CUDA context is broken (a sticky error) is a crash.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from hypothesis.errors import Flaky, HypothesisException
 from conformance import corners, profiles, space
 from conformance.campaign import Part, part_seed
 from conformance.checks import CHECKS, Example, GroupContext
-from conformance.checks.guards import CaseResult, ExampleTimeout, deadline, worse
+from conformance.checks.guards import CaseResult, ExampleTimeout, broken_context, deadline, worse
 from conformance.failures import save_failure
 from conformance.plan import Group
 from conformance.settings import DEFAULTS
@@ -59,7 +63,8 @@ class GroupRecord:
             per dimension its log2 bins and boundaries, per argument its layouts, the data
             modes, and for the lifecycle check the step kinds).
         failure: the minimal failing case: ``kind``, ``messages``, ``case``, ``params``,
-            ``file`` (its replay file) and ``flaky``.
+            ``file`` (its replay file), ``flaky`` and ``alone`` (one of ``failures.ALONE``, or
+            None when it was not run again in a fresh process).
         part: ``"p/k"`` when this run ran part ``p`` of ``k`` of a group split over shards
             (:func:`conformance.campaign.assign`), else None.
         outside_domain: hand-built examples left out because they lie outside the backend's
@@ -117,6 +122,8 @@ class RunOptions:
         database_key: the key of a group's examples in it, from the group id.
         parts: per group id, the part of it this run runs (a shard of a campaign); a group
             absent here runs whole.
+        fresh_replay: runs a minimal failing case in a fresh process and says what it did there
+            (one of ``failures.ALONE``; :func:`conformance.isolate.replay_alone`); None: not run.
     """
 
     backend_name: str
@@ -132,6 +139,7 @@ class RunOptions:
     database: Any = None
     database_key: Callable[[str], bytes] | None = None
     parts: dict[str, Part] = field(default_factory=dict)
+    fresh_replay: Callable[[str, Example], str] | None = None
 
 
 def reached(example: Example) -> dict[str, dict[str, int]]:
@@ -239,11 +247,17 @@ def run_group(
             return options.runner(group.check, example)
         try:
             with deadline(options.deadline):
-                return check.run(backend_cls, example, device)
+                result = check.run(backend_cls, example, device)
         except ExampleTimeout as exc:
             result = CaseResult(example.case, check=group.check, params=example.params)
             result.fail(f"timed out: {exc}", "timeout")
             return result
+        broken = broken_context(device)
+        if broken is not None:
+            result.fail(f"the CUDA context is broken after this example ({broken}): nothing "
+                        "after it can run on the GPU in this process (--isolate replaces "
+                        "the worker)", "crash")  # fmt: skip
+        return result
 
     def attempt(explicit: list[Example]) -> _Attempt:
         state = _Attempt()
@@ -339,7 +353,10 @@ def run_group(
             rec.error = "the group ended without a verdict"
     else:
         rec.outcome = chosen.kind if chosen.kind in ("crash", "timeout") else "fail"
-        path = save_failure(options.failures_dir, chosen, options.backend_name, group)
+        alone = None
+        if options.fresh_replay is not None and chosen.kind == "fail" and not first.flaky:
+            alone = options.fresh_replay(group.check, Example(chosen.case, chosen.params))
+        path = save_failure(options.failures_dir, chosen, options.backend_name, group, alone)
         rec.failure = {
             "kind": chosen.kind,
             "messages": chosen.failures,
@@ -347,6 +364,7 @@ def run_group(
             "params": chosen.params,
             "file": str(path) if path is not None else None,
             "flaky": first.flaky,
+            "alone": alone,
         }
     return rec
 

@@ -26,9 +26,13 @@ from conformance.case import DEFAULT_MAX_ELEMENTS, Case, CaseError
 FORMAT = "lora-conformance-case/2"
 OLD_FORMATS = ("lora-conformance-case/1",)
 MAX_FILE_BYTES = 1 << 22
+# what a minimal failing case did when run again in a fresh process: the same failure, a pass
+# (it needs what ran before it in the run's process), a crash or timeout, or it could not be run
+ALONE = ("reproduces", "passes", "crash", "timeout", "not run")
+
 _TOP = {
     "format", "backend", "check", "op", "dtype", "group", "params", "failures", "kind",
-    "worst_ratio", "case", "harness",
+    "worst_ratio", "case", "harness", "alone",
 }  # fmt: skip
 
 
@@ -89,10 +93,14 @@ def failure_document(result: Any, backend: str, group: Any = None) -> dict[str, 
     }
 
 
-def save_failure(folder: Path | str, result: Any, backend: str, group: Any = None) -> Path | None:
-    """Save ``result`` under ``folder``; returns the path, or None when the folder cannot be
-    written (the run goes on; the report says the case was not saved)."""
+def save_failure(folder: Path | str, result: Any, backend: str, group: Any = None,
+                 alone: str | None = None) -> Path | None:  # fmt: skip
+    """Save ``result`` under ``folder`` (with ``alone``, what it did in a fresh process, when
+    known); returns the path, or None when the folder cannot be written (the run goes on; the
+    report says the case was not saved)."""
     doc = failure_document(result, backend, group)
+    if alone is not None:
+        doc["alone"] = alone
     op, dtype = doc["op"], doc["dtype"]
     path = Path(folder) / failure_name(backend, result.check, op, dtype, result.case)
     try:
@@ -193,6 +201,8 @@ def load_failure(path: Path | str, max_elements: int = DEFAULT_MAX_ELEMENTS) -> 
     for field in ("harness", "group"):
         value = doc.get(field, "")
         _require(isinstance(value, str) and len(value) <= 300, field, "a short string", value)
+    _require(doc.get("alone") in (None, *ALONE), "alone", f"null or one of {ALONE}",
+             doc.get("alone"))  # fmt: skip
     ratio = doc.get("worst_ratio")
     _require(ratio is None or (isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
                                and math.isfinite(ratio) and ratio >= 0),

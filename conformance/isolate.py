@@ -3,7 +3,9 @@
 The parent sends ``(check, example)`` over a pipe; the worker runs the check and sends back the
 :class:`~conformance.checks.guards.CaseResult`.  If the worker dies (a segfault, ``exit()`` from
 C code, ``os._exit``), the example is a *crash*, reported with its case, and the next example
-starts a new worker.  If it outlives the deadline it is killed: a *timeout*.  The worker's
+starts a new worker.  If it outlives the deadline it is killed: a *timeout*.  A worker whose CUDA
+context an example broke (a sticky error: an illegal or misaligned address) reports that example
+as a crash and exits, so the examples after it run on a fresh context.  The worker's
 standard output is pointed at its standard error, so nothing the backend prints can corrupt the
 channel.  ``lora-conformance replay`` uses the same worker.
 """
@@ -15,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -109,6 +112,9 @@ class IsolatedBackend:
         reply = self._receive(self.deadline)
         if isinstance(reply, tuple) and reply[0] == "cannot":
             raise WorkerStartError("usage_error", reply[1])
+        if isinstance(reply, tuple) and reply[0] == "broken":  # the worker has exited
+            self.close()
+            return reply[1]
         if reply is not None and reply is not _TIMEOUT:
             return reply
         result = CaseResult(example.case, check=check, params=example.params)
@@ -139,6 +145,28 @@ class IsolatedBackend:
                 setattr(self, conn, None)
 
 
+def replay_alone(
+    backend: str, device: str, deadline: float | None
+) -> Callable[[str, Example], str]:
+    """A ``RunOptions.fresh_replay``: runs one example of a check in a new worker process and
+    says what it did there (``reproduces``, ``passes``, ``crash``, ``timeout``, or ``not run``
+    when the worker could not load the backend)."""
+
+    def run(check: str, example: Example) -> str:
+        worker = IsolatedBackend(backend, device, deadline)
+        try:
+            result = worker.run(check, example)
+        except WorkerStartError:
+            return "not run"
+        finally:
+            worker.close()
+        if result.ok:
+            return "passes"
+        return "reproduces" if result.kind == "fail" else result.kind
+
+    return run
+
+
 def _worker(read_fd: int, write_fd: int) -> None:
     os.dup2(2, 1)  # the backend's prints go to stderr; the pipes carry the protocol
     recv = Connection(read_fd, writable=False)
@@ -149,7 +177,7 @@ def _worker(read_fd: int, write_fd: int) -> None:
     use_interpreter_without_gpu(None if device_name == "auto" else device_name.split(":")[0])
     import torch
 
-    from conformance.checks.guards import backend_call
+    from conformance.checks.guards import backend_call, broken_context
     from lora_ref import get_backend_from_name
     from lora_ref.registry import BackendLoadError, BackendNotFoundError
 
@@ -191,6 +219,12 @@ def _worker(read_fd: int, write_fd: int) -> None:
         except Exception as exc:  # the harness itself failed: say so, as a crash of the run
             result = CaseResult(example.case, check=check, params=example.params)
             result.fail(f"the harness failed: {type(exc).__name__}: {exc}", "crash")
+        broken = broken_context(device)
+        if broken is not None:
+            result.fail(f"the CUDA context is broken after this example ({broken}); the next "
+                        "example gets a new worker", "crash")  # fmt: skip
+            send.send(("broken", result))
+            return
         send.send(result)
 
 

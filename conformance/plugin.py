@@ -187,18 +187,22 @@ def lora_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
     run.load()
 
     def go(group):
+        deadline = pytestconfig.getoption("--lora-deadline") or None
         if pytestconfig.getoption("--lora-isolate") and run.runner is None:
             from conformance.isolate import IsolatedBackend
 
-            run.runner = IsolatedBackend(
-                run.name, str(run.device), pytestconfig.getoption("--lora-deadline") or None
-            )
+            run.runner = IsolatedBackend(run.name, str(run.device), deadline)
+        fresh = None
+        if not pytestconfig.getoption("--lora-no-fresh-replay"):
+            from conformance.isolate import replay_alone
+
+            fresh = replay_alone(run.name, str(run.device), deadline)
         options = RunOptions(
             backend_name=run.name,
             profile=run.profile,
             run_seed=run.seed,
             max_examples=pytestconfig.getoption("--lora-max-examples"),
-            deadline=pytestconfig.getoption("--lora-deadline") or None,
+            deadline=deadline,
             failures_dir=Path(pytestconfig.getoption("--lora-failures-dir")),
             op_dtypes=run.op_dtypes(),
             runner=run.runner.run if run.runner is not None else None,
@@ -206,6 +210,7 @@ def lora_run(pytestconfig: pytest.Config, request: pytest.FixtureRequest):
             database=run.database,
             database_key=run.database_key,
             parts=run.parts,
+            fresh_replay=fresh,
         )
         try:
             rec = run_group(group, run.backend_cls, run.device, options)

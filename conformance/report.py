@@ -234,6 +234,8 @@ def group_cells(g: dict[str, Any]) -> tuple[str, ...]:
         outcome += f": {g['skip_reason']}"
     elif (g.get("failure") or {}).get("flaky"):
         outcome += " (flaky)"
+    elif (g.get("failure") or {}).get("alone") == "passes":
+        outcome += " (passes alone)"
     return (g["id"], outcome, str(g.get("examples", 0)), str(g.get("shrink_steps", 0)),
             fmt_ratio(g.get("worst_ratio")), f"{g.get('seconds', 0):.1f}")  # fmt: skip
 
@@ -257,10 +259,23 @@ def corner_line(op: str, entry: dict[str, Any]) -> str:
     return line + (f"; missed: {', '.join(missed)}" if missed else "")
 
 
+# what a failure's ``alone`` field means, in the words every summary shows
+ALONE_LINES = {
+    "reproduces": "fails again alone, in a fresh process",
+    "passes": "PASSES alone, in a fresh process: the failure needs what ran before it in the "
+    "run's process (state kept between calls: a cache keyed too coarsely, a pool, a stale "
+    "buffer); replay it after the calls before it, or read the backend's caches",
+    "crash": "crashes alone, in a fresh process",
+    "timeout": "times out alone, in a fresh process",
+    "not run": "could not be run again in a fresh process (the worker did not load the backend)",
+}
+
+
 def _failure_line(g: dict[str, Any]) -> str:
     f = g.get("failure") or {}
     text = "; ".join(f.get("messages", []))[:400] or g.get("error") or ""
-    return text
+    alone = ALONE_LINES.get(f.get("alone") or "")
+    return f"{text} ({alone})" if alone else text
 
 
 def to_markdown(doc: dict[str, Any]) -> str:

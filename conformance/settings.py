@@ -99,6 +99,9 @@ SETTINGS: tuple[Setting, ...] = (
             "limit", kind="float", default=300.0, minimum=0),
     Setting("isolate", "run the backend in a worker process: a crash or an exit is reported "
             "with its case", kind="flag", default=False),
+    Setting("no-fresh-replay", "do not run each group's minimal failing case again in a fresh "
+            "process (by default it is, and the report says whether it fails there too or "
+            "needs what ran before it)", kind="flag", default=False),
     Setting("jobs", "run groups in this many processes (needs pytest-xdist)", kind="int",
             minimum=1, pytest="-n"),
     Setting("failures-dir", "where minimal failing cases are saved for `lora-conformance replay`",

@@ -107,6 +107,8 @@ def test_failure_is_saved_replayed_and_emitted_as_a_script(tmp_path, capsys):
     assert [p.name.split("-")[:4] for p in saved] == [
         ["tests.meta.mutants_ScalingTwice", "diff", "expand", "float32"]
     ]
+    # run again in a fresh process, it fails the same way
+    assert group["failure"]["alone"] == "reproduces"
     capsys.readouterr()
     assert main(["replay", str(saved[0]), "--trust"]) == 1
     assert "FAIL: wrong result" in capsys.readouterr().out
@@ -125,6 +127,29 @@ def test_failure_is_saved_replayed_and_emitted_as_a_script(tmp_path, capsys):
     assert run.returncode == 1 and "REPRODUCED" in run.stdout, run.stdout + run.stderr
     # the harness's own message: the same comparison made the same verdict
     assert group["failure"]["messages"][0].removeprefix("wrong result: ") in run.stdout
+
+
+def test_a_failure_that_needs_earlier_calls_passes_alone(tmp_path, capsys):
+    """A cache kept for the whole process under too coarse a key: the minimal case fails in the
+    run and passes in a fresh process, and every summary says so; --no-fresh-replay skips it."""
+    report = tmp_path / "r.json"
+    args = ["check", "tests.meta.mutants:ProcessCacheKeyedOnK", "--ops", "shrink", "--dtypes",
+            "float32", "--checks", "diff", "--max-examples", "4", "--failures-dir",
+            str(tmp_path / "f"), "--report-json", str(report)]  # fmt: skip
+    assert main([*args, "--markdown", str(tmp_path / "r.md")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    doc = json.loads(report.read_text())
+    jsonschema.validate(doc, SCHEMA)
+    failure = doc["groups"][0]["failure"]
+    assert failure["alone"] == "passes", failure
+    assert "FAIL (passes alone)" in err and "PASSES alone, in a fresh process" in err
+    assert "PASSES alone" in (tmp_path / "r.md").read_text()
+    saved = json.loads(Path(failure["file"]).read_text())
+    assert saved["alone"] == "passes"
+    assert main(["replay", failure["file"], "--trust"]) == 0
+    assert "the run that saved this case saw the same" in capsys.readouterr().out
+    assert main([*args, "--no-fresh-replay"]) == 1
+    assert json.loads(report.read_text())["groups"][0]["failure"]["alone"] is None
 
 
 def test_nan_is_reported_as_nan(tmp_path):

@@ -199,6 +199,18 @@ def backend_call(fn: Callable[[], V]) -> tuple[V | None, Problem | None]:
     return value, problem
 
 
+def broken_context(device: torch.device) -> str | None:
+    """Why ``device``'s CUDA context can no longer run work (a sticky error such as an illegal
+    or misaligned address, left by the last kernel), or None when it can (and on the CPU)."""
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.synchronize(device)
+    except Exception as exc:  # torch raises RuntimeError (AcceleratorError in newer builds)
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+    return None
+
+
 def restore_subnormals() -> FloatingPointError | None:
     """If the CPU now flushes subnormals to zero (``torch.set_flush_denormal(True)``, or code
     built with ``-ffast-math``), turn that off and return the error saying so; else None."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.report import ALONE_LINES
+
 
 @pytest.mark.lora_conformance
 def test_conformance(lora_group, lora_run):
@@ -24,6 +26,8 @@ def test_conformance(lora_group, lora_run):
     lines += failure.get("messages", [])
     if failure.get("flaky"):
         lines.append("(flaky: the failing case did not fail again when Hypothesis replayed it)")
+    if failure.get("alone") in ALONE_LINES:
+        lines.append(f"alone: {ALONE_LINES[failure['alone']]}")
     if failure.get("file"):
         lines.append(f"replay: lora-conformance replay {failure['file']}")
     elif failure:

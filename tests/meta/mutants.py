@@ -723,3 +723,21 @@ NARROW_MUTANTS: list[type[ReferenceLoRABackend]] = [
     StaleSegmentsAcrossBatches,
     StaleOffsetsAcrossCalls,
 ]
+
+
+# the weights of the first shrink seen per K, for the whole process (not in MUTANTS: the test of
+# fresh replays uses it, tests/test_cli.py)
+_PROCESS_WEIGHTS: dict[int, torch.Tensor] = {}
+
+
+class ProcessCacheKeyedOnK(ReferenceLoRABackend):
+    """The shrink's weights cached for the whole process under ``K`` alone, so a later call
+    with the same ``K`` computes with an earlier call's weights: every instance right on its
+    first call (SGLang 0.5.23's csgmv kernel cache, keyed on ``(K, slices, chunk)``)."""
+
+    def run_lora_a_sgemm(self, x, weights, stack_num=1):
+        K = weights.shape[-1]
+        kept = _PROCESS_WEIGHTS.setdefault(K, weights.clone())
+        if kept.shape == weights.shape and kept.dtype == weights.dtype:
+            weights = kept.to(weights.device)
+        return super().run_lora_a_sgemm(x, weights, stack_num)
