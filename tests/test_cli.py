@@ -154,7 +154,7 @@ def test_a_failure_that_needs_earlier_calls_passes_alone(tmp_path, capsys):
 
 def test_nan_is_reported_as_nan(tmp_path):
     report = tmp_path / "r.json"
-    args = ["--ops", "qkv", "--dtypes", "float32", "--checks", "diff"]
+    args = ["--ops", "qkv", "--dtypes", "float32", "--checks", "diff", "--no-fresh-replay"]
     out = ["--failures-dir", str(tmp_path), "--report-json", str(report)]
     code = main(["check", "tests.meta.mutants:NaNTailTile", *args, *out])
     assert code == 1

@@ -12,7 +12,9 @@ pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ["--pyargs", "conformance.suite", "-p", "no:cacheprovider", "--hypothesis-profile", "ci"]
-QUICK = ["--lora-checks", "diff", "--lora-dtypes", "float32", "--lora-max-examples", "2"]
+# (the fresh replay of a failure, tested in test_cli.py, costs a process start: not here)
+QUICK = ["--lora-checks", "diff", "--lora-dtypes", "float32", "--lora-max-examples", "2",
+         "--lora-no-fresh-replay"]  # fmt: skip
 
 
 def test_suite_without_backend_errors_loudly(pytester):

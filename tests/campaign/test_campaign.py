@@ -19,8 +19,10 @@ from conformance.report import SCHEMA_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 RARE = "tests.campaign.rare:RareWindow"
+# (a failure's fresh replay, tested in tests/test_cli.py, costs a process start: not here)
 ONE_GROUP = [
-    "--checks", "bad_input", "--ops", "shrink", "--dtypes", "float32", "--profile", "ci"
+    "--checks", "bad_input", "--ops", "shrink", "--dtypes", "float32", "--profile", "ci",
+    "--no-fresh-replay",
 ]  # fmt: skip
 SMALL = ["--ops", "shrink", "--dtypes", "float32", "--checks", "diff", "metamorphic",
          "bad_input", "--profile", "ci", "--max-examples", "2"]  # fmt: skip

@@ -20,7 +20,9 @@ from conformance.api import _disagrees
 from conformance.report import seal, sealed
 
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = dict(ops=("shrink",), dtypes=("float32",), checks=("diff",), max_examples=1)
+# the fresh replay of a failure (tests/test_cli.py tests it) costs a process start: not here
+QUICK = dict(ops=("shrink",), dtypes=("float32",), checks=("diff",), max_examples=1,
+             no_fresh_replay=True)  # fmt: skip
 CLI = [sys.executable, "-m", "conformance.cli", "check"]
 QUICK_ARGS = ["--ops", "shrink", "--dtypes", "float32", "--checks", "diff", "--max-examples", "1"]
 

@@ -15,7 +15,9 @@ from conformance import api
 
 pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[2]
-QUICK = dict(ops=("shrink",), dtypes=("float32",), checks=("diff",), max_examples=1)
+# the fresh replay of a failure (tests/test_cli.py tests it) costs a process start: not here
+QUICK = dict(ops=("shrink",), dtypes=("float32",), checks=("diff",), max_examples=1,
+             no_fresh_replay=True)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
