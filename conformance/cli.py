@@ -177,7 +177,8 @@ def _print_table(doc: dict, console) -> None:
 def _print_space(doc: dict, console) -> None:
     """What the run reached of the input space, per op: per dimension the log2 bins of its
     range, the power-of-two boundaries (2^k - 1, 2^k, 2^k + 1) and the largest bin; the
-    layouts, data modes and lifecycle steps.  Per group in the JSON report (``space``)."""
+    layouts, data modes, lifecycle steps and embedding id kinds.  Per group in the JSON report
+    (``space``)."""
     from rich.table import Table
 
     from conformance import space
@@ -198,6 +199,9 @@ def _print_space(doc: dict, console) -> None:
     steps = [len(e.get("lifecycle_steps", [])) for e in per_op.values()]
     if any(steps):
         table.add_row("lifecycle steps", *(f"{n} kinds" if n else "-" for n in steps))
+    ids = [len(e.get("embedding_ids", [])) for e in per_op.values()]
+    if any(ids):
+        table.add_row("embedding ids", *(f"{n} kinds" if n else "-" for n in ids))
     console.print(table)
 
 

@@ -276,7 +276,7 @@ def run_group(
                 for name in corners.classify(example.case):
                     counts[name] += 1
                     event(name)
-                space.merge(rec.space, reached(example))
+                space.merge(rec.space, (check.reach or reached)(example))
             else:
                 phase = "replaying"
             if options.progress is not None:

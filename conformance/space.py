@@ -222,6 +222,8 @@ def summary(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     out["data"] = sorted(counts.get("data", {}))
     if "lifecycle" in counts:
         out["lifecycle_steps"] = sorted(counts["lifecycle"])
+    if "embedding" in counts:
+        out["embedding_ids"] = sorted(counts["embedding"])
     return out
 
 

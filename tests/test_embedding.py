@@ -98,3 +98,26 @@ def test_the_check_fails_a_wrong_gather(mutant, tmp_path: Path):
 
 def test_a_backend_without_embedding_is_skipped(tmp_path: Path):
     assert _outcomes(_NoEmbedding, tmp_path) == {"skip"}
+
+
+def test_the_space_report_names_the_extra_table_sizes_and_id_kinds(tmp_path: Path):
+    """What `ci` reaches of embedding's own space, counted per example: every extra-table size
+    class (none, one row, a few, up to 16), ids at the vocabulary's edges and in the extra
+    table, both id dtypes, and ids past 2^15."""
+    from conformance import space
+
+    records = run_plan(ReferenceLoRABackend, "reference", profile="ci", failures_dir=tmp_path,
+                       checks=("embedding",), dtypes=("float32",), shrink=False)  # fmt: skip
+    (rec,) = records
+    kinds = space.summary(rec.space)["embedding_ids"]
+    assert {"extra rows 0", "extra rows 1", "extra rows 2-4", "extra rows 5-16"} <= set(kinds)
+    assert {
+        "id 0",
+        "id V-1 (last of the vocabulary)",
+        "id V (first extra)",
+        "id V+E-1 (last extra)",
+        "int32 ids",
+        "int64 ids",
+        "an id past 2^15",
+    } <= set(kinds)
+    assert sum(rec.space["embedding"].values()) >= 4 * rec.examples  # four kinds per example

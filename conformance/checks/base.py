@@ -64,6 +64,8 @@ class Check:
         explicit: the hand-built examples it runs first.
         run: one example on a backend class.
         needs: why the backend or device cannot run it, or None.
+        reach: what one example reached of the input space (``conformance.space.count``
+            counts, and the check's own kinds), where the case alone does not say it.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Check:
     explicit: Callable[[GroupContext], list[Example]]
     run: Callable[[type[BaseLoRABackend], Example, torch.device], CaseResult]
     needs: Callable[[Capabilities, str], str | None] = nothing_needed
+    reach: Callable[[Example], dict[str, dict[str, int]]] | None = None
 
     def hand_built(self, ctx: GroupContext) -> tuple[list[Example], int]:
         """The hand-built examples inside the backend's declared domain, and how many of them

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from hypothesis import strategies as st
 
-from conformance import corners
+from conformance import corners, space
 from conformance.case import Case
 from conformance.checks.bad_input import expect_refusal
 from conformance.checks.base import Check, Example, GroupContext, requires
@@ -50,21 +50,17 @@ class Call(NamedTuple):
     extra: torch.Tensor | None
 
 
-def build_call(case: Case, params: dict[str, Any], device: torch.device) -> Call:
-    """The call of ``case`` read as an embedding (module docstring)."""
-    inputs = build_inputs(case, device)
-    weights = inputs.args[0]
-    L, R, V = weights.shape
+def extra_rows(case: Case, params: dict[str, Any]) -> int:
+    """The extra table's rows ``E`` of an example (one where the vocabulary is empty, so that
+    an id can be valid)."""
     E = params.get("extra", 0)
-    if V + E == 0 and case.T:
-        E = 1  # no id would be valid
-    gen = torch.Generator().manual_seed(case.seed ^ 0xE3B)
-    extra = None
-    if E:
-        table = torch.randn(L, E, R, generator=gen, dtype=torch.float64)
-        for w, r in enumerate(case.lora_ranks):
-            table[w, :, r:] = POISON_VALUES[case.poison]
-        extra = table.to(weights.dtype).to(device)
+    return 1 if case.K + E == 0 and case.T else E
+
+
+def token_ids(case: Case, E: int) -> tuple[list[int], torch.dtype]:
+    """The example's token ids (the vocabulary is ``case.K``) and their dtype, from its seed."""
+    V = case.K
+    gen = torch.Generator().manual_seed(case.seed ^ 0x1D5)
     edges = [v for v in (0, V - 1, V, V + 1, V + E - 1) if 0 <= v < V + E]
     uniform = torch.randint(0, max(V + E, 1), (case.T,), generator=gen).tolist()
     pick = torch.rand(case.T, generator=gen).tolist()
@@ -72,9 +68,48 @@ def build_call(case: Case, params: dict[str, Any], device: torch.device) -> Call
         edges[int(u * 997) % len(edges)] if u < 0.3 else v
         for u, v in zip(pick, uniform, strict=True)
     ]
-    dtype = torch.int64 if case.seed % 2 else torch.int32
+    return ids, torch.int64 if case.seed % 2 else torch.int32
+
+
+def build_call(case: Case, params: dict[str, Any], device: torch.device) -> Call:
+    """The call of ``case`` read as an embedding (module docstring)."""
+    inputs = build_inputs(case, device)
+    weights = inputs.args[0]
+    L, R, V = weights.shape
+    E = extra_rows(case, params)
+    extra = None
+    if E:
+        gen = torch.Generator().manual_seed(case.seed ^ 0xE3B)
+        table = torch.randn(L, E, R, generator=gen, dtype=torch.float64)
+        for w, r in enumerate(case.lora_ranks):
+            table[w, :, r:] = POISON_VALUES[case.poison]
+        extra = table.to(weights.dtype).to(device)
+    ids, dtype = token_ids(case, E)
     input_ids = torch.tensor(ids, dtype=dtype, device=device)
     return Call(inputs.batch_info, input_ids, weights, V, extra)
+
+
+def reach(example: Example) -> dict[str, dict[str, int]]:
+    """What an example reached: its case's dimensions (``K`` is the vocabulary), and under
+    ``embedding`` the size class of its extra table and the kinds of token id it holds (the
+    first and last of the vocabulary, ids in the extra table, the id dtype)."""
+    case = example.case
+    E = extra_rows(case, example.params)
+    ids, dtype = token_ids(case, E)
+    V = case.K
+    kinds = {"extra rows " + ("0" if E == 0 else "1" if E == 1 else "2-4" if E <= 4 else "5-16"),
+             f"{str(dtype).removeprefix('torch.')} ids"}  # fmt: skip
+    hits = {
+        "id 0": 0 in ids,
+        "id V-1 (last of the vocabulary)": V > 0 and V - 1 in ids,
+        "id V (first extra)": E > 0 and V in ids,
+        "id V+E-1 (last extra)": E > 0 and V + E - 1 in ids,
+        "an id past 2^15": any(i >= 2**15 for i in ids),
+    }
+    kinds |= {label for label, hit in hits.items() if hit}
+    counts = space.count([case])
+    counts["embedding"] = dict.fromkeys(kinds, 1)
+    return counts
 
 
 def _run(backend_cls: type[BaseLoRABackend], call: Call) -> torch.Tensor:
@@ -165,15 +200,17 @@ def _strategy(ctx: GroupContext) -> st.SearchStrategy[Example]:
     return st.tuples(shrink, extra).map(lambda ce: Example(ce[0], {"extra": ce[1]}))
 
 
-# hand-built: (extra-table rows, the case) with a pool holding a rank-0 slot and ids at every
-# edge; a one-token vocabulary with extras; a vocabulary of 65536 (the top of K's range)
+# hand-built: (extra-table rows, the case): one without an extra table; the largest extra table
+# with a pool holding a rank-0 slot and ids at every edge; a one-token vocabulary with extras; a
+# vocabulary of 65536 (the top of K's range) with one extra row
 _EXPLICIT = [
-    (4, dict(name="embedding: edges, a rank-0 slot", seg_lens=(5, 0, 7, 3),
-             weight_indices=(2, 1, 0, 2), lora_ranks=(8, 0, 5), R=8, K=33)),
+    (0, dict(name="embedding: no extra table", seg_lens=(3, 2), lora_ranks=(4, 2), R=4, K=20)),
+    (MAX_EXTRA, dict(name="embedding: edges, a rank-0 slot", seg_lens=(5, 0, 7, 3),
+                     weight_indices=(2, 1, 0, 2), lora_ranks=(8, 0, 5), R=8, K=33)),
     (3, dict(name="embedding: one base token, extras", seg_lens=(4,), lora_ranks=(3,), R=4,
              K=1)),
-    (0, dict(name="embedding: vocabulary 65536", seg_lens=(6, 2), lora_ranks=(16, 9), R=16,
-             K=65536, permute=True)),
+    (1, dict(name="embedding: vocabulary 65536, one extra row", seg_lens=(6, 2),
+             lora_ranks=(16, 9), R=16, K=65536, permute=True)),
 ]  # fmt: skip
 
 
@@ -198,6 +235,7 @@ CHECK = Check(
     scale=1.0,
     shrink=True,
     strategy=_strategy,
+    reach=reach,
     explicit=_explicit,
     run=check_embedding,
     needs=requires("embedding", "embedding LoRA"),
