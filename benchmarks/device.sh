@@ -156,7 +156,9 @@ job_replays() {
   # shellcheck disable=SC2086
   for f in $REPLAYS; do
     echo "== $f" >> "$1/replays.log"
-    timeout -s INT -k 10 "$(left $(( $2 - SECONDS + start )))" python3 -m conformance.cli replay \
+    local rest=$(( $2 - SECONDS + start ))
+    [ "$rest" -gt 1 ] || { echo "not run: the job's time is up" >> "$1/replays.log"; continue; }
+    timeout -s INT -k 10 "$(left "$rest")" python3 -m conformance.cli replay \
       "$f" --backend "$REPLAY_BACKEND" >> "$1/replays.log" 2>&1
     echo "rc=$?" >> "$1/replays.log"
   done

@@ -252,6 +252,12 @@ def run_group(
             result = CaseResult(example.case, check=group.check, params=example.params)
             result.fail(f"timed out: {exc}", "timeout")
             return result
+        except Exception:
+            # the harness's own CUDA calls raise once a kernel broke the context: that is the
+            # example's crash, not the harness's
+            if broken_context(device) is None:
+                raise
+            result = CaseResult(example.case, check=group.check, params=example.params)
         broken = broken_context(device)
         if broken is not None:
             result.fail(f"the CUDA context is broken after this example ({broken}): nothing "

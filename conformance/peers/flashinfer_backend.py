@@ -71,6 +71,10 @@ class FlashInferBackend(PeerBackend):
         permutation=True,
         split_layouts=True,
         cuda_graph=False,
+        # its kernels flush subnormals: bf16 shrink and expand on subnormal data gave 0 and
+        # other values where subnormals are right, and did so alone in a fresh process
+        # (benchmarks/results/2026-12-07-h100-csgmv-examined/)
+        subnormals="flush",
     )
 
     def set_batch_info(self, batch_info: LoRABatchInfo) -> None:

@@ -197,3 +197,27 @@ def test_a_sigint_during_a_backend_call_interrupts_a_script():
     )
     assert run.returncode != 0 and "KeyboardInterrupt" in run.stderr, run.stdout + run.stderr
     assert "went on" not in run.stdout
+
+
+def test_a_broken_cuda_context_is_the_examples_crash(monkeypatch, tmp_path):
+    """In process, once a kernel breaks the CUDA context the harness's own calls raise: the
+    example is a crash that says so, not a failure of the harness (the probe is faked here;
+    tests/gpu/test_broken_context.py breaks a real context)."""
+    import dataclasses
+
+    from conformance import engine
+    from conformance.checks import CHECKS
+    from lora_ref import ReferenceLoRABackend
+
+    def raises(*_):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setitem(CHECKS, "diff", dataclasses.replace(CHECKS["diff"], run=raises))
+    monkeypatch.setattr(engine, "broken_context", lambda d: "AcceleratorError: illegal address")
+    one = dict(ops=("shrink",), dtypes=("float32",), checks=("diff",), failures_dir=tmp_path)
+    (rec,) = engine.run_plan(ReferenceLoRABackend, "reference", **one)
+    assert rec.outcome == "crash"
+    assert "the CUDA context is broken" in rec.failure["messages"][0]
+    monkeypatch.setattr(engine, "broken_context", lambda d: None)  # a context still sound
+    with pytest.raises(RuntimeError, match="illegal memory"):
+        engine.run_plan(ReferenceLoRABackend, "reference", **one)
