@@ -255,10 +255,12 @@ def run_group(
         except Exception:
             # the harness's own CUDA calls raise once a kernel broke the context: that is the
             # example's crash, not the harness's
-            if broken_context(device) is None:
+            broken = broken_context(device)
+            if broken is None:
                 raise
             result = CaseResult(example.case, check=group.check, params=example.params)
-        broken = broken_context(device)
+        else:
+            broken = broken_context(device)
         if broken is not None:
             result.fail(f"the CUDA context is broken after this example ({broken}): nothing "
                         "after it can run on the GPU in this process (--isolate replaces "

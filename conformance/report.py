@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance.failures import write_atomic
+from conformance.failures import ALONE, write_atomic
 
 SCHEMA = "lora-conformance-report/1"
 SCHEMA_FILE = Path(__file__).with_name("report.schema.json")
@@ -260,15 +260,16 @@ def corner_line(op: str, entry: dict[str, Any]) -> str:
 
 
 # what a failure's ``alone`` field means, in the words every summary shows
-ALONE_LINES = {
-    "reproduces": "fails again alone, in a fresh process",
-    "passes": "PASSES alone, in a fresh process: the failure needs what ran before it in the "
-    "run's process (state kept between calls: a cache keyed too coarsely, a pool, a stale "
-    "buffer); replay it after the calls before it, or read the backend's caches",
-    "crash": "crashes alone, in a fresh process",
-    "timeout": "times out alone, in a fresh process",
-    "not run": "could not be run again in a fresh process (the worker did not load the backend)",
-}
+# (one line per value of ``failures.ALONE``, in its order)
+ALONE_LINES = dict(zip(ALONE, (
+    "fails again alone, in a fresh process",
+    "PASSES alone, in a fresh process: the failure needs what ran before it in the run's "
+    "process (state kept between calls: a cache keyed too coarsely, a pool, a stale buffer); "
+    "replay it after the calls before it, or read the backend's caches",
+    "crashes alone, in a fresh process",
+    "times out alone, in a fresh process",
+    "could not be run again in a fresh process (the worker did not load the backend)",
+), strict=True))  # fmt: skip
 
 
 def _failure_line(g: dict[str, Any]) -> str:

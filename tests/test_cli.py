@@ -269,9 +269,12 @@ def test_api_names_the_bad_option(given, message, tmp_path):
 
 
 def test_the_schema_names_every_check_and_exit_code():
+    from conformance.failures import ALONE
     from conformance.names import CHECK_NAMES
     from conformance.report import EXIT_CODES
 
     group = SCHEMA["$defs"]["group"]["properties"]
     assert group["check"]["enum"] == list(CHECK_NAMES)
     assert SCHEMA["properties"]["exit_code"]["enum"] == sorted(EXIT_CODES)
+    failure = group["failure"]["oneOf"][1]["properties"]
+    assert failure["alone"]["enum"] == [*ALONE, None]
